@@ -1,0 +1,37 @@
+# Two commands on a fresh machine with only Python:  `make demo`  and  `make test`.
+# torch is installed first, on its own, so that no dependency pulls a CUDA build by accident.
+# Elsewhere, a CPU-only machine gets the CPU wheel with:
+#   make demo TORCH_ARGS="--index-url https://download.pytorch.org/whl/cpu"
+PYTHON ?= python3
+VENV ?= .venv
+TORCH ?= torch==2.13.0
+TORCH_ARGS ?=
+BIN = $(VENV)/bin
+
+.PHONY: demo test lint clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+$(VENV)/.torch: | $(BIN)/python
+	$(BIN)/pip install -q "$(TORCH)" $(TORCH_ARGS)
+	touch $@
+
+$(VENV)/.core: pyproject.toml $(VENV)/.torch
+	$(BIN)/pip install -q -e .
+	touch $@
+
+$(VENV)/.test: pyproject.toml $(VENV)/.core
+	$(BIN)/pip install -q -e ".[test]"
+	touch $@
+
+demo: $(VENV)/.core
+	$(BIN)/trainwise demo
+
+test: $(VENV)/.test
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf $(VENV) build src/*.egg-info .pytest_cache

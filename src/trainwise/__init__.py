@@ -1,0 +1,25 @@
+"""trainwise: make deep-learning training go right the first time.
+
+The public API lives here and nowhere else.
+"""
+
+from trainwise.check import check
+from trainwise.errors import SetupError, TrainwiseError
+from trainwise.findings import Finding
+from trainwise.report.model import Report, StageResult
+from trainwise.rules import CATALOGUE
+from trainwise.spec import Setup
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CATALOGUE",
+    "Finding",
+    "Report",
+    "Setup",
+    "SetupError",
+    "StageResult",
+    "TrainwiseError",
+    "check",
+    "__version__",
+]

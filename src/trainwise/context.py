@@ -1,0 +1,233 @@
+"""StaticContext: what static rules read. Everything is computed lazily, once, on demand.
+
+The model is a fresh copy traced on one real batch; the data are samples read without mutation.
+"""
+
+from __future__ import annotations
+
+import warnings
+from functools import cached_property
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from trainwise.data import (
+    DEFAULT_SAMPLE,
+    DataSample,
+    first_rows,
+    sample_dataset,
+    shape_of,
+    to_device,
+)
+from trainwise.errors import SetupError
+from trainwise.spec import Setup
+from trainwise.tracing import Trace, trace_model
+
+# Loss kinds trainwise understands; "other" when the callable matches none of them.
+LOSS_KINDS = ("cross_entropy", "nll", "bce_logits", "bce", "mse", "l1", "other")
+
+_LOSS_CLASSES: dict[type, str] = {
+    nn.CrossEntropyLoss: "cross_entropy",
+    nn.NLLLoss: "nll",
+    nn.BCEWithLogitsLoss: "bce_logits",
+    nn.BCELoss: "bce",
+    nn.MSELoss: "mse",
+    nn.L1Loss: "l1",
+    nn.SmoothL1Loss: "l1",
+    nn.HuberLoss: "l1",
+}
+_LOSS_FUNCTIONS: dict[Any, str] = {
+    F.cross_entropy: "cross_entropy",
+    F.nll_loss: "nll",
+    F.binary_cross_entropy_with_logits: "bce_logits",
+    F.binary_cross_entropy: "bce",
+    F.mse_loss: "mse",
+    F.l1_loss: "l1",
+}
+
+
+class StaticContext:
+    def __init__(self, setup: Setup, sample: int = DEFAULT_SAMPLE, seed: int = 0) -> None:
+        self.setup = setup
+        self.sample_limit = sample
+        self.seed = seed
+
+    # -- data -------------------------------------------------------------------------------
+
+    @cached_property
+    def train_sample(self) -> DataSample:
+        return sample_dataset(
+            self.setup.train_dataset,
+            self.setup.collate_fn("train"),
+            self.sample_limit,
+            self.seed,
+            where="train",
+        )
+
+    @cached_property
+    def val_sample(self) -> DataSample | None:
+        if self.setup.val_dataset is None:
+            return None
+        return sample_dataset(
+            self.setup.val_dataset,
+            self.setup.collate_fn("val"),
+            self.sample_limit,
+            self.seed,
+            where="val",
+        )
+
+    @cached_property
+    def batch(self) -> tuple[Any, Any]:
+        """One batch of the configured size, on the setup's device: (inputs, targets)."""
+        x, y = first_rows(self.train_sample, self.setup.effective_batch_size)
+        return to_device(x, self.setup.torch_device), to_device(y, self.setup.torch_device)
+
+    # -- model ------------------------------------------------------------------------------
+
+    @cached_property
+    def model(self) -> nn.Module:
+        return self.setup.build_model().eval()
+
+    @cached_property
+    def trace(self) -> Trace:
+        return trace_model(self.model, self.batch[0])
+
+    @property
+    def output(self) -> Any:
+        return self.trace.output
+
+    @cached_property
+    def named_modules(self) -> dict[str, nn.Module]:
+        return dict(self.model.named_modules())
+
+    # -- what the targets and outputs say ---------------------------------------------------
+
+    @cached_property
+    def loss_kind(self) -> str:
+        loss = self.setup.loss
+        for cls, kind in _LOSS_CLASSES.items():
+            if isinstance(loss, cls):
+                return kind
+        if loss in _LOSS_FUNCTIONS:
+            return _LOSS_FUNCTIONS[loss]
+        return self._loss_kind_by_value()
+
+    def _loss_kind_by_value(self) -> str:
+        """A custom loss (lambda, wrapper): match its value on the batch against known losses."""
+        out, y = self.output, self.batch[1]
+        if not isinstance(out, torch.Tensor) or not isinstance(y, torch.Tensor):
+            return "other"
+        try:
+            with torch.no_grad():
+                value = float(self.setup.loss(out, y))
+        except Exception:
+            return "other"
+        for fn, kind in _LOSS_FUNCTIONS.items():
+            try:
+                with torch.no_grad():
+                    ref = float(fn(out, y))
+            except Exception:
+                continue
+            if abs(ref - value) <= 1e-5 * max(1.0, abs(ref)):
+                return kind
+        return "other"
+
+    @cached_property
+    def task(self) -> str:
+        if self.setup.task is not None:
+            return self.setup.task
+        out, y = self.output, self.batch[1]
+        if not isinstance(out, torch.Tensor) or not isinstance(y, torch.Tensor):
+            return "classification" if self.loss_kind in ("cross_entropy", "nll") else "regression"
+        integer = not torch.is_floating_point(y)
+        if integer and y.dim() == out.dim() - 1:
+            return "segmentation" if out.dim() == 4 else "classification"
+        if self.loss_kind in ("bce", "bce_logits") or (
+            y.shape == out.shape
+            and out.dim() == 2
+            and out.shape[1] > 1
+            and _is_binary(y)
+            and bool(((y > 0).sum(dim=1) > 1).any())
+        ):
+            return "multilabel"
+        if self.loss_kind in ("cross_entropy", "nll"):
+            return "classification"
+        return "regression"
+
+    @cached_property
+    def num_classes(self) -> int | None:
+        if self.setup.num_classes is not None:
+            return self.setup.num_classes
+        out = self.output
+        if (
+            self.task in ("classification", "segmentation", "multilabel")
+            and isinstance(out, torch.Tensor)
+            and out.dim() >= 2
+        ):
+            return int(out.shape[1])
+        return None
+
+    @cached_property
+    def output_form(self) -> str:
+        """What the values along the class dimension (dim 1) look like.
+
+        "probabilities" (non-negative, sum to 1), "log-probabilities" (logsumexp 0),
+        "unit-interval" (all in [0, 1]), or "raw". Random logits practically never sum to 1
+        across classes, so the first two are reliable evidence of a softmax already applied.
+        """
+        out = self.output
+        if not isinstance(out, torch.Tensor) or not torch.is_floating_point(out) or out.dim() < 2:
+            return "raw"
+        out = out.detach().float()
+        if out.shape[1] > 1:
+            if bool((out >= 0).all()) and torch.allclose(out.sum(dim=1), torch.ones(()), atol=1e-3):
+                return "probabilities"
+            if bool((out <= 0).all()) and torch.allclose(
+                out.logsumexp(dim=1), torch.zeros(()), atol=1e-3
+            ):
+                return "log-probabilities"
+        if bool((out >= 0).all()) and bool((out <= 1).all()):
+            return "unit-interval"
+        return "raw"
+
+    # -- validation of the setup as a whole -------------------------------------------------
+
+    def labels_in_range(self) -> bool:
+        y, c = self.batch[1], self.num_classes
+        if c is None or not isinstance(y, torch.Tensor) or torch.is_floating_point(y):
+            return True
+        valid = y[y != -100]  # cross-entropy's default ignore_index
+        return bool(((valid >= 0) & (valid < c)).all())
+
+    def check_loss_accepts_output(self) -> None:
+        """Run the loss on the traced output; a mismatch is unusable input (SetupError)."""
+        out, y = self.output, self.batch[1]
+        if not self.labels_in_range():
+            return  # the loss would crash on the labels; labels-out-of-range reports it
+        try:
+            # torch warns before it fails on broadcastable-looking shapes; the error says more.
+            with torch.no_grad(), warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)
+                value = self.setup.loss(out, y)
+        except Exception as exc:
+            raise SetupError(
+                f"the loss {_name(self.setup.loss)} rejected the model output: output "
+                f"{shape_of(out)}, target {shape_of(y)}: {type(exc).__name__}: {exc}"
+            ) from exc
+        if not isinstance(value, torch.Tensor) or value.numel() != 1:
+            raise SetupError(
+                f"the loss {_name(self.setup.loss)} returned {shape_of(value)}; expected a scalar "
+                "tensor (use reduction='mean')"
+            )
+
+
+def _is_binary(t: torch.Tensor) -> bool:
+    return bool(((t == 0) | (t == 1)).all())
+
+
+def _name(fn: Any) -> str:
+    if isinstance(fn, nn.Module):
+        return type(fn).__name__ + "()"
+    return getattr(fn, "__qualname__", type(fn).__name__)

@@ -1,0 +1,138 @@
+"""Reading samples from the user's datasets: validated, sampled, never mutated."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, IterableDataset
+
+from trainwise.errors import SetupError
+
+DEFAULT_SAMPLE = 2000  # enough for per-channel statistics and label counts; cheap to read
+
+
+def as_pair(item: Any, index: int, where: str) -> tuple[Any, Any]:
+    """Check that a dataset item (or a batch) is (input, target), naming the sample otherwise."""
+    if isinstance(item, (tuple, list)) and len(item) == 2:
+        return item[0], item[1]
+    if isinstance(item, dict):
+        got = f"a dict with keys {sorted(item)[:6]}"
+    elif isinstance(item, (tuple, list)):
+        got = f"a {type(item).__name__} of {len(item)} elements"
+    else:
+        got = type(item).__name__
+    raise SetupError(
+        f"{where} item {index} is {got}; expected a pair (input, target). Wrap the dataset so "
+        "that __getitem__ returns `(x, y)`."
+    )
+
+
+def dataset_len(dataset: Dataset) -> int | None:
+    if isinstance(dataset, IterableDataset):
+        return None
+    try:
+        return len(dataset)  # type: ignore[arg-type]
+    except TypeError:
+        return None
+
+
+@dataclass
+class DataSample:
+    """A sample of a dataset, collated into tensors: inputs (N, ...), targets (N, ...)."""
+
+    indices: list[int]  # dataset index of each row (position in iteration order if iterable)
+    inputs: Any
+    targets: Any
+    dataset_size: int | None
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+def sample_dataset(
+    dataset: Dataset,
+    collate: Callable[[list], Any],
+    limit: int = DEFAULT_SAMPLE,
+    seed: int = 0,
+    where: str = "train",
+) -> DataSample:
+    """Read up to `limit` samples (the whole set when smaller), chosen at random, in index order.
+
+    Uses its own generator so the user's RNG state is left alone.
+    """
+    size = dataset_len(dataset)
+    if size is None:
+        items, indices = [], []
+        for i, item in enumerate(dataset):  # iterable datasets: the first `limit` items
+            if i >= limit:
+                break
+            items.append(as_pair(item, i, where))
+            indices.append(i)
+    else:
+        if size == 0:
+            raise SetupError(f"the {where} dataset is empty")
+        if size <= limit:
+            indices = list(range(size))
+        else:
+            rng = np.random.default_rng(seed)
+            indices = sorted(rng.choice(size, size=limit, replace=False).tolist())
+        items = [as_pair(_get(dataset, i, where), i, where) for i in indices]
+    try:
+        inputs, targets = as_pair(collate(items), 0, f"{where} (collated)")
+    except SetupError:
+        raise
+    except Exception as exc:
+        raise SetupError(
+            f"could not collate {where} samples into a batch ({type(exc).__name__}: {exc}); "
+            "items must be (tensor-like input, tensor-like target) of equal shapes, or the "
+            "DataLoader must have a collate_fn that pads them"
+        ) from exc
+    return DataSample(indices, inputs, targets, size)
+
+
+def _get(dataset: Dataset, index: int, where: str) -> Any:
+    try:
+        return dataset[index]
+    except Exception as exc:
+        raise SetupError(
+            f"reading {where} sample {index} raised {type(exc).__name__}: {exc}"
+        ) from exc
+
+
+def first_rows(sample: DataSample, n: int) -> tuple[Any, Any]:
+    """The first n rows of a collated sample (a batch to run the model on)."""
+    return _slice(sample.inputs, n), _slice(sample.targets, n)
+
+
+def _slice(value: Any, n: int) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value[:n]
+    if isinstance(value, (tuple, list)):
+        return type(value)(_slice(v, n) for v in value)
+    if isinstance(value, dict):
+        return {k: _slice(v, n) for k, v in value.items()}
+    return value
+
+
+def to_device(value: Any, device: torch.device) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.to(device)
+    if isinstance(value, (tuple, list)):
+        return type(value)(to_device(v, device) for v in value)
+    if isinstance(value, dict):
+        return {k: to_device(v, device) for k, v in value.items()}
+    return value
+
+
+def shape_of(value: Any) -> str:
+    if isinstance(value, torch.Tensor):
+        return f"{tuple(value.shape)} {str(value.dtype).removeprefix('torch.')}"
+    if isinstance(value, Sequence) and not isinstance(value, str):
+        return "(" + ", ".join(shape_of(v) for v in value) + ")"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}: {shape_of(v)}" for k, v in value.items()) + "}"
+    return type(value).__name__

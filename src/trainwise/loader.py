@@ -1,0 +1,94 @@
+"""Load a setup file: a Python file defining `setup()` that returns a trainwise.Setup."""
+
+from __future__ import annotations
+
+import importlib.util
+import inspect
+import sys
+import traceback
+from pathlib import Path
+
+from trainwise.errors import SetupError
+from trainwise.spec import Setup
+
+DEFAULT_FUNCTION = "setup"
+
+
+def split_target(target: str) -> tuple[Path, str]:
+    """ "path/to/file.py:name" -> (path, name); the function defaults to `setup`."""
+    path, sep, name = target.rpartition(":")
+    if sep and name.isidentifier() and path:
+        return Path(path), name
+    return Path(target), DEFAULT_FUNCTION
+
+
+def load_setup(target: str) -> Setup:
+    path, function = split_target(target)
+    if not path.is_file():
+        hint = " (a setup file is a .py file)" if path.suffix != ".py" else ""
+        raise SetupError(f"{path}: no such file{hint}")
+    module = _import_file(path)
+    factory = getattr(module, function, None)
+    if factory is None:
+        found = [
+            n
+            for n, v in vars(module).items()
+            if inspect.isfunction(v) and v.__module__ == module.__name__
+        ]
+        listed = f"; functions in the file: {', '.join(found)}" if found else ""
+        raise SetupError(
+            f"{path}: no function `{function}()`; expected `def {function}(): return "
+            f"trainwise.Setup(...)`{listed}. Pick another with {path}:NAME"
+        )
+    if not callable(factory):
+        raise SetupError(f"{path}: `{function}` is a {type(factory).__name__}, not a function")
+    try:
+        setup = factory()
+    except SetupError as exc:
+        raise SetupError(f"{path}: {function}() failed: {exc}") from exc
+    except Exception as exc:
+        raise SetupError(
+            f"{path}: {function}() raised {type(exc).__name__}: {exc}{_where(exc, path)}"
+        ) from exc
+    if not isinstance(setup, Setup):
+        raise SetupError(
+            f"{path}: {function}() returned {type(setup).__name__}; expected a trainwise.Setup"
+        )
+    if setup.name == "setup":
+        setup.name = path.stem if function == DEFAULT_FUNCTION else f"{path.stem}:{function}"
+    return setup
+
+
+def _import_file(path: Path):
+    module_name = f"trainwise_setup_{abs(hash(path.resolve()))}"
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    if spec is None or spec.loader is None:
+        raise SetupError(f"{path}: cannot be imported as a Python file")
+    module = importlib.util.module_from_spec(spec)
+    # The file's own folder goes on the path so it can import its neighbours.
+    sys.path.insert(0, str(path.resolve().parent))
+    sys.modules[module_name] = module
+    try:
+        spec.loader.exec_module(module)
+    except SyntaxError as exc:
+        raise SetupError(f"{path}:{exc.lineno}: syntax error: {exc.msg}") from exc
+    except Exception as exc:
+        raise SetupError(
+            f"{path}: importing the file raised {type(exc).__name__}: {exc}{_where(exc, path)}"
+        ) from exc
+    finally:
+        sys.path.remove(str(path.resolve().parent))
+    return module
+
+
+def _where(exc: BaseException, path: Path) -> str:
+    """ " (line N: code)" for the deepest frame of the exception inside the setup file."""
+    frames = [
+        f
+        for f in traceback.extract_tb(exc.__traceback__)
+        if Path(f.filename) == path.resolve() or Path(f.filename) == path
+    ]
+    if not frames:
+        return ""
+    f = frames[-1]
+    return f" (at line {f.lineno}: {f.line.strip()})" if f.line else f" (at line {f.lineno})"

@@ -1,0 +1,1 @@
+"""The report: plain data first (model.py); renderers only draw it."""

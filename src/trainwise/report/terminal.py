@@ -1,0 +1,67 @@
+"""Draw a Report in the terminal with rich."""
+
+from __future__ import annotations
+
+from rich.console import Console, Group
+from rich.markup import escape
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from trainwise.findings import Finding
+from trainwise.report.model import READY, Report
+
+SEVERITY_STYLE = {"error": "bold red", "warning": "yellow", "info": "cyan"}
+STATUS_STYLE = {
+    "pass": "green",
+    "warn": "yellow",
+    "fail": "bold red",
+    "skipped": "dim",
+    "crashed": "magenta",
+}
+
+
+def render_report(report: Report, console: Console) -> None:
+    console.print(_stage_table(report))
+    for finding in report.findings:
+        console.print(_finding_panel(finding))
+    console.print(_verdict_line(report))
+
+
+def _stage_table(report: Report) -> Table:
+    table = Table(
+        title=f"trainwise check: {escape(report.setup_name)}", title_justify="left", expand=False
+    )
+    table.add_column("stage")
+    table.add_column("status")
+    table.add_column("time", justify="right")
+    table.add_column("summary")
+    for s in report.stages:
+        table.add_row(
+            s.name,
+            Text(s.status, style=STATUS_STYLE[s.status]),
+            f"{s.seconds:.1f}s",
+            escape(s.summary),
+        )
+    return table
+
+
+def _finding_panel(f: Finding) -> Panel:
+    style = SEVERITY_STYLE[f.severity]
+    title = Text.assemble((f"{f.severity} ", style), (f.rule, "bold"))
+    if f.where is not None:
+        title.append(f"  at {f.where}", style="dim")
+    body = Group(Text(f.message), Text.assemble(("fix: ", "bold green"), f.fix))
+    return Panel(body, title=title, title_align="left", border_style=style.split()[-1])
+
+
+def _verdict_line(report: Report) -> Text:
+    counts = ", ".join(_plural(report.count(s), s) for s in ("error", "warning", "info"))
+    style = "bold green" if report.verdict == READY else "bold red"
+    return Text.assemble(
+        ("Verdict: ", "bold"), (report.verdict, style), f"  ({counts}; {report.seconds:.1f}s)"
+    )
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" + ("" if n == 1 else "s")

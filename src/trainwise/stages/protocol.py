@@ -1,0 +1,85 @@
+"""Runs the stages in order, times them, and keeps one stage's failure from stopping the rest."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from contextlib import nullcontext
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+from trainwise.errors import SetupError
+from trainwise.report.model import Report, StageResult
+from trainwise.stages.base import CheckRun, Stage, StageOutcome
+from trainwise.stages.static import StaticStage
+
+log = logging.getLogger("trainwise")
+
+
+def default_stages(quick: bool = False) -> list[Stage]:
+    """The protocol, in the order a careful practitioner would run it by hand."""
+    return [StaticStage()]
+
+
+def run_protocol(run: CheckRun, stages: Sequence[Stage], show_progress: bool = False) -> Report:
+    started = time.perf_counter()
+    results: list[StageResult] = []
+    progress = (
+        Progress(
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TimeElapsedColumn(),
+            console=Console(stderr=True),
+            transient=True,
+        )
+        if show_progress
+        else nullcontext()
+    )
+    with progress:
+        task = progress.add_task("preflight", total=len(stages)) if show_progress else None
+        for stage in stages:
+            if show_progress:
+                progress.update(task, description=f"[bold]{stage.title}")
+            results.append(_run_stage(stage, run))
+            if show_progress:
+                progress.advance(task)
+    return Report(run.setup.name, results, time.perf_counter() - started)
+
+
+def _run_stage(stage: Stage, run: CheckRun) -> StageResult:
+    t0 = time.perf_counter()
+    try:
+        outcome = stage.run(run)
+    except SetupError:
+        raise  # the user's input is unusable: the caller reports it (exit code 2)
+    except Exception as exc:  # trainwise's own fault: report it, run the other stages
+        log.warning("trainwise: stage %s crashed: %s: %s", stage.name, type(exc).__name__, exc)
+        return StageResult(
+            stage.name,
+            stage.title,
+            "crashed",
+            time.perf_counter() - t0,
+            summary=f"internal error in trainwise ({type(exc).__name__}: {exc}); please report it",
+        )
+    return StageResult(
+        stage.name,
+        stage.title,
+        _status(outcome),
+        time.perf_counter() - t0,
+        summary=outcome.summary,
+        metrics=outcome.metrics,
+        findings=outcome.findings,
+        notes=outcome.notes,
+    )
+
+
+def _status(outcome: StageOutcome) -> str:
+    if outcome.skipped:
+        return "skipped"
+    severities = {f.severity for f in outcome.findings}
+    if outcome.failed or (outcome.failed is None and "error" in severities):
+        return "fail"
+    return "warn" if "warning" in severities else "pass"

@@ -1,0 +1,115 @@
+"""End to end through the real `trainwise` command (a subprocess, as a user runs it)."""
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SETUPS = Path(__file__).parent / "fixtures" / "setups"
+
+
+def trainwise(*args, cwd=None):
+    return subprocess.run(
+        [sys.executable, "-m", "trainwise", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=300,
+    )
+
+
+def test_check_a_setup_file_outside_the_repository(tmp_path):
+    # A user's own file in their own folder, with a neighbour module it imports.
+    (tmp_path / "mydata.py").write_text((SETUPS / "healthy_mlp.py").read_text())
+    (tmp_path / "my_setup.py").write_text("from mydata import setup, broken  # noqa: F401\n")
+    out = tmp_path / "report.json"
+    clean = trainwise("check", "my_setup.py", "--json", str(out), cwd=tmp_path)
+    assert clean.returncode == 0, clean.stdout + clean.stderr
+    assert json.loads(out.read_text())["verdict"] == "ready to train"
+
+    dirty = trainwise("check", "my_setup.py:broken", "--json", str(out), cwd=tmp_path)
+    assert dirty.returncode == 1, dirty.stdout + dirty.stderr
+    report = json.loads(out.read_text())
+    assert report["verdict"] == "fix these first"
+    rules = {f["rule"] for f in report["findings"]}
+    assert {"labels-out-of-range", "inputs-not-normalized"} <= rules
+    finding = report["findings"][0]
+    assert set(finding) == {"rule", "severity", "message", "where", "evidence", "fix"}
+    assert report["stages"][0]["name"] == "static"
+    assert "labels-out-of-range" in dirty.stdout  # the terminal report names it too
+
+
+@pytest.mark.parametrize(
+    "target, expected",
+    [
+        ("no_such_file.py", "no_such_file.py: no such file"),
+        (f"{SETUPS / 'bad_inputs.py'}", "no function `setup()`"),
+        (f"{SETUPS / 'bad_inputs.py'}:not_a_function", "`not_a_function` is a int"),
+        (f"{SETUPS / 'bad_inputs.py'}:raises", "raises() raised KeyError"),
+        (f"{SETUPS / 'bad_inputs.py'}:not_a_setup", "returned Linear; expected a trainwise.Setup"),
+        (
+            f"{SETUPS / 'bad_inputs.py'}:triples",
+            "train item 0 is a tuple of 3 elements; expected a pair",
+        ),
+        (
+            f"{SETUPS / 'bad_inputs.py'}:loss_rejects_shape",
+            "output (32, 2) float32, target (32, 3) float32",
+        ),
+        (
+            f"{SETUPS / 'bad_inputs.py'}:forward_crashes",
+            "in layer '2' (Linear) on an input of shape (32, 10)",
+        ),
+        (
+            f"{SETUPS / 'bad_inputs.py'}:model_factory_returns_none",
+            "returned NoneType; expected an nn.Module",
+        ),
+        (f"{SETUPS / 'import_error.py'}", "line 3: x = 1 / 0"),
+    ],
+    ids=[
+        "missing-file",
+        "no-setup",
+        "not-callable",
+        "setup-raises",
+        "not-a-setup",
+        "not-pairs",
+        "loss-rejects",
+        "forward-crashes",
+        "factory-none",
+        "import-error",
+    ],
+)
+def test_unusable_input_gets_a_clear_message_and_exit_2(target, expected):
+    result = trainwise("check", target)
+    assert result.returncode == 2, result.stdout + result.stderr
+    message = " ".join(result.stderr.split())  # rich wraps long lines
+    assert expected in message
+    assert "Traceback" not in result.stderr + result.stdout
+    assert "no function" not in expected or "raises" in message  # lists the functions found
+
+
+def test_demo_shows_a_clean_and_a_broken_setup():
+    result = trainwise("demo")
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "digits (healthy)" in out and "digits (broken)" in out
+    for slug in ("softmax-before-loss", "labels-out-of-range", "inputs-not-normalized"):
+        assert slug in out
+    assert "ready to train" in out and "fix these first" in out
+
+
+def test_rules_and_explain():
+    listed = trainwise("rules")
+    assert listed.returncode == 0 and "softmax-before-loss" in listed.stdout
+    explained = trainwise("explain", "labels-out-of-range")
+    assert explained.returncode == 0 and "Why" in explained.stdout
+    typo = trainwise("explain", "labels-out-of-rang")
+    assert typo.returncode == 2 and "Did you mean: labels-out-of-range" in typo.stderr
+
+
+def test_console_script_is_installed():
+    exe = shutil.which("trainwise") or str(Path(sys.executable).parent / "trainwise")
+    result = subprocess.run([exe, "--help"], capture_output=True, text=True)
+    assert result.returncode == 0 and "check" in result.stdout
