@@ -6,6 +6,7 @@ The public API lives here and nowhere else.
 from trainwise.check import check
 from trainwise.errors import SetupError, TrainwiseError
 from trainwise.findings import Finding
+from trainwise.helpers import class_weights, convert_batchnorm, param_groups
 from trainwise.report.model import Report, StageResult
 from trainwise.rules import CATALOGUE
 from trainwise.spec import Setup
@@ -22,4 +23,7 @@ __all__ = [
     "TrainwiseError",
     "check",
     "__version__",
+    "class_weights",
+    "convert_batchnorm",
+    "param_groups",
 ]

@@ -102,6 +102,45 @@ class StaticContext:
     def named_modules(self) -> dict[str, nn.Module]:
         return dict(self.model.named_modules())
 
+    @cached_property
+    def parameter_names(self) -> dict[int, str]:
+        """id(parameter) -> qualified name, for the fresh model (and for the user's own module
+        when Setup got an nn.Module: an optimizer factory that ignores its argument and closes
+        over that module holds the user's tensors, which map onto the copy by name)."""
+        names = {id(p): n for n, p in self.model.named_parameters()}
+        if isinstance(self.setup.model, nn.Module):
+            for n, p in self.setup.model.named_parameters():
+                names.setdefault(id(p), n)
+        return names
+
+    @cached_property
+    def optimizer(self) -> torch.optim.Optimizer:
+        """The user's optimizer built over the fresh model's parameters (built, never stepped)."""
+        return self.setup.build_optimizer(self.model.parameters())
+
+    @cached_property
+    def optimizer_param_names(self) -> tuple[set[str], int]:
+        """(names of the model's parameters the optimizer holds, count of foreign tensors)."""
+        held, foreign = set(), 0
+        for group in self.optimizer.param_groups:
+            for p in group["params"]:
+                name = self.parameter_names.get(id(p))
+                if name is None:
+                    foreign += 1
+                else:
+                    held.add(name)
+        return held, foreign
+
+    @cached_property
+    def class_labels(self) -> torch.Tensor | None:
+        """Train-sample class indices (N,) for single-label classification, else None."""
+        y = self.train_sample.targets
+        if self.task != "classification" or not isinstance(y, torch.Tensor):
+            return None
+        if torch.is_floating_point(y) or y.dim() != 1:
+            return None
+        return y[y != -100]
+
     # -- what the targets and outputs say ---------------------------------------------------
 
     @cached_property
