@@ -58,7 +58,7 @@ def multilabel_needs_sigmoid(ctx: StaticContext) -> Iterator[Hit]:
     y, out = _targets(ctx), _output(ctx)
     if ctx.loss_kind not in ("cross_entropy", "nll") or y is None or out is None:
         return
-    if y.dim() != 2 or y.shape[1] < 2 or tuple(y.shape[1:]) != tuple(out.shape[1:]):
+    if y.dim() != 2 or y.shape[1] < 2 or y.shape[1:] != out.shape[1:]:
         return
     binary = bool(((y == 0) | (y == 1)).all())
     positives = (y > 0).sum(dim=1)  # (N,)
@@ -141,9 +141,10 @@ def wrong_loss_for_task(ctx: StaticContext) -> Iterator[Hit]:
             severity="warning",
         )
     elif kind in ("cross_entropy", "nll") and torch.is_floating_point(y):
-        if y.dim() >= 2 and y.shape == out.shape and _distributions(y):
+        same = y.dim() >= 2 and y.shape[1:] == out.shape[1:]
+        if same and _distributions(y):
             return  # soft labels (label smoothing, mixup): a valid use of CrossEntropyLoss
-        if y.dim() >= 2 and y.shape == out.shape and bool(((y == 0) | (y == 1)).all()):
+        if same and bool(((y == 0) | (y == 1)).all()):
             return  # multi-hot: multilabel-needs-sigmoid says it better
         single = out.dim() >= 2 and out.shape[1] == 1
         yield Hit(
@@ -176,7 +177,7 @@ def wrong_loss_for_task(ctx: StaticContext) -> Iterator[Hit]:
 def _one_hot(y: torch.Tensor, out: torch.Tensor) -> bool:
     return (
         y.dim() == 2
-        and y.shape == out.shape
+        and y.shape[1:] == out.shape[1:]
         and y.shape[1] > 1
         and bool(((y == 0) | (y == 1)).all())
         and bool((y.sum(dim=1) == 1).all())
@@ -221,7 +222,13 @@ def output_size_mismatch(ctx: StaticContext) -> Iterator[Hit]:
         return
     if ctx.task in ("classification", "segmentation") and not torch.is_floating_point(y):
         yield from _classes_vs_outputs(ctx, y, out)
-    elif ctx.task == "regression" and torch.is_floating_point(y) and out.shape != y.shape:
+    elif ctx.task == "regression" and torch.is_floating_point(y):
+        yield from _regression_shapes(ctx, out)
+
+
+def _regression_shapes(ctx: StaticContext, out: torch.Tensor) -> Iterator[Hit]:
+    y = ctx.batch[1]  # the targets of the very batch the output came from
+    if isinstance(y, torch.Tensor) and out.shape != y.shape:
         try:
             broadcast = torch.broadcast_shapes(out.shape, y.shape)
         except RuntimeError:
@@ -269,6 +276,8 @@ def _classes_vs_outputs(ctx: StaticContext, y: torch.Tensor, out: torch.Tensor) 
             "`nn.BCEWithLogitsLoss()` and float 0/1 targets for a binary task.",
         )
     elif outputs < classes:
+        if int(seen.min()) >= 1 and classes - 1 == outputs:
+            return  # 1-based labels: labels-out-of-range names them and the fix
         yield Hit(
             f"the model has {outputs} outputs but the labels name {classes} classes "
             f"(0..{classes - 1})",

@@ -8,6 +8,7 @@ matched to the model's by identity, and by name for the user's own module.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 
 import torch
@@ -197,7 +198,9 @@ def unused_parameters(ctx: StaticContext) -> Iterator[Hit]:
         for p in params.values():
             p.grad = None
         try:
-            loss = ctx.setup.loss(model(to_device(x, ctx.setup.torch_device)), y)
+            with warnings.catch_warnings():  # shape warnings: output-size-mismatch's business
+                warnings.simplefilter("ignore", UserWarning)
+                loss = ctx.setup.loss(model(to_device(x, ctx.setup.torch_device)), y)
             loss.backward()
         except Exception:
             return  # a loss that cannot backpropagate is reported elsewhere
