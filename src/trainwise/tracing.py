@@ -156,23 +156,34 @@ class _FunctionRecorder(TorchFunctionMode):
             return func(*args, **kwargs)
         start = self.clock.tick()
         out = func(*args, **kwargs)
-        outs = _tensors(out)
-        if outs:
-            ins = _tensors(list(args)) + _tensors(kwargs)
-            self.keep.append(out)  # ids stay unique while the pass runs
-            self.trace.functions.append(
-                FunctionCall(
-                    name=getattr(func, "__name__", str(func)),
-                    inside=self.stack[-1][0] if self.stack else "",
-                    input_ids=tuple(id(t) for t in ins),
-                    input_shapes=tuple(tuple(t.shape) for t in ins),
-                    output_ids=tuple(id(t) for t in outs),
-                    start=start,
-                    end=self.clock.tick(),
-                    parameter_input=any(isinstance(t, nn.Parameter) for t in ins),
-                )
-            )
+        try:
+            self._record(func, args, kwargs, out, start)
+        except Exception:  # recording must never break the user's forward (lazy modules ...)
+            pass
         return out
+
+    def _record(self, func: Any, args: Any, kwargs: dict, out: Any, start: int) -> None:
+        outs = _tensors(out)
+        if not outs:
+            return
+        ins = [
+            t
+            for t in _tensors(list(args)) + _tensors(kwargs)
+            if not isinstance(t, nn.parameter.UninitializedTensorMixin)
+        ]
+        self.keep.append(out)  # ids stay unique while the pass runs
+        self.trace.functions.append(
+            FunctionCall(
+                name=getattr(func, "__name__", str(func)),
+                inside=self.stack[-1][0] if self.stack else "",
+                input_ids=tuple(id(t) for t in ins),
+                input_shapes=tuple(tuple(t.shape) for t in ins),
+                output_ids=tuple(id(t) for t in outs),
+                start=start,
+                end=self.clock.tick(),
+                parameter_input=any(isinstance(t, nn.Parameter) for t in ins),
+            )
+        )
 
 
 @contextmanager
