@@ -190,3 +190,15 @@ def test_the_backward_pass_leaves_the_traced_model_as_it_was():
     assert all(torch.equal(before[k], after[k]) for k in before)  # BN running stats included
     assert all(p.grad is None for p in ctx.model.parameters())
     assert not ctx.model.training
+
+
+def test_nothing_trainable_with_a_filtering_factory_is_reported_not_a_crash():
+    x, y = blobs()
+
+    def model():
+        return mlp().requires_grad_(False)
+
+    trainable_only = lambda ps: torch.optim.SGD([p for p in ps if p.requires_grad], lr=0.1)  # noqa: E731
+    report = static(setup(model, x, y, optimizer=trainable_only))  # SGD([]) would raise
+    assert_fires(report, FROZEN, where="model")
+    assert not report.stages[0].notes

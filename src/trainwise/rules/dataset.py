@@ -106,9 +106,11 @@ def nonfinite_inputs(ctx: StaticContext) -> Iterator[Hit]:
         for part, t in (("inputs", sample.inputs), ("targets", sample.targets)):
             if not isinstance(t, torch.Tensor) or not torch.is_floating_point(t) or t.dim() == 0:
                 continue
+            if bool(torch.isfinite(t.sum())):
+                continue  # one reduction: any NaN/Inf would make the sum non-finite
             bad = ~torch.isfinite(t)
             if not bool(bad.any()):
-                continue
+                continue  # finite values whose sum overflowed
             rows = bad.reshape(len(t), -1).any(dim=1)  # (N,)
             first = sample.indices[int(rows.nonzero()[0])]
             nan, inf = int(torch.isnan(t).sum()), int(torch.isinf(t).sum())

@@ -42,12 +42,19 @@ DECOUPLED_DECAY_MAX = 0.5  # AdamW: see above; past this weights shrink faster t
 DECOUPLED = (torch.optim.AdamW,)
 ADAM_FAMILY = (torch.optim.Adam, torch.optim.AdamW, torch.optim.NAdam, torch.optim.RAdam,
                torch.optim.Adamax)  # fmt: skip
+BACKWARD_ROWS = 8  # samples in unused-parameters' backward pass
 NO_DECAY_TYPES = (
     nn.modules.batchnorm._NormBase,
     nn.LayerNorm,
     nn.GroupNorm,
     *((nn.RMSNorm,) if hasattr(nn, "RMSNorm") else ()),
 )
+
+
+def _trainable(ctx: StaticContext) -> bool:
+    """Whether anything trains; without it, an optimizer over the trainable parameters cannot
+    even be built (empty list), and frozen-parameters has already said so."""
+    return any(p.requires_grad for p in ctx.model.parameters())
 
 
 def _count(names: list[str], params: dict[str, nn.Parameter]) -> int:
@@ -134,6 +141,8 @@ def frozen_parameters(ctx: StaticContext) -> Iterator[Hit]:
     source="TIPS.md static table (beyond the seeds: TrainCheck's optimizer invariants).",
 )
 def params_not_in_optimizer(ctx: StaticContext) -> Iterator[Hit]:
+    if not _trainable(ctx):
+        return
     params = dict(ctx.model.named_parameters())
     held, foreign = ctx.optimizer_param_names
     missing = [n for n, p in params.items() if p.requires_grad and n not in held]
@@ -192,6 +201,10 @@ def unused_parameters(ctx: StaticContext) -> Iterator[Hit]:
     if not any(p.requires_grad for p in params.values()) or not ctx.labels_in_range():
         return  # frozen-parameters / labels-out-of-range report those first
     x, y = ctx.batch
+    # Which parameters get a gradient does not depend on the batch size: a few rows suffice
+    # (at least 2, which BatchNorm needs in train mode).
+    if isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor) and len(x) == len(y):
+        x, y = x[:BACKWARD_ROWS], y[:BACKWARD_ROWS]
     # One forward/backward in train mode (training-only branches count), all state restored.
     with preserved(model):
         model.train()
@@ -240,7 +253,7 @@ def unused_parameters(ctx: StaticContext) -> Iterator[Hit]:
     "values). Kingma & Ba (2015); Goyal et al. (2017); Loshchilov & Hutter (2019).",
 )
 def hyperparameter_range(ctx: StaticContext) -> Iterator[Hit]:
-    if ctx.setup.optimizer is None:
+    if ctx.setup.optimizer is None or not _trainable(ctx):
         return  # trainwise's own default (AdamW, lr=1e-3)
     opt = ctx.optimizer
     kind = type(opt)
@@ -349,7 +362,7 @@ def no_decay_names(model: nn.Module) -> set[str]:
     "SGD (2017), sec. 5.1; Jia et al., Highly Scalable Deep Learning Training System (2018).",
 )
 def weight_decay_on_norm_and_bias(ctx: StaticContext) -> Iterator[Hit]:
-    if ctx.setup.optimizer is None:
+    if ctx.setup.optimizer is None or not _trainable(ctx):
         return  # trainwise's own default optimizer, not the user's choice
     exempt = no_decay_names(ctx.model)
     params = dict(ctx.model.named_parameters())
