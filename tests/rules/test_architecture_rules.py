@@ -359,3 +359,27 @@ def test_default_init_and_a_zero_initialized_head_are_silent():
     assert_silent(static(setup(mlp, x, y)), CONSTANT)
     assert_silent(static(setup(zero_head, x, y)), CONSTANT)
     assert_silent(static(setup(cnn, *images())), CONSTANT)
+
+
+class HandWrittenRNN(nn.Module):
+    """A cell applied at every time step: one layer deep, whatever the sequence length."""
+
+    def __init__(self):
+        super().__init__()
+        self.w, self.u, self.out = nn.Linear(16, 32), nn.Linear(32, 32), nn.Linear(32, 4)
+
+    def forward(self, x):  # (B, T, F)
+        h = torch.zeros(x.shape[0], 32)
+        for t in range(x.shape[1]):
+            h = torch.tanh(self.w(x[:, t]) + self.u(h))
+        return self.out(h)
+
+
+@pytest.mark.silent(DEEP)
+@pytest.mark.silent(SATURATING)
+def test_a_recurrence_unrolled_over_time_is_not_a_deep_stack():
+    x, y = blobs()
+    x = x[:, None, :].repeat(1, 20, 1)  # 20 steps
+    report = static(setup(HandWrittenRNN, x, y))
+    assert_silent(report, DEEP)
+    assert_silent(report, SATURATING)

@@ -188,3 +188,34 @@ def test_unique_samples_are_silent():
     assert_silent(
         static(setup(lambda: nn.Sequential(nn.Flatten(), nn.LazyLinear(4)), x, y)), DUPLICATES
     )
+
+
+class TwoInputs(Dataset):
+    def __init__(self, x, y):
+        self.x, self.y = x, y
+
+    def __len__(self):
+        return len(self.x)
+
+    def __getitem__(self, i):
+        return (self.x[i], self.x[i] * 2), self.y[i]
+
+
+class TwoInputNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b, self.out = nn.Linear(16, 8), nn.Linear(16, 8), nn.Linear(16, 4)
+
+    def forward(self, inputs):
+        a, b = inputs
+        return self.out(torch.cat([self.a(a), self.b(b)], dim=1))
+
+
+@pytest.mark.fires(OVERLAP)
+def test_overlap_between_multi_input_samples():
+    x, y = blobs()
+    s = tw.Setup(
+        model=TwoInputNet, train=TwoInputs(x, y), val=TwoInputs(x[:50], y[:50]),
+        loss=nn.CrossEntropyLoss(),
+    )  # fmt: skip
+    assert assert_fires(static(s), OVERLAP).evidence["overlapping"] == 50

@@ -318,7 +318,8 @@ def vanilla_rnn(ctx: StaticContext) -> Iterator[Hit]:
     "trainable). He et al., Deep Residual Learning (2016).",
 )
 def deep_without_skip(ctx: StaticContext) -> Iterator[Hit]:
-    layers = [c for c in ctx.trace.leaf_calls if isinstance(c.module, WEIGHT_LAYERS)]
+    # Distinct modules, not calls: a cell applied at every time step is one layer deep.
+    layers = _unique_calls(ctx, WEIGHT_LAYERS)
     if len(layers) < DEEP_CHAIN or _uses_normalization(ctx) or has_skip_connection(ctx):
         return
     yield Hit(
@@ -353,7 +354,7 @@ def deep_without_skip(ctx: StaticContext) -> Iterator[Hit]:
     "Bengio, Understanding the difficulty of training deep feedforward networks (2010).",
 )
 def saturating_activations(ctx: StaticContext) -> Iterator[Hit]:
-    hidden = []
+    hidden, fed = [], set()
     for op in ctx.trace.ops:
         saturating = (
             isinstance(op.module, SATURATING_MODULES)
@@ -364,10 +365,15 @@ def saturating_activations(ctx: StaticContext) -> Iterator[Hit]:
             continue
         # Hidden: its output is the input of a weight layer (a gate multiplies, an output
         # activation ends the model; neither feeds a weight layer).
-        if any(
-            isinstance(c, ModuleCall) and isinstance(c.module, WEIGHT_LAYERS)
+        # Counted once per weight layer fed, so a hand-written recurrence
+        # (h = tanh(W x + U h) at every step) counts as one layer, not one per step.
+        layers = {
+            id(c.module)
             for c in ctx.trace.consumers(op)
-        ):
+            if isinstance(c, ModuleCall) and isinstance(c.module, WEIGHT_LAYERS)
+        }
+        if layers - fed:
+            fed |= layers
             hidden.append(op)
     if len(hidden) < SATURATING_STACK:
         return

@@ -54,7 +54,15 @@ Z95 = 1.96
 
 
 def row_hashes(x: Any) -> list[int] | None:
-    """One hash per sample of a collated tensor (N, ...): equal hashes = identical samples."""
+    """One hash per sample of collated inputs: a tensor (N, ...), or a tuple/list/dict of
+    them (multi-input models). Equal hashes = identical samples."""
+    if isinstance(x, dict):
+        x = [x[k] for k in sorted(x, key=str)]
+    if isinstance(x, (tuple, list)):
+        parts = [row_hashes(v) for v in x]
+        if not parts or any(p is None for p in parts) or len({len(p) for p in parts}) != 1:
+            return None
+        return [hash(row) for row in zip(*parts, strict=True)]
     if not isinstance(x, torch.Tensor) or x.dim() == 0:
         return None
     flat = x.detach().cpu().reshape(len(x), -1).contiguous()
