@@ -1,7 +1,7 @@
 import pytest
 import torch
 from torch import nn
-from torch.utils.data import Dataset, TensorDataset
+from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 import trainwise as tw
 from builders import blobs, images, loader, mlp, setup, static
@@ -219,3 +219,29 @@ def test_overlap_between_multi_input_samples():
         loss=nn.CrossEntropyLoss(),
     )  # fmt: skip
     assert assert_fires(static(s), OVERLAP).evidence["overlapping"] == 50
+
+
+class ShuffledBatches(torch.utils.data.Sampler):
+    """A custom batch sampler (e.g. bucketing by length) that shuffles by itself."""
+
+    def __init__(self, n, batch):
+        self.n, self.batch = n, batch
+
+    def __len__(self):
+        return self.n // self.batch
+
+    def __iter__(self):
+        order = torch.randperm(self.n).tolist()
+        return iter([order[i : i + self.batch] for i in range(0, self.n, self.batch)])
+
+
+@pytest.mark.silent(UNSHUFFLED)
+def test_custom_batch_sampler_and_subset_random_sampler_are_silent():
+    x, y = blobs()
+    ds = TensorDataset(x, y)
+    for train in (
+        DataLoader(ds, batch_sampler=ShuffledBatches(len(x), 32)),
+        DataLoader(ds, batch_size=32, sampler=torch.utils.data.SubsetRandomSampler(range(200))),
+    ):
+        s = tw.Setup(model=mlp, train=train, loss=nn.CrossEntropyLoss())
+        assert_silent(static(s), UNSHUFFLED)

@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 from torch.utils.data import (
+    BatchSampler,
     DataLoader,
     IterableDataset,
     RandomSampler,
@@ -409,7 +410,11 @@ def unshuffled_train(ctx: StaticContext) -> Iterator[Hit]:
                 severity="info",
             )
         return
-    sampler = getattr(train.batch_sampler, "sampler", train.sampler)
+    batches = train.batch_sampler
+    if batches is not None and not isinstance(batches, BatchSampler):
+        sampler = batches  # a custom batch sampler decides the order itself
+    else:
+        sampler = batches.sampler if batches is not None else train.sampler
     if isinstance(sampler, RandomSampler) or getattr(sampler, "shuffle", False):
         return
     order = _first_indices(sampler)
@@ -438,11 +443,16 @@ def unshuffled_train(ctx: StaticContext) -> Iterator[Hit]:
 
 
 def _first_indices(sampler: Any) -> list[int] | None:
+    """The first dataset indices a sampler (or batch sampler) yields, flattened."""
+    order: list[int] = []
     try:
-        it = iter(sampler)
-        return [int(next(it)) for _ in range(min(ORDER_WINDOW, len(sampler)))]
+        for item in sampler:
+            order.extend(int(i) for i in (item if isinstance(item, (list, tuple)) else [item]))
+            if len(order) >= ORDER_WINDOW:
+                break
     except Exception:
         return None
+    return order[:ORDER_WINDOW] or None
 
 
 def _labels_at(ctx: StaticContext, order: Any) -> torch.Tensor | None:
