@@ -15,6 +15,7 @@ of each piece of the context and each rule, slowest first, so a slow rule stands
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 
@@ -114,7 +115,9 @@ def main() -> None:
     params = sum(p.numel() for p in cnn().parameters())
     console.print(
         f"static stage: CNN {params:,} params, {TRAIN:,} train / {VAL:,} val samples of "
-        f"3x{SIZE}x{SIZE}, sample 2000, {args.threads} threads, {args.repeats} repeats"
+        f"3x{SIZE}x{SIZE}, sample 2000, {args.threads} threads, {args.repeats} repeats; "
+        f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs (on a loaded machine, "
+        "OpenMP threads contend: compare --threads 1)"
     )
     cold = static_stage(setup)  # first in the process: one-off imports included
     a_times, b_times, pieces = [], [], []
