@@ -72,7 +72,20 @@ class Trace:
     @property
     def ops(self) -> list[ModuleCall | FunctionCall]:
         """Leaf module calls and functional calls, in the order they returned."""
-        return sorted([*self.leaf_calls, *self.functions], key=lambda op: op.end)
+        return self._flow()[0]
+
+    def _flow(self) -> tuple[list, dict[int, list]]:
+        """(ops in return order, id of a returned tensor -> the ops that returned it), built
+        once the pass is over."""
+        key = (len(self.calls), len(self.functions))
+        if getattr(self, "_flow_key", None) != key:
+            ops = sorted([*self.leaf_calls, *self.functions], key=lambda op: op.end)
+            by_output: dict[int, list] = {}
+            for op in ops:
+                for out in op.output_ids:
+                    by_output.setdefault(out, []).append(op)
+            self._flow_cache, self._flow_key = (ops, by_output), key
+        return self._flow_cache
 
     def producer(
         self, op: ModuleCall | FunctionCall, arg: int = 0
@@ -81,12 +94,11 @@ class Trace:
         of the model, or a tensor made inside a leaf module)."""
         if arg >= len(op.input_ids):
             return None
-        wanted = op.input_ids[arg]
         # The latest call that returned this very tensor before `op` began; in-place modules
         # (ReLU(inplace=True), Dropout in eval) return their input, so the latest one wins.
         best = None
-        for cand in self.ops:
-            if cand.end < op.start and wanted in cand.output_ids:
+        for cand in self._flow()[1].get(op.input_ids[arg], []):
+            if cand.end < op.start:
                 best = cand
         return best
 
