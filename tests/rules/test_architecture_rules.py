@@ -55,6 +55,7 @@ def test_conv_bias_into_bn_inside_blocks_and_on_the_shortcut():
 @pytest.mark.fires(BIAS_BN)
 def test_linear_bias_into_batchnorm1d():
     x, y = blobs()
+
     def model():
         return nn.Sequential(nn.Linear(16, 32), nn.BatchNorm1d(32), nn.ReLU(), nn.Linear(32, 4))
 
@@ -134,6 +135,7 @@ def test_transposed_conv_kernel_not_a_multiple_of_stride():
 @pytest.mark.silent(DECONV)
 def test_transposed_conv_kernel_twice_the_stride_is_silent():
     x, _ = images()
+
     def model():
         return nn.Sequential(nn.Conv2d(3, 8, 3, 2, padding=1), nn.ConvTranspose2d(8, 3, 4, 2, 1))
 
