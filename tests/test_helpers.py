@@ -50,6 +50,10 @@ def test_convert_batchnorm_in_place_and_errors():
     model = bn_net()
     assert tw.convert_batchnorm(model) is model
     assert isinstance(model[1], nn.GroupNorm)
+    frozen = bn_net().double()
+    frozen[1].requires_grad_(False)
+    tw.convert_batchnorm(frozen)
+    assert frozen[1].weight.dtype == torch.float64 and not frozen[1].weight.requires_grad
     with pytest.raises(ValueError, match="'group' or 'layer'"):
         tw.convert_batchnorm(bn_net(), to="instance")
 

@@ -31,10 +31,14 @@ def _replacement(bn: nn.modules.batchnorm._BatchNorm, to: str, groups: int) -> n
     g = 1 if to == "layer" else _groups_for(c, groups)
     norm = nn.GroupNorm(g, c, eps=bn.eps, affine=bn.affine)
     if bn.affine:
+        norm = norm.to(device=bn.weight.device, dtype=bn.weight.dtype)
         with torch.no_grad():
             norm.weight.copy_(bn.weight)
             norm.bias.copy_(bn.bias)
-    return norm.to(device=bn.weight.device if bn.affine else None)
+        norm.weight.requires_grad_(bn.weight.requires_grad)  # a frozen BN stays frozen
+        norm.bias.requires_grad_(bn.bias.requires_grad)
+    norm.train(bn.training)
+    return norm
 
 
 def convert_batchnorm(
