@@ -167,8 +167,8 @@ def params_not_in_optimizer(ctx: StaticContext) -> Iterator[Hit]:
             "foreign_tensors": foreign,
         },  # fmt: skip
         fix="Build the optimizer over all trainable parameters: "
-        "`optimizer=lambda params: torch.optim.AdamW(params, lr=...)` (use the `params` "
-        "argument, not a module captured from outside).",
+        f"`optimizer=lambda params: torch.optim.{type(ctx.optimizer).__name__}(params, ...)` "
+        "(use the `params` argument, not a module captured from outside).",
     )
 
 
