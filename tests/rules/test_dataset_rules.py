@@ -158,6 +158,13 @@ def test_forty_validation_samples():
     assert finding.evidence["margin_95"] == pytest.approx(1.96 * (0.25 / 40) ** 0.5)
 
 
+@pytest.mark.fires(TINY_VAL)
+def test_no_validation_set_is_an_info_with_a_hold_out_size():
+    x, y = blobs()
+    finding = assert_fires(static(setup(mlp, x, y)), TINY_VAL, severity="info")
+    assert "51 of the 256" in finding.fix
+
+
 @pytest.mark.silent(TINY_VAL)
 def test_a_few_hundred_validation_samples_are_silent():
     x, y = blobs()

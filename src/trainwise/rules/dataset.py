@@ -528,6 +528,15 @@ def _sorted_stream(ctx: StaticContext, labels: torch.Tensor | None, loader: Any)
 def tiny_validation(ctx: StaticContext) -> Iterator[Hit]:
     val = ctx.val_sample
     if val is None:
+        train = ctx.train_sample.dataset_size
+        hold_out = f" (e.g. {min(max(train // 5, 1), 10_000):,} of the {train:,})" if train else ""
+        yield Hit(
+            "no validation set: overfitting and model choices cannot be measured",
+            where="val dataset",
+            evidence={"val_samples": 0},
+            fix=f"Hold out part of the training data{hold_out} and pass it as `Setup(val=...)`.",
+            severity="info",
+        )
         return
     n = val.dataset_size or len(val)
     if n >= MIN_VAL:
