@@ -61,3 +61,20 @@ def test_ops_inside_leaf_modules_are_not_recorded_and_the_output_is_unchanged():
     assert isinstance(trace.calls[0], ModuleCall)
     with torch.no_grad():
         assert torch.equal(trace.output[0], model(x)[0])
+
+
+def test_a_model_that_rejects_function_modes_is_still_traced_by_hooks():
+    from torch.overrides import _get_current_function_mode_stack
+
+    class Picky(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(3, 2)
+
+        def forward(self, x):
+            if _get_current_function_mode_stack():
+                raise RuntimeError("cannot run under a TorchFunctionMode")
+            return self.fc(x)
+
+    trace = trace_model(Picky(), torch.randn(4, 3))
+    assert [c.name for c in trace.leaf_calls] == ["fc"] and trace.functions == []

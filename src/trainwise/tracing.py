@@ -283,7 +283,14 @@ def trace_model(model: nn.Module, inputs: Any, stage: str = "static") -> Trace:
     """Forward once (no grad) with hooks; the output is kept in trace.output."""
     trace = Trace()
     with torch.no_grad():
-        trace.output = _forward(model, inputs, trace, stage, record_functions=True)
+        try:
+            trace.output = _forward(model, inputs, trace, stage, record_functions=True)
+        except ForwardError:
+            # Retry without the function recorder, so a model that cannot run under a
+            # TorchFunctionMode (compiled code, a mode of its own) is still traced by hooks;
+            # a real error in the model raises again here, naming the layer.
+            trace = Trace()
+            trace.output = _forward(model, inputs, trace, stage, record_functions=False)
     try:
         trace.graph = torch.fx.symbolic_trace(model).graph
     except Exception:  # data-dependent control flow etc.: hooks alone will do
