@@ -19,12 +19,12 @@ from trainwise.data import to_device
 from trainwise.rules.registry import Hit, rule
 from trainwise.state import preserved
 
-# Usual ranges per optimizer family (seed 004's rules of thumb, refined by the optimizers' own
-# defaults and papers). LR: SGD runs from ~1e-4 up to ~1 under linear scaling of 0.1 per 256
-# samples (Goyal et al. 2017); adaptive methods default to 1e-3 (Kingma & Ba 2015) and are
-# rarely stable above 1e-2. Coupled L2 weight decay is 1e-5..1e-2 (5e-4 typical); decoupled
-# AdamW decay is multiplied by the LR and runs 1e-2..0.3 in published recipes (Loshchilov &
-# Hutter 2019; ViT, ConvNeXt).
+# Usual ranges per optimizer family. Seed 004 gives LR 1e-6..1e-1, momentum 0.9..1 and weight
+# decay 1e-6..1e-4 for SGD-style training; TIPS.md widens them to momentum 0.8..0.999 and decay
+# 0..1e-2 (5e-4 is the standard SGD decay on CIFAR/ImageNet). Per family: SGD runs up to ~1
+# under linear scaling of 0.1 per 256 samples (Goyal et al. 2017); adaptive methods default to
+# 1e-3 (Kingma & Ba 2015) and are rarely stable above 1e-2; decoupled AdamW decay is multiplied
+# by the LR and runs 1e-2..0.3 in published recipes (Loshchilov & Hutter 2019; ViT, ConvNeXt).
 LR_RANGES: dict[type, tuple[float, float]] = {
     torch.optim.SGD: (1e-5, 1.0),
     torch.optim.Adam: (1e-6, 1e-2),
@@ -35,9 +35,9 @@ LR_RANGES: dict[type, tuple[float, float]] = {
     torch.optim.RMSprop: (1e-6, 1e-2),
     torch.optim.Adagrad: (1e-5, 1e-1),
 }
-MOMENTUM_RANGE = (0.8, 0.999)  # seed 004: momentum 0.9 (0.8..0.999 for SGD and Adam's beta1)
+MOMENTUM_RANGE = (0.8, 0.999)  # TIPS.md; SGD momentum and Adam's beta1 (default 0.9)
 BETA2_RANGE = (0.9, 0.99999)  # Adam's beta2: 0.999 default, 0.95-0.98 for transformers
-COUPLED_DECAY_MAX = 1e-2  # seed 004 / TIPS: weight decay within 0..1e-2
+COUPLED_DECAY_MAX = 1e-2  # TIPS.md: L2 weight decay within 0..1e-2
 DECOUPLED_DECAY_MAX = 0.5  # AdamW: see above; past this weights shrink faster than they learn
 DECOUPLED = (torch.optim.AdamW,)
 ADAM_FAMILY = (torch.optim.Adam, torch.optim.AdamW, torch.optim.NAdam, torch.optim.RAdam,
