@@ -1,4 +1,4 @@
-"""A real, small run record: a check of a digits CNN fed raw 0..16 pixels, then 120 steps of
+"""A real, small run record: a check of a digits MLP fed raw 0..16 pixels, then 100 steps of
 training with the per-layer signals a watch records, and an LR range test. Shared by the
 report and browser tests (and used to make the README screenshot)."""
 
@@ -12,16 +12,29 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 import trainwise as tw
-from trainwise.demo.digits import VAL_SIZE, _digits, small_cnn
+from trainwise.demo.digits import VAL_SIZE, _digits
 from trainwise.runs import start
 
-STEPS = 120
+STEPS = 100
+
+
+def mlp() -> nn.Module:
+    return nn.Sequential(
+        nn.Flatten(),  # (N, 1, 8, 8) -> (N, 64)
+        nn.Linear(64, 128),
+        nn.ReLU(),
+        nn.Linear(128, 64),
+        nn.ReLU(),
+        nn.Linear(64, 32),
+        nn.ReLU(),
+        nn.Linear(32, 10),
+    )
 
 
 def raw_pixel_setup() -> tw.Setup:
     x, y = _digits()  # (N, 1, 8, 8) raw 0..16, labels 0..9
     return tw.Setup(
-        model=small_cnn,
+        model=mlp,
         train=TensorDataset(x[VAL_SIZE:], y[VAL_SIZE:]),
         val=TensorDataset(x[:VAL_SIZE], y[:VAL_SIZE]),
         loss=nn.CrossEntropyLoss(),
@@ -31,7 +44,7 @@ def raw_pixel_setup() -> tw.Setup:
     )
 
 
-def lr_range_test(setup: tw.Setup, steps: int = 40) -> tuple[list[float], list[float], float]:
+def lr_range_test(setup: tw.Setup, steps: int = 30) -> tuple[list[float], list[float], float]:
     """A plain exponential LR sweep on a fresh model: (lrs, smoothed losses, steepest-fall lr)."""
     model = setup.build_model()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-5)
@@ -56,8 +69,10 @@ def lr_range_test(setup: tw.Setup, steps: int = 40) -> tuple[list[float], list[f
         losses.append(smooth)
         if not math.isfinite(smooth) or smooth > 4 * min(losses):
             break
-    slopes = [losses[i + 1] - losses[i] for i in range(len(losses) - 1)]
-    return lrs, losses, lrs[slopes.index(min(slopes))]
+    # Steepest fall over a 5-point window, before the minimum (past it the loss is diverging).
+    lowest = losses.index(min(losses))
+    slopes = [(losses[i + 2] - losses[i - 2], i) for i in range(2, max(3, lowest - 2))]
+    return lrs, losses, lrs[min(slopes)[1]]
 
 
 def write_sample_record(root, name: str = "digits-raw-pixels", steps: int = STEPS):
@@ -72,7 +87,7 @@ def write_sample_record(root, name: str = "digits-raw-pixels", steps: int = STEP
     xv, yv = setup.val.tensors
     relus = {n: m for n, m in model.named_modules() if isinstance(m, nn.ReLU)}
     weights = {n: p for n, p in model.named_parameters() if p.dim() > 1}
-    config = {"model": "small_cnn", "batch_size": 64, "max_lr": 3e-3, "steps": steps}
+    config = {"model": "mlp 64-128-64-32-10", "batch_size": 64, "max_lr": 3e-3, "steps": steps}
     with start(
         "watch", name=name, config=config, optimizer=opt, seed=0, device="cpu", root=root
     ) as run:

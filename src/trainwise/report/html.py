@@ -95,7 +95,7 @@ def _header(page: dict[str, Any]) -> str:
     versions = page["versions"]
     meta = [
         ("status", page["status"] + (f": {page['error']}" if page.get("error") else "")),
-        ("started", (page["started"] or "").replace("T", " ").replace("+00:00", " UTC")),
+        ("started", (page["started"] or "")[:19].replace("T", " ") + " UTC"),
         ("duration", f"{page['duration_s']:.1f} s" if page["duration_s"] is not None else "—"),
         ("commit", commit),
         ("host", page["host"]),
@@ -253,15 +253,40 @@ def _data(page: dict[str, Any]) -> str:
     return f'<div class="cols">{"".join(parts)}</div>' if parts else ""
 
 
+def _readable_config(config: dict[str, Any]) -> dict[str, Any]:
+    """One row per optimizer param group ("lr=0.001, betas=[0.9, 0.999], ..."), leaving out
+    switches that are off (foreach=None, fused=None, amsgrad=False...): run.json keeps all."""
+    shown: dict[str, Any] = {}
+    for key, value in config.items():
+        head, sep, setting = key.rpartition(".")
+        if sep and ".param_groups." in f".{head}":
+            if value is None or value is False:
+                continue
+            row = shown.setdefault(head.replace(".param_groups.", " group "), [])
+            row.append(f"{setting}={_text(value)}")
+        else:
+            shown[key] = value
+    return {
+        k: ", ".join(v) if isinstance(v, list) and k.count(" group ") else v
+        for k, v in shown.items()
+    }
+
+
 def _fmt_value(value: Any) -> str:
+    return _e(_text(value))
+
+
+def _text(value: Any) -> str:
     if isinstance(value, list):
-        shown = ", ".join(_num(v) for v in value[:16])
+        shown = ", ".join(_text(v) for v in value[:16])
         return f"[{shown}{', …' if len(value) > 16 else ''}]"
-    return _num(value)
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return "" if value is None else str(value)
 
 
 def _settings(page: dict[str, Any]) -> str:
-    config = list(page["config"].items())[:MAX_CONFIG_ROWS]
+    config = list(_readable_config(page["config"]).items())[:MAX_CONFIG_ROWS]
     rows = "".join(
         f"<tr><td>{_e(k)}</td><td class='mono'>{_fmt_value(v)}</td></tr>" for k, v in config
     )

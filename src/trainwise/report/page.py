@@ -177,8 +177,9 @@ def _from_stages(stages: list[dict[str, Any]]) -> tuple[list, dict | None, dict 
                 }
         if isinstance(metrics.get("data"), dict):
             data = metrics["data"]
+        lr_keys = ("lrs", "losses") if isinstance(metrics.get("lrs"), list) else ()
         for key, value in metrics.items():
-            if key in ("lrs", "losses", "data"):
+            if key in lr_keys or key == "data":
                 continue
             curve = _as_curve(value)
             if curve is not None:

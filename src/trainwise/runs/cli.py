@@ -26,6 +26,8 @@ ROOT_OPTION = click.option(
     default=None,
     help=f"The runs folder (default: ${RUNS_DIR_ENV}, else ./trainwise-runs).",
 )
+# `trainwise runs show -1` (the latest run): a negative number is an argument, not an option.
+NEGATIVE_NUMBERS = {"ignore_unknown_options": True}
 STATUS_STYLE = {"finished": "green", "running": "cyan", "killed": "red", "failed": "red",
                 "interrupted": "yellow"}  # fmt: skip
 
@@ -85,7 +87,7 @@ def runs_group(
     console.print("[dim]`trainwise runs show N`, `trainwise runs diff A B`, `trainwise report N`")
 
 
-@runs_group.command("show")
+@runs_group.command("show", context_settings=NEGATIVE_NUMBERS)
 @click.argument("run")
 @click.pass_context
 def show(ctx: click.Context, run: str) -> None:
@@ -157,7 +159,7 @@ def show(ctx: click.Context, run: str) -> None:
     console.print(f"[dim]files: {', '.join(rec.files)}")
 
 
-@runs_group.command("diff")
+@runs_group.command("diff", context_settings=NEGATIVE_NUMBERS)
 @click.argument("a")
 @click.argument("b")
 @click.option("--code/--no-code", default=True, help="Show the code diff (default: on).")
@@ -211,7 +213,7 @@ def _triples(
     console.print(table)
 
 
-@click.command("report")
+@click.command("report", context_settings=NEGATIVE_NUMBERS)
 @click.argument("run")
 @ROOT_OPTION
 def report_command(run: str, root: str | None) -> None:

@@ -126,13 +126,15 @@ def list_runs(root: str | os.PathLike | None = None) -> list[RunRecord]:
 
 
 def find_run(ref: str, root: str | os.PathLike | None = None) -> RunRecord:
-    """A run by folder path, full id, unique id prefix, unique name, or position (-1 = latest,
-    1 = first; as shown by `trainwise runs`)."""
+    """A run by folder path, full id, unique id prefix, unique name, or position (-1 or
+    "latest" = the latest, 1 = the first; as numbered by `trainwise runs`)."""
     if Path(ref, "run.json").is_file():
         return RunRecord.load(ref)
     runs = list_runs(root)
     if not runs:
         raise SetupError(f"no runs in {runs_root(root)} (set --root or $TRAINWISE_RUNS_DIR)")
+    if ref in ("latest", "last"):
+        ref = "-1"
     if ref.lstrip("-").isdigit():
         n = int(ref)
         if n == 0 or abs(n) > len(runs):
