@@ -10,6 +10,7 @@ from trainwise.runs import RunRecord, start
 mlflow = pytest.importorskip("mlflow", reason='needs the extra: pip install "trainwise[mlflow]"')
 
 
+@pytest.mark.filterwarnings("ignore:.*noload.*")  # inside MLflow's own SQLAlchemy store
 def test_params_metrics_tags_and_artifacts_reach_mlflow(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # MLflow puts a sqlite store's artifacts under ./mlruns
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"

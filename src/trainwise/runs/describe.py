@@ -8,13 +8,15 @@ import platform
 import socket
 import sys
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:  # torch is imported where it is used: reading records needs none
+    import torch
 
 
 def versions() -> dict[str, Any]:
     import numpy
+    import torch
 
     from trainwise import __version__
 
@@ -29,6 +31,8 @@ def versions() -> dict[str, Any]:
 
 
 def host() -> dict[str, Any]:
+    import torch
+
     return {
         "hostname": socket.gethostname(),
         "platform": platform.platform(),
@@ -89,7 +93,7 @@ def plain(value: Any) -> Any:
         return value
     if isinstance(value, float):
         return value if math.isfinite(value) else str(value)
-    if isinstance(value, torch.Tensor):
+    if type(value).__name__ in ("Tensor", "Parameter") and hasattr(value, "numel"):  # torch
         return plain(value.item()) if value.numel() == 1 else plain(value.tolist())
     if isinstance(value, Mapping):
         return {str(k): plain(v) for k, v in value.items()}

@@ -82,6 +82,7 @@ def start(
     device: str | None = None,
     root: str | os.PathLike | None = None,
     tensorboard: bool = True,
+    html: bool = True,
     mlflow: str | None = None,
     code_dir: str | os.PathLike = ".",
 ) -> Run:
@@ -94,6 +95,7 @@ def start(
     optimizer:   a torch optimizer: its class and every param group's settings go to config
     root:        the runs folder (default $TRAINWISE_RUNS_DIR, else ./trainwise-runs)
     tensorboard: also write TensorBoard event files into the run folder
+    html:        write report.html when the run ends (`trainwise report RUN` builds it later)
     mlflow:      a tracking URI (e.g. "sqlite:///mlflow.db"): copy the record there at the end
     code_dir:    a folder inside the git repository whose commit and diff to record
     """
@@ -110,6 +112,7 @@ def start(
         seed=seed,
         device=device,
         tensorboard=tensorboard,
+        html=html,
         mlflow=mlflow,
         code_dir=Path(code_dir),
     )
@@ -146,10 +149,12 @@ class Run:
         seed: int | None,
         device: str | None,
         tensorboard: bool,
+        html: bool,
         mlflow: str | None,
         code_dir: Path,
     ) -> None:
         self.path = path
+        self.html = html
         self.id = path.name
         self.mlflow = mlflow
         self._lock = threading.Lock()
@@ -333,9 +338,10 @@ class Run:
         self._write_meta()
         if self.tensorboard:
             self.tensorboard.finish(self.meta, self._findings)
-        from trainwise.report.html import write_html_report
+        if self.html:
+            from trainwise.report.html import write_html_report
 
-        self._guarded("report.html", lambda: write_html_report(self.path))
+            self._guarded("report.html", lambda: write_html_report(self.path))
         if self.mlflow:
             from trainwise.runs.mlflow import export_run
 

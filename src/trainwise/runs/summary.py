@@ -11,8 +11,6 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import torch
-
 TRAIN_LOSS_KEYS = ("train/loss", "train_loss", "loss")
 LOWER_IS_BETTER = ("loss", "err", "perplexity", "ppl", "mse", "mae", "rmse", "nll")
 
@@ -56,6 +54,8 @@ class MetricSummary:
 def histogram(values: Any, bins: int) -> dict[str, Any]:
     """{"edges", "counts", "min", "max", "num", "sum", "sum_squares", "nonfinite"} of a tensor
     or array, over the range of its finite values, with a single device-to-host copy."""
+    import torch  # here, not at the top: reading records (`trainwise runs`) needs no torch
+
     v = torch.as_tensor(values).detach().flatten().float()
     if v.numel() == 0:
         raise ValueError("the tensor is empty")
