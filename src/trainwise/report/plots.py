@@ -119,7 +119,8 @@ def heatmap(
         ax.grid(False)
         ax.set_title(signal.replace("_", " ") + " per layer", loc="left")
         bar = fig.colorbar(mesh, ax=ax, pad=0.01, fraction=0.04)
-        bar.ax.yaxis.set_minor_formatter(NullFormatter())  # decades only: readable at a glance
+        if positive and max(flat) / min(flat) >= 100:  # decades only: readable at a glance
+            bar.ax.yaxis.set_minor_formatter(NullFormatter())
         return _uri(fig)
 
 
