@@ -107,7 +107,7 @@ def test_csv_and_markdown_exports(two_runs):
     assert (rows[0]["warnings"], rows[1]["warnings"]) == ("0", "1")
     assert rows[1]["dirty"] == "True" and rows[0]["dirty"] == "False"
     md = runs_cli("runs", "--markdown", "--root", str(root)).output.splitlines()
-    assert md[0].startswith("| run | date | kind | commit | changed |")
+    assert md[0].startswith("| # | run | date | kind | commit | changed |")
     assert len(md) == 4 and "lr=0.003" in md[3]
 
 

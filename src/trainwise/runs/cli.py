@@ -78,7 +78,8 @@ def runs_group(
         return
     table = Table(title=f"runs in {runs_root(root)}", title_justify="left")
     for col in COLUMNS:
-        table.add_column(col, justify="right" if col in ("best val", "train loss") else "left")
+        numeric = col in ("#", "best val", "train loss")
+        table.add_column(col, justify="right" if numeric else "left", overflow="fold")
     for row in rows:
         shown = display_row(row)
         shown["status"] = f"[{STATUS_STYLE.get(row['status'], 'white')}]{row['status']}"
@@ -105,7 +106,7 @@ def show(ctx: click.Context, run: str) -> None:
     info = Table.grid(padding=(0, 2))
     info.add_column(style="dim")
     info.add_column()
-    commit = (git.get("commit") or "not in a git repository")[:12]
+    commit = (git.get("commit") or "")[:12] or "not in a git repository"
     if git.get("branch"):
         commit += f" on {git['branch']}"
     if git.get("dirty"):

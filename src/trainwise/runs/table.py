@@ -17,7 +17,8 @@ from trainwise.runs.describe import flatten
 from trainwise.runs.store import RunRecord
 from trainwise.runs.summary import TRAIN_LOSS_KEYS, lower_is_better
 
-COLUMNS = ("run", "date", "kind", "commit", "changed", "best val", "train loss", "found", "status")
+COLUMNS = ("#", "run", "date", "kind", "commit", "changed", "best val", "train loss", "found",
+           "status")  # fmt: skip
 MAX_CHANGES_SHOWN = 3
 
 
@@ -88,7 +89,8 @@ def train_loss(summary: dict[str, Any]) -> float | None:
 def display_row(row: dict[str, Any]) -> dict[str, str]:
     """The row as the terminal and markdown show it: short, human values."""
     return {
-        "run": f"{row['number']} {row['id']}",
+        "#": str(row["number"]),
+        "run": _short_id(row["id"]),
         "date": _date(row["started"]),
         "kind": row["kind"],
         "commit": (row["commit"] or "-") + ("*" if row["dirty"] else ""),
@@ -125,6 +127,13 @@ def to_csv(rows: list[dict[str, Any]]) -> str:
         flat["changed"] = "; ".join(f"{k}: {a} -> {b}" for k, a, b in row["changed"])
         writer.writerow(flat)
     return out.getvalue()
+
+
+def _short_id(run_id: str) -> str:
+    """20261122-112502-my-run -> my-run: the date has its own column."""
+    parts = run_id.split("-", 2)
+    stamped = len(parts) == 3 and parts[0].isdigit() and parts[1].isdigit()
+    return parts[2] if stamped else run_id
 
 
 def fmt(value: Any) -> str:
