@@ -7,7 +7,9 @@ measures, interleaved A B A B with medians:
 1. the table itself, in process: list_runs + table_rows (reads run.json only: lazy) against
    an eager reader that also parses every metrics.jsonl and findings.json;
 2. the `trainwise runs` command end to end (a subprocess) on the N runs, against the same
-   command on an empty folder: the difference is what the runs cost, the rest is start-up.
+   command on an empty folder: the difference is what the runs cost, the rest is start-up;
+3. what recording costs a training loop: microseconds per run.log_metrics call (4 scalars),
+   with TensorBoard events and without.
 
     python benchmarks/runs_speed.py            # N = 1000, 7 rounds
     python benchmarks/runs_speed.py -n 200 -r 3
@@ -83,6 +85,15 @@ def timed(fn, *args) -> float:
     return time.perf_counter() - t0
 
 
+def log_cost(root: Path, tensorboard: bool, calls: int = 2000) -> float:
+    """Seconds per log_metrics call, with the file writes and flushes it does."""
+    with start("watch", root=root, tensorboard=tensorboard, html=False) as run:
+        t0 = time.perf_counter()
+        for step in range(calls):
+            run.log_metrics(step, {"train/loss": 1.0, "lr": 1e-3, "grad_norm": 2.0, "acc": 0.5})
+        return (time.perf_counter() - t0) / calls
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-n", type=int, default=1000, help="number of runs")
@@ -116,6 +127,14 @@ def main() -> None:
               f"ratio {med(with_runs) / med(without):.2f}x")  # fmt: skip
         print(f"  of the start-up: `python -c 'import torch'` {med(torch_only):.2f} s "
               "(trainwise/__init__ imports torch for every command)")  # fmt: skip
+        with_tb, without_tb = [], []
+        for _ in range(args.rounds):
+            with_tb.append(log_cost(base / "log", tensorboard=True))
+            without_tb.append(log_cost(base / "log", tensorboard=False))
+        print(f"\nrun.log_metrics, 4 scalars (median of {args.rounds} x 2000 calls):")
+        print(f"  files + TensorBoard            {med(with_tb) * 1e6:8.1f} us per call")
+        print(f"  files only                     {med(without_tb) * 1e6:8.1f} us per call   "
+              f"ratio {med(with_tb) / med(without_tb):.1f}x")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -168,3 +168,11 @@ def test_report_command_rebuilds_the_html(two_runs):
 def test_empty_runs_folder(tmp_path):
     done = runs_cli("runs", "--root", str(tmp_path / "none"))
     assert done.exit_code == 0 and "No runs" in done.output
+
+
+def test_an_unwritable_runs_folder_does_not_stop_the_check(tmp_path, caplog):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    done = runs_cli("check", f"{SETUPS / 'healthy_mlp.py'}", "--runs-dir", str(blocker / "runs"))
+    assert done.exit_code == 0 and "Verdict" in done.output
+    assert "no run record" in caplog.text

@@ -29,15 +29,21 @@ def recorded_check(
         yield None
         return
     config = {**_setup_config(setup), "check": {"quick": quick, "sample": sample}}
-    with start(
-        "check",
-        name=setup.name,
-        config=config,
-        seed=seed,
-        device=str(setup.torch_device),
-        root=root,
-        mlflow=mlflow,
-    ) as run:
+    try:
+        run = start(
+            "check",
+            name=setup.name,
+            config=config,
+            seed=seed,
+            device=str(setup.torch_device),
+            root=root,
+            mlflow=mlflow,
+        )
+    except OSError as exc:  # an unwritable runs folder must not stop the check itself
+        log.warning("trainwise: no run record (%s); the check goes on without one", exc)
+        yield None
+        return
+    with run:
         yield run
 
 
