@@ -6,13 +6,18 @@ per-layer signals as "<signal>/<layer>"), histograms (precomputed, add_histogram
 final metrics in the SAME run (add_hparams would open a separate one) and the findings as a
 markdown table under the "findings" text tag.
 
-Any failure disables this sink with one warning: TensorBoard must never stop a training.
+Building TensorBoard's protobuf events costs about 100 us per scalar, so the caller only puts
+the numbers on a queue and one background thread writes them, in order: logging from a
+training loop stays at a few microseconds. Any failure disables this sink with one warning:
+TensorBoard must never stop a training.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import queue
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +29,11 @@ log = logging.getLogger("trainwise")
 class TensorBoardSink:
     def __init__(self, writer: Any) -> None:
         self.writer = writer
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread = threading.Thread(
+            target=self._drain, name="trainwise-tensorboard", daemon=True
+        )
+        self._thread.start()
 
     @classmethod
     def open(cls, path: Path) -> TensorBoardSink | None:
@@ -36,13 +46,24 @@ class TensorBoardSink:
             return None
 
     def _do(self, action: Any) -> None:
-        if self.writer is None:
-            return
-        try:
-            action()
-        except Exception as exc:
-            log.warning("trainwise: TensorBoard events disabled: %s: %s", type(exc).__name__, exc)
-            self.writer = None
+        """Queue a write for the background thread (None: the sink is closed or disabled)."""
+        if self.writer is not None:
+            self._queue.put(action)
+
+    def _drain(self) -> None:
+        while True:
+            action = self._queue.get()
+            if action is None:
+                return
+            if self.writer is None:
+                continue  # disabled after an error: drop what is left
+            try:
+                action()
+            except Exception as exc:
+                log.warning(
+                    "trainwise: TensorBoard events disabled: %s: %s", type(exc).__name__, exc
+                )
+                self.writer = None
 
     def scalars(self, step: int, row: dict[str, float]) -> None:
         def write() -> None:
@@ -102,6 +123,8 @@ class TensorBoardSink:
             self.writer.close()
 
         self._do(write)
+        self._queue.put(None)  # then stop: every queued write is done before join returns
+        self._thread.join()
 
 
 def findings_markdown(findings: list[dict[str, Any]]) -> str:
