@@ -12,3 +12,10 @@ torch.set_num_threads(min(2, torch.get_num_threads()))
 @pytest.fixture(autouse=True)
 def _seeded():
     torch.manual_seed(0)
+
+
+@pytest.fixture(autouse=True)
+def _runs_outside_the_repository(monkeypatch, tmp_path_factory):
+    # `trainwise check` keeps a run record by default; tests (and the CLI subprocesses they
+    # start, which inherit the environment) write it to a temporary folder, never the repo.
+    monkeypatch.setenv("TRAINWISE_RUNS_DIR", str(tmp_path_factory.mktemp("trainwise-runs")))

@@ -3,6 +3,7 @@
 The public API lives here and nowhere else.
 """
 
+from trainwise import runs  # run records: tw.runs.start(...), tw.runs.list_runs()
 from trainwise.check import check
 from trainwise.errors import SetupError, TrainwiseError
 from trainwise.findings import Finding
@@ -22,6 +23,7 @@ __all__ = [
     "StageResult",
     "TrainwiseError",
     "check",
+    "runs",
     "__version__",
     "class_weights",
     "convert_batchnorm",

@@ -36,18 +36,45 @@ def main() -> None:
     "--sample", default=2000, show_default=True, help="Samples per dataset the data rules read."
 )
 @click.option("--seed", default=0, show_default=True)
-def check(target: str, json_path: str | None, quick: bool, sample: int, seed: int) -> None:
+@click.option(
+    "--record/--no-record",
+    default=True,
+    show_default=True,
+    help="Keep a run record (run.json, findings, report.html) under the runs folder.",
+)
+@click.option(
+    "--runs-dir",
+    type=click.Path(file_okay=False),
+    help="The runs folder (default: $TRAINWISE_RUNS_DIR, else ./trainwise-runs).",
+)
+@click.option("--mlflow", "mlflow_uri", help="Also log the record to this MLflow tracking URI.")
+def check(
+    target: str,
+    json_path: str | None,
+    quick: bool,
+    sample: int,
+    seed: int,
+    record: bool,
+    runs_dir: str | None,
+    mlflow_uri: str | None,
+) -> None:
     """Examine the Setup returned by setup() in FILE (or FILE:FUNCTION)."""
     from trainwise.check import check as run_check
     from trainwise.loader import load_setup
     from trainwise.report.terminal import render_report
+    from trainwise.runs.check import recorded_check
 
     try:
         setup = load_setup(target)
-        report = run_check(setup, quick=quick, sample=sample, seed=seed, progress=True)
+        with recorded_check(setup, record, runs_dir, mlflow_uri, quick, sample, seed) as run:
+            report = run_check(setup, quick=quick, sample=sample, seed=seed, progress=True)
+            if run is not None:
+                run.log_report(report)
     except SetupError as exc:
         _fail_unusable(exc)
     render_report(report, console)
+    if run is not None:
+        console.print(f"[dim]run record: {run.path}  (`trainwise runs` lists your runs)")
     if json_path:
         Path(json_path).write_text(report.to_json())
         console.print(f"JSON report written to {json_path}")
@@ -99,6 +126,13 @@ def explain(slug: str) -> None:
 def _fail_unusable(exc: SetupError) -> None:
     err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
     sys.exit(EXIT_UNUSABLE)
+
+
+# Run records: `trainwise runs [show|diff]` and `trainwise report RUN` (runs/cli.py).
+from trainwise.runs.cli import report_command, runs_group  # noqa: E402
+
+main.add_command(runs_group)
+main.add_command(report_command)
 
 
 if __name__ == "__main__":

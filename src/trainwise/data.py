@@ -136,3 +136,33 @@ def shape_of(value: Any) -> str:
     if isinstance(value, dict):
         return "{" + ", ".join(f"{k}: {shape_of(v)}" for k, v in value.items()) + "}"
     return type(value).__name__
+
+
+def summarize_sample(sample: DataSample, task: str | None = None) -> dict[str, Any]:
+    """What the report's data section shows: class counts and input statistics of a sample.
+
+    Inputs (N, C, ...) get per-channel mean/std; (N, F) inputs get per-feature values when
+    F <= 16, else one overall value. Non-tensor inputs or targets are left out.
+    """
+    summary: dict[str, Any] = {"samples": len(sample), "dataset_size": sample.dataset_size}
+    x, y = sample.inputs, sample.targets
+    if isinstance(x, torch.Tensor) and x.numel() and x.dtype != torch.bool:
+        xf = x.detach().float()
+        summary["input_shape"] = list(x.shape[1:])
+        if xf.dim() >= 3 or (xf.dim() == 2 and xf.shape[1] <= 16):
+            dims = [d for d in range(xf.dim()) if d != 1]  # all but the channel/feature dim
+            summary["input_mean"] = xf.mean(dim=dims).tolist()
+            summary["input_std"] = xf.std(dim=dims).tolist()
+        else:
+            summary["input_mean"], summary["input_std"] = xf.mean().item(), xf.std().item()
+        summary["input_min"], summary["input_max"] = xf.min().item(), xf.max().item()
+    if (
+        task in (None, "classification")
+        and isinstance(y, torch.Tensor)
+        and y.dim() == 1
+        and not y.is_floating_point()
+    ):
+        labels, counts = torch.unique(y, return_counts=True)
+        pairs = zip(labels.tolist(), counts.tolist(), strict=True)
+        summary["class_counts"] = {str(k): int(c) for k, c in pairs}
+    return summary

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+from trainwise.data import summarize_sample
 from trainwise.errors import SetupError
 from trainwise.rules import static_rules
 from trainwise.stages.base import CheckRun, StageOutcome
@@ -41,5 +42,6 @@ class StaticStage:
             "task": ctx.task,
             "num_classes": ctx.num_classes,
             "parameters": sum(p.numel() for p in ctx.model.parameters()),
+            "data": summarize_sample(ctx.train_sample, ctx.task),  # the report's data section
         }
         return outcome

@@ -1,0 +1,232 @@
+"""`trainwise runs`, `trainwise runs show`, `trainwise runs diff`, `trainwise report`: thin
+commands over the record reader; registered on the main command group in cli.py."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.markup import escape
+from rich.syntax import Syntax
+from rich.table import Table
+
+from trainwise.errors import SetupError
+from trainwise.runs.describe import flatten
+from trainwise.runs.record import RUNS_DIR_ENV
+from trainwise.runs.table import COLUMNS, display_row, fmt, table_rows, to_csv, to_markdown
+
+console = Console()
+err_console = Console(stderr=True)
+
+ROOT_OPTION = click.option(
+    "--root",
+    type=click.Path(file_okay=False),
+    default=None,
+    help=f"The runs folder (default: ${RUNS_DIR_ENV}, else ./trainwise-runs).",
+)
+# `trainwise runs show -1` (the latest run): a negative number is an argument, not an option.
+NEGATIVE_NUMBERS = {"ignore_unknown_options": True}
+STATUS_STYLE = {"finished": "green", "running": "cyan", "killed": "red", "failed": "red",
+                "interrupted": "yellow"}  # fmt: skip
+
+
+def _fail(exc: SetupError) -> None:
+    err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
+    sys.exit(2)
+
+
+@click.group("runs", invoke_without_command=True)
+@ROOT_OPTION
+@click.option("--csv", "as_csv", is_flag=True, help="Print the table as CSV (every column).")
+@click.option("--markdown", "as_markdown", is_flag=True, help="Print the table as markdown.")
+@click.option("--kind", help="Only runs of this kind (check, watch, lr_find).")
+@click.option("--last", type=int, help="Only the last N runs.")
+@click.pass_context
+def runs_group(
+    ctx: click.Context,
+    root: str | None,
+    as_csv: bool,
+    as_markdown: bool,
+    kind: str | None,
+    last: int | None,
+) -> None:
+    """The table of your runs: commit, what changed, best validation metric, findings."""
+    ctx.ensure_object(dict)["root"] = root
+    if ctx.invoked_subcommand is not None:
+        return
+    from trainwise.runs.record import runs_root
+    from trainwise.runs.store import list_runs
+
+    runs = list_runs(root)
+    rows = table_rows(
+        runs
+    )  # "changed" compares with the previous run of the kind, so before filters
+    if kind:
+        rows = [r for r in rows if r["kind"] == kind]
+    if last:
+        rows = rows[-last:]
+    if as_csv:
+        click.echo(to_csv(rows), nl=False)
+        return
+    if as_markdown:
+        click.echo(to_markdown(rows), nl=False)
+        return
+    if not rows:
+        console.print(f"No runs in {runs_root(root)}. `trainwise check` records one.")
+        return
+    table = Table(title=f"runs in {runs_root(root)}", title_justify="left")
+    for col in COLUMNS:
+        numeric = col in ("#", "best val", "train loss")
+        table.add_column(col, justify="right" if numeric else "left", overflow="fold")
+    for row in rows:
+        shown = display_row(row)
+        shown["status"] = f"[{STATUS_STYLE.get(row['status'], 'white')}]{row['status']}"
+        table.add_row(*[shown[c] if c == "status" else escape(shown[c]) for c in COLUMNS])
+    console.print(table)
+    console.print("[dim]`trainwise runs show N`, `trainwise runs diff A B`, `trainwise report N`")
+
+
+@runs_group.command("show", context_settings=NEGATIVE_NUMBERS)
+@click.argument("run")
+@click.pass_context
+def show(ctx: click.Context, run: str) -> None:
+    """One run: what ran, on which code, with which settings, and what it found.
+
+    RUN is a number from the table (-1 = the latest), an id, a unique prefix, or a folder."""
+    from trainwise.runs.store import find_run
+
+    try:
+        rec = find_run(run, ctx.obj["root"])
+    except SetupError as exc:
+        _fail(exc)
+    meta = rec.meta
+    git = meta.get("git") or {}
+    info = Table.grid(padding=(0, 2))
+    info.add_column(style="dim")
+    info.add_column()
+    commit = (git.get("commit") or "")[:12] or "not in a git repository"
+    if git.get("branch"):
+        commit += f" on {git['branch']}"
+    if git.get("dirty"):
+        commit += " [yellow](+ uncommitted changes: diff.patch)"
+    status = rec.status + (f": {meta['error']}" if meta.get("error") else "")
+    versions = meta.get("versions") or {}
+    for label, value in (
+        ("kind", meta.get("kind")),
+        ("status", f"[{STATUS_STYLE.get(rec.status, 'white')}]{escape(status)}"),
+        ("started", meta.get("started")),
+        ("ended", meta.get("ended") or "-"),
+        ("command", escape(" ".join(meta.get("command") or []))),
+        ("commit", commit),
+        ("host", (meta.get("host") or {}).get("hostname")),
+        ("device", meta.get("device")),
+        ("seed", meta.get("seed")),
+        ("versions", ", ".join(f"{k} {v}" for k, v in versions.items() if v)),
+        ("folder", str(rec.path)),
+    ):
+        info.add_row(label, str(value))
+    console.print(f"[bold]{escape(rec.id)}")
+    console.print(info)
+    config = flatten(meta.get("config") or {})
+    if config:
+        table = Table(title="settings", title_justify="left")
+        table.add_column("setting", style="dim")
+        table.add_column("value")
+        for k, v in config.items():
+            table.add_row(escape(k), escape(fmt(v)))
+        console.print(table)
+    summary = rec.summary
+    results = Table(title="results", title_justify="left")
+    results.add_column("metric")
+    results.add_column("value", justify="right")
+    results.add_column("step", justify="right")
+    for k, b in (summary.get("best") or {}).items():
+        results.add_row(f"best {escape(k)}", fmt(b["value"]), str(b["step"]))
+    for k, v in (summary.get("final") or {}).items():
+        results.add_row(f"final {escape(k)}", fmt(v), str(summary.get("last_step", "")))
+    if results.row_count:
+        console.print(results)
+    if summary.get("verdict"):
+        console.print(f"verdict: [bold]{summary['verdict']}")
+    for f in rec.findings:
+        where = f"  at {f['where']}" if f.get("where") is not None else ""
+        style = {"error": "bold red", "warning": "yellow"}.get(f.get("severity"), "cyan")
+        console.print(
+            f"[{style}]{f.get('severity')}[/] [bold]{escape(str(f.get('rule')))}[/]"
+            f"[dim]{escape(where)}[/]: {escape(str(f.get('message')))}"
+        )
+    console.print(f"[dim]files: {', '.join(rec.files)}")
+
+
+@runs_group.command("diff", context_settings=NEGATIVE_NUMBERS)
+@click.argument("a")
+@click.argument("b")
+@click.option("--code/--no-code", default=True, help="Show the code diff (default: on).")
+@click.pass_context
+def diff(ctx: click.Context, a: str, b: str, code: bool) -> None:
+    """What changed from run A to run B: settings, code (commits and uncommitted patches),
+    environment, and results."""
+    from trainwise.runs.compare import diff_runs
+    from trainwise.runs.store import find_run
+
+    try:
+        ra, rb = find_run(a, ctx.obj["root"]), find_run(b, ctx.obj["root"])
+    except SetupError as exc:
+        _fail(exc)
+    d = diff_runs(ra, rb)
+    console.print(f"[bold]{escape(ra.id)}[/]  ->  [bold]{escape(rb.id)}")
+    _triples("settings", d.settings, "no setting changed")
+    _triples("environment", d.environment, "same seed, device and versions")
+    _triples("results", d.metrics, "no results", numeric=True)
+    console.print(f"[bold]code:[/] {escape(d.commit_note)}")
+    if code and d.commit_diff:
+        console.print(Syntax(d.commit_diff, "diff", theme="ansi_dark", word_wrap=True))
+    if not ra.patch and not rb.patch:
+        console.print("uncommitted changes: none in either run")
+    elif d.patch_diff:
+        console.print("[bold]uncommitted changes differ[/] (a diff of the two diff.patch files):")
+        if code:
+            console.print(Syntax(d.patch_diff, "diff", theme="ansi_dark", word_wrap=True))
+    else:
+        console.print("uncommitted changes: the same patch in both runs")
+
+
+def _triples(
+    title: str, rows: list[tuple[str, Any, Any]], empty: str, numeric: bool = False
+) -> None:
+    if not rows:
+        console.print(f"[bold]{title}:[/] {empty}")
+        return
+    table = Table(title=title, title_justify="left")
+    table.add_column("")
+    table.add_column("A", justify="right")
+    table.add_column("B", justify="right")
+    if numeric:
+        table.add_column("B - A", justify="right")
+    for key, va, vb in rows:
+        cells = [escape(key), escape(fmt(va)), escape(fmt(vb))]
+        if numeric:
+            both = all(isinstance(v, (int, float)) for v in (va, vb))
+            cells.append(fmt(vb - va) if both else "")
+        table.add_row(*cells)
+    console.print(table)
+
+
+@click.command("report", context_settings=NEGATIVE_NUMBERS)
+@click.argument("run")
+@ROOT_OPTION
+def report_command(run: str, root: str | None) -> None:
+    """(Re)build RUN's self-contained report.html and print its path.
+
+    RUN is a number from `trainwise runs` (-1 = the latest), an id, a prefix, or a folder."""
+    from trainwise.report.html import write_html_report
+    from trainwise.runs.store import find_run
+
+    try:
+        rec = find_run(run, root)
+    except SetupError as exc:
+        _fail(exc)
+    path = write_html_report(rec.path)
+    console.print(f"report written to {path}")

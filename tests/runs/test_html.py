@@ -1,0 +1,93 @@
+"""The HTML report: self-contained, every section drawn from the record's data, and each
+section left out (not broken) when its data is missing."""
+
+from __future__ import annotations
+
+import re
+
+from trainwise.report.html import render_html, write_html_report
+from trainwise.report.page import build_page
+from trainwise.runs import RunRecord, start
+
+SECTIONS = ("findings", "stages", "curves", "lr", "layers", "activations", "data", "setup")
+
+
+def sections_of(html: str) -> set[str]:
+    return set(re.findall(r'<section id="([a-z]+)">', html))
+
+
+def test_full_record_has_every_section_and_needs_no_network(sample_run):
+    html = (sample_run / "report.html").read_text()
+    assert sections_of(html) == set(SECTIONS)
+    # Self-contained: no script, no external stylesheet, image or font; images are inline.
+    assert "<script" not in html
+    assert not re.search(r'(src|href)="(https?:)?//', html)
+    images = re.findall(r'<img src="([^"]+)"', html)
+    assert len(images) >= 8 and all(src.startswith("data:image/png;base64,") for src in images)
+    assert "inputs-not-normalized" in html and "suggested lr" in html
+
+
+def test_page_data_regroups_what_the_record_holds(sample_run):
+    record = RunRecord.load(sample_run)
+    page = build_page(record)
+    loss = next(c for c in page["metric_curves"] if c["title"] == "loss")
+    assert {s["label"] for s in loss["series"]} == {"train/loss", "val/loss"}
+    train = next(s for s in loss["series"] if s["label"] == "train/loss")
+    assert train["y"] == [r["train/loss"] for r in record.metrics if "train/loss" in r]
+    grad = next(h for h in page["heatmaps"] if h["signal"] == "grad_norm")
+    first = next(r for r in record.layers if r["signal"] == "grad_norm")
+    assert grad["layers"] == list(first["values"])  # model order
+    assert [row[0] for row in grad["values"]] == list(first["values"].values())
+    assert (
+        page["lr_find"]["marks"]["suggested lr"]
+        == record.curves["lr_find"]["marks"]["suggested lr"]
+    )
+    assert page["data"]["class_counts"] and page["verdict"] == "ready to train"
+
+
+def test_a_record_with_no_signals_still_renders(tmp_path):
+    with start("lr_find", name="empty", root=tmp_path, tensorboard=False) as run:
+        pass
+    html = (run.path / "report.html").read_text()
+    assert sections_of(html) == {"setup"}
+    assert "<h1>empty</h1>" in html
+
+
+def test_check_stage_curves_and_lr_data_in_stage_metrics_are_drawn(tmp_path):
+    # The shapes other stages hand over in StageResult.metrics (documented in report/page.py).
+    report = {
+        "verdict": "ready to train",
+        "stages": [
+            {"name": "overfit", "title": "Overfit one batch", "status": "pass", "seconds": 1.0,
+             "summary": "", "notes": [], "metrics": {"losses": [2.3, 1.0, 0.2, 0.01]}},
+            {"name": "lr_range", "title": "LR range test", "status": "pass", "seconds": 2.0,
+             "summary": "", "notes": [],
+             "metrics": {"lr": {"lrs": [1e-4, 1e-3, 1e-2], "losses": [2.3, 2.0, 9.0],
+                                "suggestion": 1e-3}}},
+        ],
+    }  # fmt: skip
+    record = _bare_record(tmp_path)
+    record.__dict__["report"] = report  # what report.json would hold
+    page = build_page(record)
+    assert page["lr_find"]["x"] == [1e-4, 1e-3, 1e-2]
+    assert page["lr_find"]["marks"] == {"suggested lr": 1e-3}
+    assert page["stage_curves"][0]["series"][0]["y"] == [2.3, 1.0, 0.2, 0.01]
+    html = render_html(page)
+    assert {"stages", "curves", "lr"} <= sections_of(html)
+
+
+def test_findings_evidence_series_become_a_plot(tmp_path):
+    with start("watch", root=tmp_path, tensorboard=False) as run:
+        run.log_findings([{"rule": "exploding-gradients", "severity": "warning",
+                           "message": "gradient norm 40x its running median at step 12",
+                           "where": 12, "fix": "clip at 2.1",
+                           "evidence": {"grad_norm": [1.0, 1.1, 0.9, 40.0], "median": 1.0}}])  # fmt: skip
+    html = write_html_report(run.path).read_text()
+    card = html[html.index('<div class="finding warning">') :]
+    assert 'class="spark"' in card[: card.index("fix:")] and "median" in card
+
+
+def _bare_record(tmp_path):
+    with start("check", name="bare", root=tmp_path, tensorboard=False) as run:
+        pass
+    return RunRecord.load(run.path)
