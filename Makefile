@@ -8,7 +8,7 @@ TORCH ?= torch==2.13.0
 TORCH_ARGS ?=
 BIN = $(VENV)/bin
 
-.PHONY: demo test lint clean
+.PHONY: demo test browser clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,7 +29,14 @@ $(VENV)/.test: pyproject.toml $(VENV)/.core
 demo: $(VENV)/.core
 	$(BIN)/trainwise demo
 
-test: $(VENV)/.test
+# The HTML report's browser test drives Debian's headless Chromium through chromedriver.
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+	  SUDO=""; [ "$$(id -u)" -ne 0 ] && SUDO="sudo"; \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium chromium-driver >/dev/null; }
+
+test: $(VENV)/.test browser
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 
