@@ -6,6 +6,7 @@ The public API lives here and nowhere else.
 from trainwise.check import check
 from trainwise.errors import SetupError, TrainwiseError
 from trainwise.findings import Finding
+from trainwise.lr_find import LRFindResult, lr_find
 from trainwise.report.model import Report, StageResult
 from trainwise.rules import CATALOGUE
 from trainwise.spec import Setup
@@ -21,5 +22,7 @@ __all__ = [
     "StageResult",
     "TrainwiseError",
     "check",
+    "LRFindResult",
+    "lr_find",
     "__version__",
 ]
