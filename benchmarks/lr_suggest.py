@@ -235,7 +235,10 @@ def _suggest_job(args):
     out = {}
     for k, seed, n in todo:
         try:
-            with contextlib.redirect_stdout(io.StringIO()):
+            with (
+                contextlib.redirect_stdout(io.StringIO()),
+                contextlib.redirect_stderr(io.StringIO()),
+            ):
                 lr = METHOD_FUNCS[method](task, seed, n)
         except Exception as exc:  # a method that crashes scores "no suggestion", reported
             print(

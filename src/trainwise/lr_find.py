@@ -47,16 +47,20 @@ DEFAULT_END_LR = 10.0
 DEFAULT_NUM_ITER = 100
 DIVERGE_FACTOR = 4.0  # stop once the smoothed loss is 4x its best (fastai's and Lightning's)
 BANDWIDTH = 0.15  # decades: half-width of the running median, sigma of the Gaussian
-MARGIN = 0.5  # decades below the loss minimum
+MARGIN = 1.0  # decades below the divergence onset
+FLOOR_SHIFT = 0.5  # decades: when the loss never climbs, its floor counts as onset - 0.5
+RISE = 0.2  # the onset: the loss has climbed back by this share of its drop
+RANGE_BELOW, RANGE_ABOVE = 0.5, 0.5  # decades around the suggestion: the good range
 
 
 @dataclass
 class Suggestion:
     lr: float | None  # None: the curve gives no answer (reason says why)
-    lr_min: float | None = None  # where the smoothed loss stops falling
-    lr_steep: float | None = None  # steepest descent on the log-LR axis
-    low: float | None = None  # the range of good LRs: steepest point ..
-    high: float | None = None  # .. loss minimum
+    lr_div: float | None = None  # divergence onset: the loss climbs back up from here
+    lr_min: float | None = None  # where the smoothed loss is lowest
+    lr_steep: float | None = None  # steepest descent on the log-LR axis (None: no descent)
+    low: float | None = None  # the range of good LRs around the suggestion
+    high: float | None = None
     interval: tuple[float, float] | None = None  # bootstrap 10-90% of `lr`
     reason: str = ""
 
@@ -81,6 +85,7 @@ class LRFindResult:
         s = self.suggestion
         return {
             "suggested_lr": s.lr,
+            "lr_div": s.lr_div,
             "lr_min": s.lr_min,
             "lr_steep": s.lr_steep,
             "range": [s.low, s.high],
@@ -285,53 +290,62 @@ def suggest(
     smoothed: np.ndarray | None = None,
     margin: float = MARGIN,
     bandwidth: float = BANDWIDTH,
-    bootstrap: int = 200,
+    bootstrap: int = 100,
 ) -> Suggestion:
-    """The "edge of descent" rule (see the module docstring), with its bootstrap interval."""
+    """The "edge of stability" rule (see the module docstring), with its bootstrap interval."""
     if smoothed is None:
         smoothed = smooth_log_axis(lrs, losses, bandwidth)
     ok = np.isfinite(smoothed)
     if ok.sum() < 10:
         return Suggestion(None, reason="fewer than 10 finite losses; the loss diverged at once")
     x, s = np.log10(lrs[ok]), smoothed[ok]
-    picked = _edge_of_descent(x, s, margin)
-    if picked is None:
+    found = _landmarks(x, s)
+    if found is None:
         return Suggestion(
             None,
-            reason="the loss did not fall anywhere in the sweep; check that the model can "
-            "learn (`trainwise check`) or widen the LR range",
+            reason="the loss neither fell nor rose anywhere in the sweep; check that the model "
+            "can learn (`trainwise check`) or widen the LR range",
         )
-    x_sugg, x_min, x_steep, note = picked
+    x_div, x_min, x_steep, note = found
+    x_sugg = x_div - margin
     interval = _bootstrap(x, losses[ok], s, margin, bandwidth, bootstrap)
     return Suggestion(
         10**x_sugg,
+        lr_div=10**x_div,
         lr_min=10**x_min,
-        lr_steep=10**x_steep,
-        low=10**x_steep,
-        high=10**x_min,
+        lr_steep=None if x_steep is None else 10**x_steep,
+        low=10 ** (x_sugg - RANGE_BELOW),
+        high=10 ** (x_sugg + RANGE_ABOVE),
         interval=interval,
         reason=note,
     )
 
 
-def _edge_of_descent(
-    x: np.ndarray, s: np.ndarray, margin: float
-) -> tuple[float, float, float, str] | None:
-    """(log10 suggestion, log10 loss minimum, log10 steepest point, note) or None."""
+def _landmarks(x: np.ndarray, s: np.ndarray) -> tuple[float, float, float | None, str] | None:
+    """(divergence onset, loss minimum, steepest descent or None, note), all in log10(lr).
+
+    The onset is the first LR past the minimum where the smoothed loss has climbed back by a
+    fifth of what it fell (or by 2% of the minimum when it hardly fell: a model that learns
+    nothing in the sweep still shows where its steps become unstable).
+    """
     i_min = int(np.argmin(s))
     drop = s[0] - s[i_min]
-    if i_min < 2 or drop <= 0.02 * max(abs(s[0]), 1e-12):
-        return None  # the loss did not fall by even 2%
-    slope = np.gradient(s[: i_min + 1], x[: i_min + 1])  # d loss / d log10(lr)
-    i_steep = int(np.argmin(slope))
-    x_sugg = max(x[i_min] - margin, x[i_steep])
-    note = ""
-    if i_min >= len(x) - 2:
-        note = (
-            "the loss was still falling at the end of the sweep; the suggestion may be low, "
-            "raise end_lr"
-        )
-    return float(x_sugg), float(x[i_min]), float(x[i_steep]), note
+    threshold = s[i_min] + max(RISE * drop, 0.02 * abs(s[i_min]), 1e-12)
+    above = np.flatnonzero(s[i_min:] > threshold)
+    fell = drop > 0.02 * max(abs(s[0]), 1e-12)
+    x_steep = None
+    if fell and i_min >= 2:
+        slope = np.gradient(s[: i_min + 1], x[: i_min + 1])  # d loss / d log10(lr)
+        x_steep = float(x[int(np.argmin(slope))])
+    if len(above):
+        return float(x[i_min + above[0]]), float(x[i_min]), x_steep, ""
+    if not fell:
+        return None
+    # No climb by the end of the sweep (the loss sat at its floor, e.g. a separable problem):
+    # the LR where it reached the floor stands in for the onset, half a margin closer.
+    i_floor = int(np.flatnonzero(s <= s[i_min] + 0.05 * drop)[0])
+    note = "the loss had not turned up by the end of the sweep; raise end_lr for a firmer answer"
+    return float(x[i_floor]) + FLOOR_SHIFT, float(x[i_min]), x_steep, note
 
 
 def _bootstrap(x, raw, s, margin, bandwidth, n, block: int = 5, seed: int = 0):
@@ -345,10 +359,9 @@ def _bootstrap(x, raw, s, margin, bandwidth, n, block: int = 5, seed: int = 0):
     for _ in range(n):
         starts = rng.integers(0, max(N - block, 1), size=N // block + 1)
         noise = np.concatenate([resid[a : a + block] for a in starts])[:N]
-        s_b = smooth_log_axis(10**x, s + noise, bandwidth)
-        got = _edge_of_descent(x, s_b, margin)
+        got = _landmarks(x, smooth_log_axis(10**x, s + noise, bandwidth))
         if got is not None:
-            picks.append(got[0])
+            picks.append(got[0] - margin)
     if len(picks) < n // 2:
         return None
     lo, hi = np.percentile(picks, [10, 90])

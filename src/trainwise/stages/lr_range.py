@@ -2,9 +2,9 @@
 
 Runs `lr_find` on a fresh model and optimizer from the setup (nothing the user owns is touched)
 and leaves the result in `run.shared["lr_find"]` (and the LR in `run.shared["lr_suggestion"]`)
-for later stages. Fires `lr-too-high` when the configured LR is past the loss minimum of the
-sweep and a decade above the suggestion, `lr-too-low` when it is more than a decade under both
-the suggestion and the start of the good range.
+for later stages. Fires `lr-too-high` when the configured LR is past the divergence onset of the
+sweep (where the loss was climbing again), `lr-too-low` when it is more than 1.5 decades under
+the suggestion (a decade under the bottom of the good range).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from trainwise.rules.lr import LR_TOO_HIGH, LR_TOO_LOW
 from trainwise.stages.base import CheckRun, StageOutcome
 
 QUICK_NUM_ITER = 60
-FAR = 10.0  # "far outside": a decade
+TOO_LOW = 10**1.5  # "far below": 1.5 decades under the suggestion, a decade under its range
 
 
 class LRRangeStage:
@@ -54,30 +54,31 @@ class LRRangeStage:
 def judge(result: LRFindResult) -> list:
     """lr-too-high / lr-too-low findings for the configured LR against the suggestion."""
     s, lr = result.suggestion, result.configured_lr
-    if s.lr is None or not lr or s.low is None or s.high is None:
+    if s.lr is None or not lr or s.lr_div is None:
         return []
     evidence = {
         "configured_lr": lr,
         "suggested_lr": s.lr,
         "good_range": [s.low, s.high],
+        "divergence_onset": s.lr_div,
         "ratio": lr / s.lr,
     }
     code = f"optimizer=lambda p: torch.optim.<YourOptimizer>(p, lr={s.lr:.1e}, ...)"
-    if lr > s.high and lr > FAR * s.lr:
+    if lr > s.lr_div:
         return [
             LR_TOO_HIGH.finding(
-                f"configured LR {lr:.1e} is {lr / s.lr:.0f}x the suggested {s.lr:.1e} and past "
-                f"{s.high:.1e}, where the range test's loss stopped falling",
+                f"configured LR {lr:.1e} is {lr / s.lr:.0f}x the suggested {s.lr:.1e}, past "
+                f"{s.lr_div:.1e} where the range test's loss was already climbing back up",
                 where="optimizer.param_groups[0]['lr']",
                 evidence=evidence,
                 fix=f"Lower the LR to about {s.lr:.1e}: `{code}`",
             )
         ]
-    if lr < s.low / FAR and lr < s.lr / FAR:
+    if lr < s.lr / TOO_LOW:
         return [
             LR_TOO_LOW.finding(
-                f"configured LR {lr:.1e} is 1/{s.lr / lr:.0f} of the suggested {s.lr:.1e} and "
-                f"over a decade under {s.low:.1e}, where the range test's loss falls fastest",
+                f"configured LR {lr:.1e} is 1/{s.lr / lr:.0f} of the suggested {s.lr:.1e} "
+                f"(good range {s.low:.1e}..{s.high:.1e}): each step barely moves the loss",
                 where="optimizer.param_groups[0]['lr']",
                 evidence=evidence,
                 fix=f"Raise the LR to about {s.lr:.1e}: `{code}`",
