@@ -273,6 +273,9 @@ def collect_suggestions(tasks: list[Task], methods, workers: int) -> dict:
             for got in pool.imap_unordered(_suggest_job, jobs):
                 cache.update(got)
                 SUGGESTIONS.parent.mkdir(parents=True, exist_ok=True)
+                # Merge with what another run may have written meanwhile, then write.
+                on_disk = json.loads(SUGGESTIONS.read_text()) if SUGGESTIONS.exists() else {}
+                cache = {**on_disk, **cache}
                 SUGGESTIONS.write_text(json.dumps(cache, indent=0, sort_keys=True))
     return cache
 

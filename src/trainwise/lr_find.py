@@ -6,24 +6,25 @@ once the smoothed loss has grown past `diverge_factor` times its best. It runs o
 model and optimizer (Adam-family, SGD, anything with `param_groups`) inside `state.preserved`, so
 weights, buffers, gradients, modes, optimizer state and every RNG are as they were afterwards.
 
-The suggestion ("edge of descent"), and why:
+The suggestion ("edge of stability"), and why:
 - Work on the log10-LR axis. The sweep is exponential, so a smoothing window measured in decades
-  covers the same LRs whatever the number of iterations; windows measured in iterations (what
-  the EMA of fastai, Lightning and torch-lr-finder amounts to) lag by a different number of
-  decades at 100 and at 300 iterations, which is one reason their suggestions move with it.
+  covers the same LRs whatever the number of iterations; windows measured in iterations (the EMA
+  of fastai, Lightning and torch-lr-finder) span a different number of decades at 100 and at
+  300 iterations, one reason their suggestions move with it.
 - Smooth robustly: a running median over +-`bandwidth` decades (one bad batch cannot make a
   minimum or a cliff), then a Gaussian kernel of the same width.
-- The anchor is the LR where the smoothed loss stops falling (its minimum, `lr_min`): beyond it
-  the steps are too large for the loss surface. That point is set by the curvature of the
-  problem, so it barely moves with the seed or the sweep length, unlike the steepest slope,
-  which moves to lower LRs the longer the sweep (more steps spent at each small LR). For
-  training with a schedule the best peak LR sits a little below that edge (the range test
-  takes only one step at each LR, a run takes thousands), so the suggestion is
-  `lr_min / 10**margin` (margin 0.5 decade by default, validated by benchmarks/lr_suggest.py),
-  and never below the steepest-descent point, where the loss is still falling fastest.
-- The range of good LRs is the descent region's upper part: from the steepest point to
-  `lr_min`. The uncertainty of the suggestion itself is measured by a residual block bootstrap
-  of the curve (resample the noise, recompute the suggestion): `interval` is its 10-90%.
+- Anchor on the divergence onset: the first LR past the smoothed minimum where the loss has
+  climbed back by a fifth of its drop. There the steps have become too large for the curvature
+  (for SGD on a quadratic, lr > 2 / lambda_max), a property of the loss surface more than of
+  how far the sweep had trained, so it moves less with the seed and the sweep length than the
+  steepest slope or the valley, which depend on the progress made at small LRs.
+- Suggest `onset / 10**margin` (margin 0.5 decade: the best of the variants scored by
+  benchmarks/lr_ablation.py on the short-budget oracle; benchmarks/lr_suggest.py then reports it
+  on the longer budgets). A training run takes thousands of steps where the sweep takes one per
+  LR, so its best peak LR sits below the onset, not on it.
+- The good range is half a decade either side of the suggestion. The uncertainty of the
+  suggestion itself is measured by a moving-block bootstrap of the curve's residuals (resample
+  the noise, recompute the suggestion): `interval` is its 10-90%.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ DEFAULT_END_LR = 10.0
 DEFAULT_NUM_ITER = 100
 DIVERGE_FACTOR = 4.0  # stop once the smoothed loss is 4x its best (fastai's and Lightning's)
 BANDWIDTH = 0.15  # decades: half-width of the running median, sigma of the Gaussian
-MARGIN = 1.0  # decades below the divergence onset
+MARGIN = 0.5  # decades below the divergence onset (chosen by benchmarks/lr_ablation.py)
 FLOOR_SHIFT = 0.5  # decades: when the loss never climbs, its floor counts as onset - 0.5
 RISE = 0.2  # the onset: the loss has climbed back by this share of its drop
 RANGE_BELOW, RANGE_ABOVE = 0.5, 0.5  # decades around the suggestion: the good range
