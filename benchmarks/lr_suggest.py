@@ -212,8 +212,9 @@ def method_version(method: str) -> str:
     """Cache key part: trainwise's suggestions are recomputed whenever lr_find.py changes."""
     if method != "trainwise":
         return "v1"
-    import trainwise.lr_find as mod
+    import importlib
 
+    mod = importlib.import_module("trainwise.lr_find")  # the module, not tw.lr_find the function
     return hashlib.sha1(Path(mod.__file__).read_bytes()).hexdigest()[:10]
 
 

@@ -3,8 +3,8 @@
 Runs `lr_find` on a fresh model and optimizer from the setup (nothing the user owns is touched)
 and leaves the result in `run.shared["lr_find"]` (and the LR in `run.shared["lr_suggestion"]`)
 for later stages. Fires `lr-too-high` when the configured LR is past the divergence onset of the
-sweep (where the loss was climbing again), `lr-too-low` when it is more than 1.5 decades under
-the suggestion (a decade under the bottom of the good range).
+sweep (where the loss was climbing again), `lr-too-low` when it is more than 2 decades under
+the suggestion (1.5 under the bottom of the good range).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from trainwise.rules.lr import LR_TOO_HIGH, LR_TOO_LOW
 from trainwise.stages.base import CheckRun, StageOutcome
 
 QUICK_NUM_ITER = 60
-TOO_LOW = 10**1.5  # "far below": 1.5 decades under the suggestion, a decade under its range
+TOO_LOW = 100.0  # "far below": 2 decades under the suggestion, 1.5 under its good range
 
 
 class LRRangeStage:
