@@ -34,6 +34,7 @@ def load_cache() -> dict[str, float | None]:
 
 def save_cache(cache: dict) -> None:
     CACHE.parent.mkdir(parents=True, exist_ok=True)
+    cache.update({k: v for k, v in load_cache().items() if k not in cache})  # another run's
     tmp = CACHE.with_suffix(".tmp")
     tmp.write_text(json.dumps(cache, indent=0, sort_keys=True))
     os.replace(tmp, CACHE)
