@@ -209,13 +209,21 @@ METHOD_FUNCS = {
 
 
 def method_version(method: str) -> str:
-    """Cache key part: trainwise's suggestions are recomputed whenever lr_find.py changes."""
+    """Cache key part: trainwise's suggestions are recomputed when the code that makes them
+    (the sweep, the smoothing, the rule and its constants) changes, not for a docs edit."""
     if method != "trainwise":
         return "v1"
     import importlib
+    import inspect
 
     mod = importlib.import_module("trainwise.lr_find")  # the module, not tw.lr_find the function
-    return hashlib.sha1(Path(mod.__file__).read_bytes()).hexdigest()[:10]
+    parts = [
+        inspect.getsource(getattr(mod, name))
+        for name in ("range_test", "_set_lr", "_cycle", "smooth_log_axis", "suggest", "_landmarks")
+    ]
+    parts.append(repr([mod.DEFAULT_START_LR, mod.DEFAULT_END_LR, mod.DIVERGE_FACTOR]))
+    parts.append(repr([mod.BANDWIDTH, mod.MARGIN, mod.FLOOR_SHIFT, mod.RISE]))
+    return hashlib.sha1("\n".join(parts).encode()).hexdigest()[:10]
 
 
 # -- running ---------------------------------------------------------------------------------

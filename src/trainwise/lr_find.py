@@ -112,9 +112,7 @@ class LRFindResult:
             return "\n".join(lines)
         lines.append(f"suggested LR: {s.lr:.2e}")
         if s.low is not None and s.high is not None:
-            lines.append(
-                f"good range:   {s.low:.1e} .. {s.high:.1e} (steepest descent .. loss minimum)"
-            )
+            lines.append(f"good range:   {s.low:.1e} .. {s.high:.1e} (half a decade either side)")
         if s.interval is not None:
             lines.append(
                 f"uncertainty:  {s.interval[0]:.1e} .. {s.interval[1]:.1e} (bootstrap 10-90%)"
