@@ -113,3 +113,20 @@ def test_console_script_is_installed():
     exe = shutil.which("trainwise") or str(Path(sys.executable).parent / "trainwise")
     result = subprocess.run([exe, "--help"], capture_output=True, text=True)
     assert result.returncode == 0 and "check" in result.stdout
+
+
+def test_lr_find_command_prints_the_suggestion_and_draws_the_plot(tmp_path):
+    plot, data = tmp_path / "lr.svg", tmp_path / "lr.json"
+    done = trainwise(
+        "lr-find", str(SETUPS / "healthy_mlp.py"), "--num-iter", "60",
+        "--plot", str(plot), "--json", str(data),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "suggested LR" in done.stdout and "good range" in done.stdout
+    assert "<svg" in plot.read_text()[:500]
+    curve = json.loads(data.read_text())
+    assert len(curve["lrs"]) == len(curve["losses"]) > 10
+    assert curve["suggested_lr"] > 0
+
+    wrong = trainwise("lr-find", str(SETUPS / "healthy_mlp.py"), "--plot", str(tmp_path / "x.jpg"))
+    assert wrong.returncode == 2 and ".png or .svg" in wrong.stderr

@@ -8,6 +8,7 @@ from trainwise.check import check
 from trainwise.errors import SetupError, TrainwiseError
 from trainwise.findings import Finding
 from trainwise.helpers import class_weights, convert_batchnorm, param_groups
+from trainwise.lr_find import LRFindResult, lr_find
 from trainwise.report.model import Report, StageResult
 from trainwise.rules import CATALOGUE
 from trainwise.spec import Setup
@@ -24,6 +25,8 @@ __all__ = [
     "TrainwiseError",
     "check",
     "runs",
+    "LRFindResult",
+    "lr_find",
     "__version__",
     "class_weights",
     "convert_batchnorm",

@@ -123,6 +123,58 @@ def explain(slug: str) -> None:
     console.print(Markdown("\n".join(doc)))
 
 
+@main.command("lr-find")
+@click.argument("target", metavar="FILE[.py][:FUNCTION]")
+@click.option(
+    "--plot",
+    "plot_path",
+    default="lr-find.png",
+    show_default=True,
+    type=click.Path(dir_okay=False),
+    help="Where to draw the curve (.png or .svg).",
+)
+@click.option("--no-plot", is_flag=True, help="Do not draw the curve.")
+@click.option("--num-iter", default=100, show_default=True, help="Steps of the sweep.")
+@click.option("--start-lr", default=1e-7, show_default=True)
+@click.option("--end-lr", default=10.0, show_default=True)
+@click.option("--seed", default=0, show_default=True)
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the curve as JSON.")
+def lr_find_command(
+    target: str,
+    plot_path: str,
+    no_plot: bool,
+    num_iter: int,
+    start_lr: float,
+    end_lr: float,
+    seed: int,
+    json_path: str | None,
+) -> None:
+    """LR range test on the Setup in FILE: a suggested LR, its range, and the plot."""
+    import json
+
+    from trainwise.loader import load_setup
+    from trainwise.lr_find import lr_find
+
+    if not no_plot and Path(plot_path).suffix.lower() not in (".png", ".svg"):
+        _fail_unusable(SetupError(f"--plot {plot_path}: expected a .png or .svg file name"))
+    try:
+        setup = load_setup(target)
+        with err_console.status(f"LR range test on {setup.name} ({num_iter} steps)"):
+            result = lr_find(
+                setup, num_iter=num_iter, start_lr=start_lr, end_lr=end_lr, seed=seed
+            )
+    except SetupError as exc:
+        _fail_unusable(exc)
+    console.print(f"[bold]LR range test[/] of {setup.name}")
+    console.print(result.summary(), highlight=False)
+    if not no_plot:
+        result.plot(plot_path)
+        console.print(f"plot written to {plot_path}")
+    if json_path:
+        Path(json_path).write_text(json.dumps(result.to_dict()))
+        console.print(f"JSON written to {json_path}")
+
+
 def _fail_unusable(exc: SetupError) -> None:
     err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
     sys.exit(EXIT_UNUSABLE)

@@ -13,6 +13,7 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 from trainwise.errors import SetupError
 from trainwise.report.model import Report, StageResult
 from trainwise.stages.base import CheckRun, Stage, StageOutcome
+from trainwise.stages.lr_range import LRRangeStage
 from trainwise.stages.static import StaticStage
 
 log = logging.getLogger("trainwise")
@@ -20,12 +21,13 @@ log = logging.getLogger("trainwise")
 
 def default_stages(quick: bool = False) -> list[Stage]:
     """The protocol, in the order a careful practitioner would run it by hand."""
-    return [StaticStage()]
+    return [StaticStage(), LRRangeStage()]
 
 
 def run_protocol(run: CheckRun, stages: Sequence[Stage], show_progress: bool = False) -> Report:
     started = time.perf_counter()
     results: list[StageResult] = []
+    run.shared["results"] = results  # later stages read earlier ones (e.g. skip on errors)
     progress = (
         Progress(
             SpinnerColumn(),
