@@ -9,6 +9,7 @@ from trainwise.findings import Finding
 from trainwise.report.model import Report, StageResult
 from trainwise.rules import CATALOGUE
 from trainwise.spec import Setup
+from trainwise.watch import Watch, watch
 
 __version__ = "0.1.0"
 
@@ -21,5 +22,7 @@ __all__ = [
     "StageResult",
     "TrainwiseError",
     "check",
+    "Watch",
+    "watch",
     "__version__",
 ]
