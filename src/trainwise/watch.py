@@ -330,6 +330,8 @@ class Watch:
             applied_names = [n for n, m in zip(names, applied_mask, strict=True) if m]
             total = math.sqrt(sum(v * v for v in applied))
             self.signals.add("grad_norm_applied", t, total)
+            if raw is not None and total < (1 - 1e-3) * raw_total:
+                self.signals.add("clipped", t, 1.0)  # the loop clips: the step used less
             if not math.isfinite(total):
                 bad = [
                     n for n, v in zip(applied_names, applied, strict=True) if not math.isfinite(v)

@@ -162,8 +162,11 @@ class ExplodingGradients(Detector):
         level = median(history)
         if level <= 0 or current < self.SPIKE * level:
             return
-        clip = percentile([v for v in norms.values[:-1] if math.isfinite(v)], 90)
         t = norms.steps[-1]
+        clipped = w.signals.get("clipped")
+        if len(clipped) and clipped.steps[-1] == t:
+            return  # the loop already clips: the spike never reached the weights
+        clip = percentile([v for v in norms.values[:-1] if math.isfinite(v)], 90)
         yield self.finding(
             f"gradient norm {_fmt(current)} at step {t} is {current / level:.0f}x its running "
             f"median {_fmt(level)}; the 90th percentile of the norms so far is {_fmt(clip)}",
@@ -460,15 +463,17 @@ def _regularizers(w: Watch) -> str:
 
 class Overfitting(Detector):
     slug, when = "overfitting", "val"
-    RISE = 0.1  # validation loss 10% above its best
+    # Validation loss 5% above its best at the last two evaluations, still rising: more than
+    # the evaluation noise of a few hundred samples, and not a single unlucky evaluation.
+    RISE = 0.05
 
     def check(self, w):
         val, train = w.signals.get("val/loss"), w.signals.get("train/loss")
-        if len(val) < 3 or len(train) < 10:
+        if len(val) < 4 or len(train) < 10:
             return
         best_i = min(range(len(val)), key=lambda i: val.values[i])
-        best, last = val.values[best_i], val.values[-1]
-        if best_i == len(val) - 1 or last < best * (1 + self.RISE):
+        best, last, prev = val.values[best_i], val.values[-1], val.values[-2]
+        if best_i >= len(val) - 2 or prev < best * (1 + self.RISE) or last <= prev:
             return
         t_best = val.steps[best_i]
         train_at_best = median(
@@ -811,7 +816,7 @@ _doc(
     "overfitting",
     "warning",
     "Validation loss rises while training loss falls",
-    "When the validation loss has risen 10% above its best while the training loss keeps falling, "
+    "When the validation loss has risen 5% above its best (two evaluations in a row) while the training loss keeps falling, "
     "the model is memorizing the training set; every further step makes the model you would ship "
     "worse.",
     "Keep the checkpoint of the best validation step (early stopping) and regularize: dropout, "
