@@ -111,7 +111,7 @@ class Watch:
         self.iteration = 0  # training iterations seen (one per step, skipped steps included)
         self.step = 0  # optimizer steps taken
 
-        self._grads = GradientProbe(self.params)
+        self._grads = GradientProbe(self.params, scaler)
         self._updates = UpdateProbe([self.params[i] for i in trainable])
         self._acts = ActivationProbe(model)
         self._acts.check_finite = self.preset.check_finite
@@ -217,10 +217,6 @@ class Watch:
         self._safely("gradient probe", self._grads.before_step)
         if self._sampled:
             self._safely("update probe", self._updates.before_step)
-        if self.scaler is not None and isinstance(
-            getattr(self.scaler, "_scale", None), torch.Tensor
-        ):
-            self._pending.add("amp_scale", self.scaler._scale)
 
     def _post_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
         if self._closed:
@@ -314,10 +310,8 @@ class Watch:
         applied = values.get("grad_applied")
         if raw is not None:
             raw_names = [n for n, m in zip(names, raw_mask, strict=True) if m]
-            scale = 1.0
-            if "amp_scale" in values:
-                scale = values["amp_scale"][0]
-            elif applied is not None:
+            scale = 1.0  # the probe already unscaled when it was given the scaler
+            if self.scaler is None and applied is not None:
                 scale = _unscale_factor(raw, applied)
             raw_total = math.sqrt(sum(v * v for v in raw)) / scale
             add = self.signals.add
@@ -337,9 +331,9 @@ class Watch:
                     n for n, v in zip(applied_names, applied, strict=True) if not math.isfinite(v)
                 ]
                 self.facts.setdefault("nonfinite_grad", (t, bad, total))
-        self.facts["grad_params"] = [
-            n for n, m in zip(names, raw_mask or applied_mask, strict=True) if m
-        ]
+        mask = raw_mask or applied_mask
+        if mask:
+            self.facts["grad_params"] = [n for n, m in zip(names, mask, strict=True) if m]
 
     # -- judging ---------------------------------------------------------------------------
     def _judge(self, phases: tuple[str, ...]) -> None:
@@ -380,19 +374,20 @@ class Watch:
 
     def _print_summary(self) -> None:
         from rich.console import Console
+        from rich.markup import escape
         from rich.table import Table
 
         console = Console(stderr=True)
         findings = dedupe(self._findings)
         title = f"trainwise.watch{f' [{self.name}]' if self.name else ''}: {self.iteration} steps"
         if not findings:
-            console.print(f"[green]{title}, no findings[/green]")
+            console.print(f"[green]{escape(title)}, no findings[/green]")
             return
-        table = Table(title=title, show_lines=False)
+        table = Table(title=escape(title), show_lines=False)
         for col in ("severity", "rule", "where", "message"):
             table.add_column(col)
         for f in findings:
-            table.add_row(f.severity, f.rule, str(f.where or ""), f.message)
+            table.add_row(f.severity, f.rule, escape(str(f.where or "")), escape(f.message))
         console.print(table)
 
 

@@ -10,19 +10,23 @@ import torch
 from trainwise.probes.pending import Pending
 
 
-def grad_norms(grads: list[torch.Tensor]) -> torch.Tensor:
-    """(N,) L2 norms in one batched call; float32 so fp16 grads cannot overflow the norm."""
+def grad_norms(grads: list[torch.Tensor], dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """(N,) L2 norms in one batched call, accumulated in `dtype` (float32: fp16 grads cannot
+    overflow the norm; float64: loss-scaled grads cannot either)."""
     try:
-        return torch.stack(torch._foreach_norm(grads)).float()
+        return torch.stack(torch._foreach_norm(grads, 2, dtype=dtype))
     except (RuntimeError, TypeError):  # mixed devices/dtypes or sparse grads: one by one
-        return torch.stack([torch.linalg.vector_norm(g.float()) for g in grads])
+        return torch.stack([torch.linalg.vector_norm(g, dtype=dtype) for g in grads])
 
 
 class GradientProbe:
     """Per-parameter gradient norms, one batched reduction per backward and one per step."""
 
-    def __init__(self, params: list[torch.Tensor], n_reference: int = 4) -> None:
+    def __init__(self, params: list[torch.Tensor], scaler=None, n_reference: int = 4) -> None:
         self.params = params
+        # A GradScaler multiplies the loss (so every grad) by its scale until unscale_: with it,
+        # the norms at backward end are divided by the scale that backward used.
+        self.scaler = scaler
         self._handles = []
         self._queued = False
         self.backward_passes = 0  # since the last optimizer step
@@ -61,8 +65,14 @@ class GradientProbe:
         with torch.no_grad():
             mask = [p.grad is not None and not p.grad.is_sparse for p in self.params]
             grads = [p.grad for p, m in zip(self.params, mask, strict=True) if m]
-            self._raw = grad_norms(grads) if grads else None
+            self._raw = self._unscaled(grads) if grads else None
             self._raw_mask = mask
+
+    def _unscaled(self, grads: list[torch.Tensor]) -> torch.Tensor:
+        scale = getattr(self.scaler, "_scale", None)
+        if not isinstance(scale, torch.Tensor):
+            return grad_norms(grads)
+        return (grad_norms(grads, torch.float64) / scale.double()).float()
 
     def _make_first_grad_hook(self, i: int):
         def hook(_grad: torch.Tensor) -> None:
