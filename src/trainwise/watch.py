@@ -163,6 +163,15 @@ class Watch:
         self._val_forwards_train_mode = 0
         self._judge(("val",))
 
+    def log_latest(self, **metrics: Any) -> None:
+        """Adds training metrics to the last closed step, for frameworks that report the loss
+        after the step (the Hugging Face Trainer reports an average every `logging_steps`)."""
+        if self._closed or self.iteration == 0:
+            return
+        for key, value in metrics.items():
+            self.signals.add(f"train/{key}", self.iteration - 1, _as_float(key, value))
+        self._judge(("window",))
+
     @property
     def findings(self) -> list[Finding]:
         """Every finding so far, one per (rule, where), in the order they fired."""
@@ -214,6 +223,10 @@ class Watch:
     def _pre_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
         if self._closed:
             return
+        if not self._in_iteration:
+            # The step starts before any forward: a closure (LBFGS, Lightning) runs forward and
+            # backward inside step(). Decide sampling here so before/after measure the same.
+            self._sampled = self.iteration % self.every == 0
         self._safely("gradient probe", self._grads.before_step)
         if self._sampled:
             self._safely("update probe", self._updates.before_step)

@@ -52,7 +52,13 @@ def _fmt(x: float) -> str:
 
 
 # -- non-finite values ------------------------------------------------------------------------
-def _value_kind(value: float) -> str:
+def _value_kind(value: float, in_loss: bool = False) -> str:
+    if in_loss and value == math.inf:
+        # A loss negates log-probabilities: log(0) = -inf shows up as +inf.
+        return (
+            "+inf (most often a log of 0 negated by the loss, e.g. nll_loss(log(softmax(x))) "
+            "with a probability underflowing to 0; else an overflow)"
+        )
     if math.isnan(value):
         return "NaN (0/0, inf - inf, 0 * inf, or the log/sqrt of a negative number)"
     if value < 0:
@@ -60,7 +66,9 @@ def _value_kind(value: float) -> str:
     return "+inf (an overflow: exp of a large number, a division by ~0, or fp16 beyond 65504)"
 
 
-def _op_fix(value: float) -> str:
+def _op_fix(value: float, in_loss: bool = False) -> str:
+    if in_loss and value == math.inf:
+        return _op_fix(-math.inf) + " If it is an overflow instead: " + _op_fix(math.inf)
     if math.isnan(value):
         return (
             "Guard the division or root with an eps (x / (y + 1e-8), sqrt(x + 1e-8)); "
@@ -98,8 +106,9 @@ class NonfiniteLoss(Detector):
             else:
                 where = "loss"
                 what = "every module output was finite: the loss computation itself produced it"
-            kind_value = value
+            kind_value, in_loss = value, True
         else:
+            in_loss = False
             _, where, kind, out_value = seen
             kind_value = out_value
             what = f"the first module whose output went non-finite is `{where}` ({kind})"
@@ -109,10 +118,10 @@ class NonfiniteLoss(Detector):
             ):
                 what += "; its own weights are already non-finite (an earlier update diverged)"
         yield self.finding(
-            f"loss is {value} at step {t}; {what}; its value is {_value_kind(kind_value)}",
+            f"loss is {value} at step {t}; {what}; its value is {_value_kind(kind_value, in_loss)}",
             where=where,
             evidence={"step": t, "loss": value, "module": where},
-            fix=_op_fix(kind_value),
+            fix=_op_fix(kind_value, in_loss),
         )
 
 
@@ -181,29 +190,37 @@ class ExplodingGradients(Detector):
 
 class VanishingGradients(Detector):
     slug = "vanishing-gradients"
-    RATIO = 1e-3  # three orders of magnitude between the first and the last layer
+    RATIO = 1e-3  # three orders of magnitude between the early and the late layers
     WINDOW = 20
 
     def check(self, w):
-        layers = sorted(_weight_params(w), key=lambda i: i.position)
+        # The output layer is left out: its gradient comes straight from the loss and is large
+        # in healthy models too (a classifier head on a transformer gets ~1000x its encoder's).
+        layers = sorted(_weight_params(w), key=lambda i: i.position)[:-1]
         if len(layers) < 3:
             return
-        first, last = layers[0], layers[-1]
-        g_first = w.signals.get(f"grad_norm/{first.name}").finite_last(self.WINDOW)
-        g_last = w.signals.get(f"grad_norm/{last.name}").finite_last(self.WINDOW)
-        if len(g_first) < 10 or len(g_last) < 10:
-            return
-        # RMS per element, so that layer sizes do not decide the comparison.
-        rms_first = median(g_first) / math.sqrt(first.numel)
-        rms_last = median(g_last) / math.sqrt(last.numel)
-        if rms_last <= 0 or rms_first >= self.RATIO * rms_last:
+        rms = {}  # per layer: median gradient RMS per element (so sizes do not decide)
+        for info in layers:
+            g = w.signals.get(f"grad_norm/{info.name}").finite_last(self.WINDOW)
+            if len(g) < 10:
+                return
+            rms[info.name] = median(g) / math.sqrt(info.numel)
+        # The first and last third of the layers, each summarized by its median, so that one
+        # odd layer (attention query/key weights get tiny gradients at init) decides nothing.
+        k = max(1, len(layers) // 3)
+        early = [layers[i].name for i in range(k)]
+        late = [layers[-1 - i].name for i in range(k)]
+        rms_early = median([rms[n] for n in early])
+        rms_late = median([rms[n] for n in late])
+        if rms_late <= 0 or rms_early >= self.RATIO * rms_late:
             return
         yield self.finding(
-            f"`{first.name}` gets gradients {rms_last / max(rms_first, 1e-30):.2g}x smaller "
-            f"(RMS {_fmt(rms_first)}) than `{last.name}` (RMS {_fmt(rms_last)}), median of the "
-            f"last {len(g_first)} steps",
-            where=first.name,
-            evidence={"first_rms": rms_first, "last_rms": rms_last},
+            f"the first {k} weight layer(s) ({', '.join(early[:3])}) get gradients "
+            f"{rms_late / max(rms_early, 1e-30):.2g}x smaller per element (RMS {_fmt(rms_early)}) "
+            f"than the last {k} ({', '.join(late[:3])}, RMS {_fmt(rms_late)}), median of the "
+            f"last {self.WINDOW} steps",
+            where=early[0],
+            evidence={"early_rms": rms_early, "late_rms": rms_late, "early_layers": early},
         )
 
 
@@ -718,8 +735,8 @@ _doc(
     "vanishing-gradients",
     "warning",
     "Early layers get gradients orders of magnitude smaller than late layers",
-    "When the per-element gradient of the first layer is a thousand times smaller than that of the "
-    "last, the early layers barely learn: the network behaves like a shallow one on fixed random "
+    "When the per-element gradient of the first third of the weight layers is a thousand times "
+    "smaller than that of the last third (the output layer left out), the early layers barely learn: the network behaves like a shallow one on fixed random "
     "features. Saturating activations (sigmoid/tanh) in deep stacks and missing normalization or "
     "skip connections are the usual causes.",
     "Use ReLU-family activations, add BatchNorm/LayerNorm, residual connections, and Kaiming init.",
