@@ -106,6 +106,9 @@ class Watch:
         self.param_info = [info for _, info in pairs]
         trainable = [i for i, p in enumerate(self.params) if p.requires_grad]
         self._trainable = trainable
+        self._names = [info.name for info in self.param_info]
+        self._grad_keys = [f"grad_norm/{n}" for n in self._names]
+        self._last_mask: list[bool] | None = None
         self.signals = Signals()
         self.facts: dict[str, Any] = {}  # non-numeric observations (names, kinds) for detectors
         self.iteration = 0  # training iterations seen (one per step, skipped steps included)
@@ -318,26 +321,28 @@ class Watch:
             add("replica_spread", t, max(spread, default=0.0))
 
     def _record_grads(self, t, values, raw_mask, applied_mask) -> None:
-        names = [info.name for info in self.param_info]
+        names, keys = self._names, self._grad_keys
         raw = values.get("grad_raw")
         applied = values.get("grad_applied")
+        if applied is None and self._stepped and self._grads.applied_is_raw:
+            applied = raw  # nothing touched the grads between backward and step
         if raw is not None:
-            raw_names = [n for n, m in zip(names, raw_mask, strict=True) if m]
+            raw_keys = [k for k, m in zip(keys, raw_mask, strict=True) if m]
             scale = 1.0  # the probe already unscaled when it was given the scaler
             if self.scaler is None and applied is not None:
                 scale = _unscale_factor(raw, applied)
             raw_total = math.sqrt(sum(v * v for v in raw)) / scale
             add = self.signals.add
             add("grad_norm", t, raw_total)
-            for n, v in zip(raw_names, raw, strict=True):
-                add(f"grad_norm/{n}", t, v / scale)
+            for k, v in zip(raw_keys, raw, strict=True):
+                add(k, t, v / scale)
             if not self._stepped and not math.isfinite(raw_total):
                 add("skipped_nonfinite", t, 1.0)  # e.g. GradScaler skipped this step
         if applied is not None:
             applied_names = [n for n, m in zip(names, applied_mask, strict=True) if m]
             total = math.sqrt(sum(v * v for v in applied))
             self.signals.add("grad_norm_applied", t, total)
-            if raw is not None and total < (1 - 1e-3) * raw_total:
+            if applied is not raw and raw is not None and total < (1 - 1e-3) * raw_total:
                 self.signals.add("clipped", t, 1.0)  # the loop clips: the step used less
             if not math.isfinite(total):
                 bad = [
@@ -345,7 +350,8 @@ class Watch:
                 ]
                 self.facts.setdefault("nonfinite_grad", (t, bad, total))
         mask = raw_mask or applied_mask
-        if mask:
+        if mask and mask is not self._last_mask:  # a new mask list comes with each backward
+            self._last_mask = mask
             self.facts["grad_params"] = [n for n, m in zip(names, mask, strict=True) if m]
 
     # -- judging ---------------------------------------------------------------------------

@@ -32,6 +32,8 @@ class GradientProbe:
         self.backward_passes = 0  # since the last optimizer step
         self._raw: torch.Tensor | None = None  # (N,) norms at the end of the last backward
         self._raw_mask: list[bool] = []  # which params had a grad then
+        self._raw_versions: list[tuple[int, int]] = []
+        self.applied_is_raw = False  # the step applied the grads of backward end, untouched
         self._applied: torch.Tensor | None = None
         self._applied_mask: list[bool] = []
         # missing-zero-grad: the grad versions seen right after the last optimizer step.
@@ -67,6 +69,10 @@ class GradientProbe:
             grads = [p.grad for p, m in zip(self.params, mask, strict=True) if m]
             self._raw = self._unscaled(grads) if grads else None
             self._raw_mask = mask
+            # Version counters say whether anything (clip_grad_norm_, GradScaler.unscale_)
+            # rewrites the grads before the step; if nothing does, the step applies exactly
+            # these grads and their norms need no second pass.
+            self._raw_versions = [(id(g), g._version) for g in grads]
 
     def _unscaled(self, grads: list[torch.Tensor]) -> torch.Tensor:
         scale = getattr(self.scaler, "_scale", None)
@@ -93,8 +99,13 @@ class GradientProbe:
         with torch.no_grad():
             mask = [p.grad is not None and not p.grad.is_sparse for p in self.params]
             grads = [p.grad for p, m in zip(self.params, mask, strict=True) if m]
-            self._applied = grad_norms(grads) if grads else None
             self._applied_mask = mask
+            self.applied_is_raw = (
+                self._raw is not None
+                and mask == self._raw_mask
+                and [(id(g), g._version) for g in grads] == self._raw_versions
+            )
+            self._applied = None if self.applied_is_raw or not grads else grad_norms(grads)
 
     def after_step(self) -> None:
         # The grads as the step left them; any reset (zero_grad, set to None) changes this.

@@ -34,8 +34,14 @@ class Detector:
         return CATALOGUE[self.slug].finding(message, where, evidence, fix, severity)
 
 
+HISTORY = 1000  # loss-curve rules read the first 10 and the last 1000 steps: bounded cost
+
+
 def _loss(w: Watch) -> list[float]:
-    return list(w.signals.get("train/loss").values)
+    values = w.signals.get("train/loss").values
+    if len(values) <= HISTORY + 10:
+        return list(values)
+    return list(values[:10]) + list(values[-HISTORY:])
 
 
 def _weight_params(w: Watch):
@@ -277,11 +283,11 @@ class _UpdateRatio(Detector):
             if len(series) < self.SAMPLES or not len(lr):
                 continue
             peak_lr.setdefault(info.group, max(lr.values))
-            lr_at = dict(zip(lr.steps, lr.values, strict=True))
+            lr_at = dict(zip(lr.steps[-HISTORY:], lr.values[-HISTORY:], strict=True))
             # Only steps at >= half the peak LR: a schedule's tail rightly makes updates small.
             vals = [
                 r
-                for t, r in zip(series.steps, series.values, strict=True)
+                for t, r in zip(series.steps[-20:], series.values[-20:], strict=True)
                 if lr_at.get(t, 0.0) >= 0.5 * peak_lr[info.group] and math.isfinite(r)
             ][-5:]
             if len(vals) >= self.SAMPLES:
