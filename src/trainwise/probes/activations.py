@@ -9,6 +9,8 @@ mean, std, zero fraction, saturation fraction and dead-unit fraction of their ou
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -16,13 +18,14 @@ from trainwise.probes.params import clean_name
 from trainwise.probes.pending import Pending
 
 RELU_LIKE = (nn.ReLU, nn.ReLU6)
+DROPOUT = (nn.modules.dropout._DropoutNd,)
 SIGMOID_LIKE = (nn.Sigmoid, nn.Hardsigmoid)
 TANH_LIKE = (nn.Tanh, nn.Hardtanh)
 # Sigmoid outputs within 0.01 of 0 or 1 (tanh within 0.01 of ±1) pass back under 1% of the
 # gradient they would pass at 0: the units learn nothing.
 SATURATION_MARGIN = 0.01
 STATS = ("mean", "std", "zero_frac", "sat_frac", "dead_frac")
-SAMPLE_ROWS = 16
+SAMPLE_ROWS = 8
 
 
 def first_tensor(out) -> torch.Tensor | None:
@@ -34,27 +37,36 @@ def first_tensor(out) -> torch.Tensor | None:
 
 
 def output_stats(module: nn.Module, y: torch.Tensor) -> torch.Tensor:
-    """(5,) = STATS of one output tensor, computed on device without a sync."""
-    # The first SAMPLE_ROWS samples of the batch stand for it: the statistics cost a few
-    # kernels on a slice instead of passes over the whole activation.
+    """(5,) = STATS of one output tensor, computed on device without a sync.
+
+    Written with the fastest CPU/GPU reductions (sum, vector_norm, count_nonzero, amax): mean
+    and std come from the sum and the sum of squares, which is exact enough for statistics
+    reported to 3 digits and several times cheaper than std_mean's Welford pass.
+    """
+    # The first SAMPLE_ROWS samples of the batch stand for it.
     x = (y.detach()[:SAMPLE_ROWS] if y.dim() >= 2 else y.detach()).float()
-    std, mean = torch.std_mean(x) if x.numel() > 1 else (x.new_zeros(()), x.mean())
-    zero = (x == 0).float().mean()
+    n = max(x.numel(), 1)
+    mean = x.sum() / n
+    mean_sq = torch.linalg.vector_norm(x).square() / n
+    std = (mean_sq - mean.square()).clamp_min(0).sqrt() * math.sqrt(n / max(n - 1, 1))
+    nan = x.new_full((), math.nan)  # "not measured": the statistic means nothing for this layer
+    # Exact zeros come from ReLU-like units and dropout; elsewhere the count is wasted work.
+    zero = (x == 0).sum() / n if isinstance(module, RELU_LIKE + DROPOUT) else nan
     if isinstance(module, SIGMOID_LIKE):
-        sat = ((x < SATURATION_MARGIN) | (x > 1 - SATURATION_MARGIN)).float().mean()
+        sat = ((x < SATURATION_MARGIN) | (x > 1 - SATURATION_MARGIN)).sum() / n
     elif isinstance(module, TANH_LIKE):
-        sat = (x.abs() > 1 - SATURATION_MARGIN).float().mean()
+        sat = (x.abs() > 1 - SATURATION_MARGIN).sum() / n
     else:
-        sat = x.new_zeros(())
+        sat = nan
     if isinstance(module, RELU_LIKE) and x.dim() >= 2:
         # A unit is dead on this batch when it is <= 0 for every sample (and position).
         # Units: channels of (B, C, H, W) maps, the last dim of (B, F) or (B, T, F).
         unit_dim = 1 if x.dim() == 4 else x.dim() - 1
-        per_unit = x.transpose(0, unit_dim).reshape(x.shape[unit_dim], -1).amax(dim=1)  # (C,)
-        dead = (per_unit <= 0).float().mean()
+        per_unit = x.amax(dim=tuple(d for d in range(x.dim()) if d != unit_dim))  # (C,)
+        dead = (per_unit <= 0).sum() / per_unit.numel()
     else:
-        dead = x.new_zeros(())
-    return torch.stack([mean, std, zero, sat, dead])
+        dead = nan
+    return torch.stack([mean, std, zero.float(), sat.float(), dead.float()])
 
 
 class ActivationProbe:
