@@ -97,6 +97,8 @@ class ActivationProbe:
         is_leaf = id(module) in self._leaf
 
         def hook(_module, _args, out) -> None:
+            if not (self.check_finite or self.sample):
+                return  # nothing to measure on this step (preset "cheap" between samples)
             if torch.compiler.is_compiling() or not torch.is_grad_enabled():
                 return  # inside a compiled graph, or an eval/no-grad forward
             y = first_tensor(out)
