@@ -222,13 +222,14 @@ def main() -> None:
     CLOCK = time.perf_counter if args.wall else time.process_time
     torch.set_num_threads(args.threads)
     warnings.simplefilter("ignore")
-    try:
-        import cockpit  # noqa: F401
-
-        use_cockpit = not args.no_cockpit
-    except Exception:  # noqa: BLE001
-        use_cockpit = False
     console = Console()
+    use_cockpit = not args.no_cockpit
+    if use_cockpit:
+        try:
+            import cockpit  # noqa: F401
+        except Exception as exc:  # noqa: BLE001 - say why the comparison is missing, go on
+            console.print(f"[yellow]Cockpit not importable ({exc}); see the install line above.")
+            use_cockpit = False
     columns = ["watch cheap", "watch standard", "watch full"]
     if use_cockpit:
         columns += ["cockpit economy /20", "cockpit economy /1"]
