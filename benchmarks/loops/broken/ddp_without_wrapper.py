@@ -50,23 +50,17 @@ def run_two_processes(verbose: bool = False, timeout: float = 300) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "findings.json"
         env = {**os.environ, "TW_FINDINGS_OUT": str(out), "OMP_NUM_THREADS": "1"}
-        cmd = [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--nproc_per_node",
-            "2",
-            "--master_port",
-            "0",
-            "--rdzv_backend",
-            "c10d",
-            "--rdzv_endpoint",
-            "127.0.0.1:0",
-            __file__,
-        ]
-        proc = subprocess.run(cmd, env=env, capture_output=not verbose, text=True, timeout=timeout)
-        if proc.returncode != 0:
-            raise RuntimeError(f"torchrun failed ({proc.returncode}):\n{proc.stderr}")
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+               "--nproc_per_node", "2", __file__]  # fmt: skip
+        for attempt in range(2):
+            # A free rendezvous port is picked at start; on a machine shared with other jobs
+            # it can be taken before use, so one retry separates that from a real failure.
+            proc = subprocess.run(cmd, env=env, capture_output=not verbose, text=True,
+                                  timeout=timeout)  # fmt: skip
+            if proc.returncode == 0:
+                break
+            if attempt == 1:
+                raise RuntimeError(f"torchrun failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
         runs = json.loads(out.read_text())
         return {k: [tw.Finding(**d) for d in v] for k, v in runs.items()}
 
