@@ -12,6 +12,7 @@ from trainwise.lr_find import LRFindResult, lr_find
 from trainwise.report.model import Report, StageResult
 from trainwise.rules import CATALOGUE
 from trainwise.spec import Setup
+from trainwise.watch import Watch, watch
 
 __version__ = "0.1.0"
 
@@ -27,6 +28,8 @@ __all__ = [
     "runs",
     "LRFindResult",
     "lr_find",
+    "Watch",
+    "watch",
     "__version__",
     "class_weights",
     "convert_batchnorm",
