@@ -1,0 +1,252 @@
+"""Memorizing a few samples with regularization off: the experiment behind the two overfit
+stages, and the evidence that tells why it failed."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from trainwise.findings import Finding
+from trainwise.rules import CATALOGUE
+from trainwise.stages import experiment as ex
+from trainwise.stages.base import CheckRun, StageOutcome
+
+NEAR_ZERO = 0.05  # "near zero": 5% of the know-nothing loss (0.115 for 10-class cross-entropy)
+LR_RETRIES = (10.0, 0.1)  # the two other LRs that tell "LR too low" from "LR too high"
+
+
+@dataclass
+class Memorization:
+    samples: int
+    lr: float
+    target: float
+    losses: list[float] = field(default_factory=list)  # loss before each step
+    reached: bool = False
+    out_of_time: bool = False
+    seconds: float = 0.0
+    no_gradient: list[str] = field(default_factory=list)  # parameters left without gradient
+    model: nn.Module | None = None
+
+    @property
+    def steps(self) -> int:
+        return len(self.losses)
+
+    @property
+    def initial(self) -> float:
+        return self.losses[0] if self.losses else math.nan
+
+    @property
+    def final(self) -> float:
+        return self.losses[-1] if self.losses else math.nan
+
+    @property
+    def finite(self) -> bool:
+        return all(math.isfinite(v) for v in self.losses)
+
+
+def near_zero_target(run: CheckRun, initial: float) -> float:
+    reference, _ = ex.reference_loss(run)
+    return NEAR_ZERO * (reference if reference else initial)
+
+
+def memorize(
+    run: CheckRun,
+    x: Any,
+    y: Any,
+    stage: str,
+    max_steps: int,
+    seconds: float,
+    lr_factor: float = 1.0,
+) -> Memorization:
+    """Train a fresh model (dropout 0, weight decay 0, constant LR) on (x, y) until its loss is
+    near zero, the steps run out, or the time does."""
+    model, optimizer = ex.fresh(run, regularization=False)
+    ex.scale_lr(optimizer, lr_factor)
+    result = Memorization(
+        samples=ex.first_tensor(y).shape[0],
+        lr=ex.configured_lr(optimizer),
+        target=math.inf,
+        model=model,
+    )
+    deadline = ex.Deadline(seconds)
+    started = time.perf_counter()
+    for step in range(max_steps):
+        loss = ex.train_step(run, model, optimizer, x, y, stage)
+        result.losses.append(loss)
+        ex.show_progress(run, f"{stage}: loss {loss:.3g}", step + 1, max_steps)
+        if step == 0:
+            result.target = near_zero_target(run, loss)
+            result.no_gradient = [
+                n
+                for n, p in model.named_parameters()
+                if p.requires_grad and (p.grad is None or not bool(p.grad.any()))
+            ]
+        if not math.isfinite(loss):
+            break
+        if loss <= result.target:
+            result.reached = True
+            break
+        if deadline.passed:
+            result.out_of_time = True
+            break
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def inconsistent_labels(x: Any, y: Any) -> int:
+    """How many samples share an identical input with a sample of a different label."""
+    if not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor) or y.dim() != 1:
+        return 0
+    _, group = torch.unique(x.flatten(1), dim=0, return_inverse=True)
+    count = 0
+    for g in group.unique():
+        labels = y[group == g]
+        if labels.numel() > 1 and labels.unique().numel() > 1:
+            count += labels.numel()
+    return count
+
+
+def label_entropy(y: Any) -> float | None:
+    """Entropy of the labels in the batch: what a model that ignores its input can reach."""
+    if not isinstance(y, torch.Tensor) or torch.is_floating_point(y) or y.dim() != 1:
+        return None
+    p = torch.bincount(y[y >= 0]).double()
+    p = p[p > 0] / p.sum()
+    return float(-(p * p.log()).sum())
+
+
+def judge(
+    run: CheckRun,
+    slug: str,
+    what: str,
+    x: Any,
+    y: Any,
+    stage: str,
+    max_steps: int,
+    seconds: float,
+) -> tuple[StageOutcome, Memorization]:
+    """Run the memorization; on failure, retry at other LRs and gather the evidence."""
+    result = memorize(run, x, y, stage, max_steps, seconds)
+    outcome = StageOutcome(
+        metrics={
+            "samples": result.samples,
+            "lr": result.lr,
+            "steps": result.steps,
+            "initial_loss": result.initial,
+            "final_loss": result.final,
+            "target": result.target,
+            "curve": _curve(result.losses),
+        }
+    )
+    progress = f"loss {ex.fmt(result.initial)} -> {ex.fmt(result.final)}"
+    if result.reached:
+        outcome.summary = (
+            f"{what}: {progress} (near zero: <= {ex.fmt(result.target)}) in {result.steps} "
+            f"steps at lr {ex.fmt(result.lr)}"
+        )
+        return outcome, result
+    if result.out_of_time and result.finite:
+        # A slow model (see the speed stage) or a busy machine: too few steps to judge.
+        outcome.skipped = True
+        outcome.summary = (
+            f"inconclusive: the time budget ({ex.fmt(seconds)}s) ran out after {result.steps} "
+            f"of {max_steps} steps ({progress})"
+        )
+        return outcome, result
+    causes, severity, evidence = _diagnose(run, result, x, y, stage, max_steps, seconds)
+    outcome.metrics.update(evidence)
+    outcome.summary = (
+        f"{what}: {progress} after {result.steps} steps at lr {ex.fmt(result.lr)} "
+        f"(near zero: <= {ex.fmt(result.target)})"
+    )
+    outcome.findings.append(_finding(slug, what, result, causes, severity, evidence))
+    return outcome, result
+
+
+def _diagnose(run, result: Memorization, x, y, stage, max_steps, seconds):
+    causes: list[str] = []
+    evidence: dict[str, Any] = {}
+    severity = None
+    if not result.finite:
+        causes.append(
+            f"the loss became non-finite at step {result.steps}: the LR is too high or the "
+            "loss has a numerical problem (log of 0, division by 0)"
+        )
+    for factor in LR_RETRIES:
+        retry = memorize(run, x, y, stage, max_steps, seconds / 2, lr_factor=factor)
+        evidence[f"final_loss_at_lr_x{factor:g}"] = retry.final
+        if retry.reached:
+            direction = "too low" if factor > 1 else "too high"
+            causes.insert(
+                0,
+                f"at {factor:g}x the LR ({ex.fmt(retry.lr)}) the loss reached "
+                f"{ex.fmt(retry.final)} in {retry.steps} steps: the configured LR "
+                f"({ex.fmt(result.lr)}) is {direction} for this model",
+            )
+            evidence["working_lr"] = retry.lr
+            severity = "warning"  # the setup can learn; its LR needs changing
+            break
+    if result.no_gradient:
+        names = ", ".join(result.no_gradient[:5]) + ("..." if len(result.no_gradient) > 5 else "")
+        causes.append(
+            f"{len(result.no_gradient)} trainable parameters got no gradient ({names}): "
+            "the loss does not reach them (detach, no_grad, an unused branch, a zero init)"
+        )
+        evidence["no_gradient"] = result.no_gradient[:20]
+    if (clash := inconsistent_labels(x, y)) > 0:
+        causes.append(
+            f"{clash} samples share an identical input with a sample of another label: "
+            "no model can fit those; check how labels are matched to inputs"
+        )
+        evidence["inconsistent_samples"] = clash
+    entropy = label_entropy(y)
+    if (
+        entropy is not None
+        and result.finite
+        and abs(result.final - entropy) < 0.1 * max(entropy, 0.1)
+    ):
+        causes.append(
+            f"the loss settled at {ex.fmt(result.final)}, the entropy of the labels "
+            f"({ex.fmt(entropy)}): the model predicts only the label frequencies, as if its "
+            "output did not depend on the input"
+        )
+    if not causes:
+        causes.append(
+            "no LR worked and the gradients reach every layer: the model lacks the capacity or "
+            "the architecture does not fit the task (check the output layer and pooling)"
+        )
+    return causes, severity, evidence
+
+
+def _finding(slug, what, result: Memorization, causes, severity, evidence) -> Finding:
+    message = (
+        f"With dropout and weight decay off at a constant LR of {ex.fmt(result.lr)}, the loss "
+        f"on {what} went from {ex.fmt(result.initial)} to {ex.fmt(result.final)} in "
+        f"{result.steps} steps; near zero is <= {ex.fmt(result.target)}. Likely cause: "
+        + "; ".join(causes)
+        + "."
+    )
+    return CATALOGUE[slug].finding(
+        message,
+        evidence={
+            "steps": result.steps,
+            "initial_loss": result.initial,
+            "final_loss": result.final,
+            **evidence,
+        },
+        fix=f"{causes[0][0].upper()}{causes[0][1:]}. " + CATALOGUE[slug].fix,
+        severity=severity,
+    )
+
+
+def _curve(losses: list[float], points: int = 8) -> list[float]:
+    """A few points of the loss curve for the report (first, evenly spaced, last)."""
+    if len(losses) <= points:
+        return [round(v, 4) for v in losses]
+    idx = [round(i * (len(losses) - 1) / (points - 1)) for i in range(points)]
+    return [round(losses[i], 4) for i in idx]

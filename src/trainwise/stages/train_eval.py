@@ -1,0 +1,130 @@
+"""Train/eval consistency: after a short training, the outputs in eval mode on a training batch
+must stay close to those in train mode (BatchNorm statistics, dropout scaling)."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+from trainwise.rules import CATALOGUE
+from trainwise.stages import experiment as ex
+from trainwise.stages.base import CheckRun, StageOutcome
+from trainwise.stages.baselines import SHARED_KEY
+from trainwise.state import preserved
+
+# Relative distance between train-mode and eval-mode outputs. Healthy models after a short
+# training sit well under 0.2 (dropout noise averaged out); stale BatchNorm statistics or an
+# unscaled dropout put it near or above 1.
+MISMATCH = 0.5
+PASSES = 8  # train-mode passes averaged when the model has dropout
+TRAIN_STEPS = 50  # when the short-training stage left no model
+
+
+class TrainEvalStage:
+    name = "train-eval"
+    title = "Train/eval consistency"
+
+    def run(self, run: CheckRun) -> StageOutcome:
+        if (reason := ex.training_skip_reason(run)) is not None:
+            return ex.skipped(reason)
+        with ex.isolated(run):
+            if SHARED_KEY in run.shared:
+                model, x, y = run.shared[SHARED_KEY]
+                model = copy.deepcopy(model)
+            else:
+                model, x, y = _train(run, self.name)
+            stochastic = _has_dropout(model)
+            passes = PASSES if stochastic else 1
+            eval_out, eval_loss = _outputs(run, model, x, y, {}, self.name, 1)
+            train_out, train_loss = _outputs(run, model, x, y, {"": True}, self.name, passes)
+            distance = _distance(train_out, eval_out)
+            outcome = StageOutcome(
+                metrics={
+                    "distance": distance,
+                    "loss_train_mode": train_loss,
+                    "loss_eval_mode": eval_loss,
+                    "passes": passes,
+                }
+            )
+            outcome.summary = (
+                f"eval vs train mode: output distance {distance:.2f} (limit {MISMATCH}), loss "
+                f"{ex.fmt(eval_loss)} vs {ex.fmt(train_loss)}"
+            )
+            if distance <= MISMATCH:
+                return outcome
+            layer, share = _responsible(run, model, x, y, eval_out, passes, self.name)
+        outcome.findings.append(
+            CATALOGUE["train-eval-mismatch"].finding(
+                f"On the same training batch after a short training, the outputs in eval mode "
+                f"differ from train mode by {distance:.2f} of their size (loss {ex.fmt(eval_loss)} "
+                f"in eval mode vs {ex.fmt(train_loss)} in train mode). Switching only {layer} to "
+                f"train mode accounts for a distance of {share:.2f}.",
+                where=layer,
+                evidence={
+                    "distance": distance,
+                    "loss_eval_mode": eval_loss,
+                    "loss_train_mode": train_loss,
+                    "layer_distance": share,
+                },
+            )
+        )
+        return outcome
+
+
+def _train(run: CheckRun, stage: str):
+    model, optimizer = ex.fresh(run)
+    size = min(run.setup.effective_batch_size, len(run.context.train_sample))
+    stream = ex.batches(
+        run.context.train_sample, size, run, torch.Generator().manual_seed(run.seed)
+    )
+    for _ in range(TRAIN_STEPS):
+        x, y = next(stream)
+        ex.train_step(run, model, optimizer, x, y, stage)
+    return model, x, y
+
+
+def _has_dropout(model: nn.Module) -> bool:
+    return any(
+        isinstance(m, nn.modules.dropout._DropoutNd)
+        and m.p > 0
+        or isinstance(m, nn.MultiheadAttention)
+        and m.dropout > 0
+        for m in model.modules()
+    ) or any(type(m).__module__.split(".")[0] != "torch" for m in model.modules())
+
+
+@torch.no_grad()
+def _outputs(run, model, x, y, train_modes: dict[str, bool], stage: str, passes: int):
+    """Mean output and loss over `passes` forwards, with the named modules in train mode and the
+    rest in eval mode ("" is every module); BN statistics are restored afterwards."""
+    with preserved(model):
+        model.eval()
+        if "" in train_modes:
+            model.train()
+        else:
+            modules = dict(model.named_modules())
+            for name in train_modes:
+                modules[name].training = True
+        outs = [ex.first_tensor(ex.forward(model, x, stage)).float() for _ in range(passes)]
+        mean = torch.stack(outs).mean(dim=0)
+        loss = float(ex.compute_loss(run, outs[0] if passes == 1 else mean, y, stage))
+    return mean, loss
+
+
+def _distance(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).norm() / (a.norm() + 1e-12))
+
+
+def _responsible(run, model, x, y, eval_out, passes, stage) -> tuple[str, float]:
+    """The single module whose switch to train mode moves the output the most."""
+    best, best_d = "the model", 0.0
+    for name, module in list(model.named_modules())[:100]:
+        if not name:
+            continue
+        out, _ = _outputs(run, model, x, y, {name: True}, stage, passes)
+        d = _distance(out, eval_out)
+        if d > best_d:
+            best, best_d = f"layer '{name}' ({type(module).__name__})", d
+    return best, best_d
