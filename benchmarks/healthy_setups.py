@@ -35,7 +35,11 @@ def mlp_digits() -> tw.Setup:
     train, val = _digits(flat=True)
     return tw.Setup(
         model=lambda: nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 10)),
-        train=train, val=val, loss=nn.CrossEntropyLoss(), optimizer=_adamw, name="mlp-digits",
+        train=train,
+        val=val,
+        loss=nn.CrossEntropyLoss(),
+        optimizer=_adamw,
+        name="mlp-digits",
     )
 
 
@@ -44,13 +48,25 @@ def cnn_digits() -> tw.Setup:
 
     def model():
         return nn.Sequential(
-            nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(),  # (B, 16, 8, 8)
-            nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),  # (B, 32, 4, 4)
-            nn.Flatten(), nn.Linear(32 * 16, 64), nn.ReLU(), nn.Linear(64, 10),
+            nn.Conv2d(1, 16, 3, padding=1),
+            nn.ReLU(),  # (B, 16, 8, 8)
+            nn.Conv2d(16, 32, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),  # (B, 32, 4, 4)
+            nn.Flatten(),
+            nn.Linear(32 * 16, 64),
+            nn.ReLU(),
+            nn.Linear(64, 10),
         )
 
-    return tw.Setup(model=model, train=train, val=val, loss=nn.CrossEntropyLoss(),
-                    optimizer=_adamw, name="cnn-digits")
+    return tw.Setup(
+        model=model,
+        train=train,
+        val=val,
+        loss=nn.CrossEntropyLoss(),
+        optimizer=_adamw,
+        name="cnn-digits",
+    )
 
 
 def mnist1d_data(n: int = 4000):
@@ -69,17 +85,27 @@ def mnist1d_data(n: int = 4000):
 
 def cnn1d(classes: int = 10) -> nn.Module:
     return nn.Sequential(
-        nn.Conv1d(1, 32, 5, padding=2), nn.ReLU(),  # (B, 32, 40)
-        nn.Conv1d(32, 32, 3, padding=1, stride=2), nn.ReLU(),  # (B, 32, 20)
-        nn.Conv1d(32, 32, 3, padding=1, stride=2), nn.ReLU(),  # (B, 32, 10)
-        nn.Flatten(), nn.Linear(320, classes),
+        nn.Conv1d(1, 32, 5, padding=2),
+        nn.ReLU(),  # (B, 32, 40)
+        nn.Conv1d(32, 32, 3, padding=1, stride=2),
+        nn.ReLU(),  # (B, 32, 20)
+        nn.Conv1d(32, 32, 3, padding=1, stride=2),
+        nn.ReLU(),  # (B, 32, 10)
+        nn.Flatten(),
+        nn.Linear(320, classes),
     )
 
 
 def cnn1d_mnist1d() -> tw.Setup:
     train, val = mnist1d_data()
-    return tw.Setup(model=cnn1d, train=train, val=val, loss=nn.CrossEntropyLoss(),
-                    optimizer=_adamw, name="cnn1d-mnist1d")
+    return tw.Setup(
+        model=cnn1d,
+        train=train,
+        val=val,
+        loss=nn.CrossEntropyLoss(),
+        optimizer=_adamw,
+        name="cnn1d-mnist1d",
+    )
 
 
 def _sequences(n: int, seed: int):
@@ -103,8 +129,10 @@ class GRUClassifier(nn.Module):
 def gru_sequences() -> tw.Setup:
     return tw.Setup(
         model=GRUClassifier,
-        train=TensorDataset(*_sequences(1500, 0)), val=TensorDataset(*_sequences(300, 1)),
-        loss=nn.CrossEntropyLoss(), optimizer=lambda p: torch.optim.AdamW(p, lr=3e-3),
+        train=TensorDataset(*_sequences(1500, 0)),
+        val=TensorDataset(*_sequences(300, 1)),
+        loss=nn.CrossEntropyLoss(),
+        optimizer=lambda p: torch.optim.AdamW(p, lr=3e-3),
         name="gru-sequences",
     )
 
@@ -134,8 +162,11 @@ class TinyTransformer(nn.Module):
 def transformer_tokens() -> tw.Setup:
     return tw.Setup(
         model=TinyTransformer,
-        train=TensorDataset(*_tokens(1500, 0)), val=TensorDataset(*_tokens(300, 1)),
-        loss=nn.CrossEntropyLoss(), optimizer=_adamw, name="transformer-tokens",
+        train=TensorDataset(*_tokens(1500, 0)),
+        val=TensorDataset(*_tokens(300, 1)),
+        loss=nn.CrossEntropyLoss(),
+        optimizer=_adamw,
+        name="transformer-tokens",
     )
 
 
@@ -148,10 +179,14 @@ def regression_mlp() -> tw.Setup:
     x = (x - x.mean(0)) / x.std(0)
     y = (y - y.mean()) / y.std()
     return tw.Setup(
-        model=lambda: nn.Sequential(nn.Linear(10, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(),
-                                    nn.Linear(64, 1)),
-        train=TensorDataset(x[:360], y[:360]), val=TensorDataset(x[360:], y[360:]),
-        loss=nn.MSELoss(), optimizer=_adamw, name="regression-mlp",
+        model=lambda: nn.Sequential(
+            nn.Linear(10, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 1)
+        ),
+        train=TensorDataset(x[:360], y[:360]),
+        val=TensorDataset(x[360:], y[360:]),
+        loss=nn.MSELoss(),
+        optimizer=_adamw,
+        name="regression-mlp",
     )
 
 

@@ -16,7 +16,7 @@ from trainwise.rules import CATALOGUE
 from trainwise.stages import experiment as ex
 from trainwise.stages.base import CheckRun, StageOutcome
 
-NEAR_ZERO = 0.05  # "near zero": 5% of the know-nothing loss (0.115 for 10-class cross-entropy)
+NEAR_ZERO = 0.1  # "near zero": 10% of the know-nothing loss (0.23 for 10-class cross-entropy)
 LR_RETRIES = (10.0, 0.1)  # the two other LRs that tell "LR too low" from "LR too high"
 
 

@@ -143,7 +143,7 @@ def _loader_bound(run, model, optimizer, loader, medians, share, b, stage):
             )
             tried = (
                 f" Measured with DataLoader({settings}): step {_ms(new_step)}, data wait "
-                f"{new_share:.0%} ({step / new_step:.1f}x faster)."
+                f"{new_share:.0%} (speed-up {step / new_step:.2f}x on this machine)."
                 if new_step > 0
                 else ""
             )
