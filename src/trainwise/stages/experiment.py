@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from collections.abc import Iterator
@@ -88,7 +89,11 @@ def isolated(run: CheckRun) -> Iterator[None]:
 def fresh(run: CheckRun, regularization: bool = True) -> tuple[nn.Module, torch.optim.Optimizer]:
     """A fresh model in train mode and its optimizer; without regularization: dropout p=0 and
     weight decay 0 (the overfitting experiments), LR constant since no scheduler is built."""
-    model = run.setup.build_model().train()
+    model = run.setup.build_model()
+    if not isinstance(run.setup.model, nn.Module):
+        # A factory may hand out one shared instance (`model=lambda: net`): train a copy of it.
+        model = _copy(model)
+    model.train()
     if not regularization:
         for module in model.modules():
             if isinstance(module, nn.modules.dropout._DropoutNd):
@@ -101,6 +106,13 @@ def fresh(run: CheckRun, regularization: bool = True) -> tuple[nn.Module, torch.
             if "weight_decay" in group:
                 group["weight_decay"] = 0.0
     return model, optimizer
+
+
+def _copy(model: nn.Module) -> nn.Module:
+    try:
+        return copy.deepcopy(model)
+    except Exception:  # an uncopyable module (rare): the factory's own is fresh by contract
+        return model
 
 
 def scale_lr(optimizer: torch.optim.Optimizer, factor: float) -> None:

@@ -8,10 +8,9 @@ import torch
 from trainwise.rules import CATALOGUE
 from trainwise.stages import experiment as ex
 from trainwise.stages.base import CheckRun, StageOutcome
-from trainwise.stages.memorize import memorize
+from trainwise.stages.memorize import SAME_OUTPUT, memorize
 from trainwise.stages.overfit_batch import SHARED_KEY
 
-SAME_OUTPUT = 1e-5  # relative spread of outputs across samples below which they are "the same"
 # Zeroing the inputs must undo at least a quarter of what training on the batch gained.
 RECOVERED = 0.25
 
@@ -33,7 +32,6 @@ class InputDependenceStage:
                 result = memorize(run, x, y, self.name, b.overfit_steps, b.overfit_seconds)
             model = result.model
             with torch.no_grad():
-                out = ex.first_tensor(ex.forward(model, x, self.name))
                 real = ex.eval_loss(run, model, x, y, self.name)
                 zeroed = ex.eval_loss(run, model, ex.zeros_like(x), y, self.name)
         outcome = StageOutcome(
@@ -44,16 +42,15 @@ class InputDependenceStage:
                 "steps": result.steps,
             }
         )
-        if out is not None and out.shape[0] > 1 and torch.is_floating_point(out):
-            out = out.detach().float()
-            spread = float((out - out[:1]).abs().max() / (out.abs().max() + 1e-12))
+        spread = result.output_spread
+        if spread is not None:
             outcome.metrics["output_spread"] = spread
             if spread < SAME_OUTPUT:
-                outcome.summary = f"all {out.shape[0]} samples get the same output"
+                outcome.summary = f"all {result.samples} samples get the same output"
                 outcome.findings.append(
                     CATALOGUE["input-independent"].finding(
                         f"After {result.steps} steps on one batch, the model gives all "
-                        f"{out.shape[0]} samples the same output (relative spread "
+                        f"{result.samples} samples the same output (relative spread "
                         f"{spread:.1e}); with zeroed inputs its loss is {ex.fmt(zeroed)} vs "
                         f"{ex.fmt(real)} on the real ones. The input does not reach the output.",
                         evidence={

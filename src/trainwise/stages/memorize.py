@@ -17,6 +17,7 @@ from trainwise.stages import experiment as ex
 from trainwise.stages.base import CheckRun, StageOutcome
 
 NEAR_ZERO = 0.1  # "near zero": 10% of the know-nothing loss (0.23 for 10-class cross-entropy)
+SAME_OUTPUT = 1e-5  # relative spread of outputs across samples below which they are "the same"
 LR_RETRIES = (10.0, 0.1)  # the two other LRs that tell "LR too low" from "LR too high"
 
 
@@ -30,6 +31,7 @@ class Memorization:
     out_of_time: bool = False
     seconds: float = 0.0
     no_gradient: list[str] = field(default_factory=list)  # parameters left without gradient
+    output_spread: float | None = None  # relative spread of the final outputs across samples
     model: nn.Module | None = None
 
     @property
@@ -95,6 +97,7 @@ def memorize(
             result.out_of_time = True
             break
     result.seconds = time.perf_counter() - started
+    result.output_spread = output_spread(model, x, stage)
     return result
 
 
@@ -111,13 +114,14 @@ def inconsistent_labels(x: Any, y: Any) -> int:
     return count
 
 
-def label_entropy(y: Any) -> float | None:
-    """Entropy of the labels in the batch: what a model that ignores its input can reach."""
-    if not isinstance(y, torch.Tensor) or torch.is_floating_point(y) or y.dim() != 1:
+@torch.no_grad()
+def output_spread(model: nn.Module, x: Any, stage: str) -> float | None:
+    """max |out_i - out_0| / max |out|: 0 when every sample gets the same output."""
+    out = ex.first_tensor(ex.forward(model, x, stage))
+    if out is None or out.dim() == 0 or out.shape[0] < 2 or not torch.is_floating_point(out):
         return None
-    p = torch.bincount(y[y >= 0]).double()
-    p = p[p > 0] / p.sum()
-    return float(-(p * p.log()).sum())
+    out = out.float()
+    return float((out - out[:1]).abs().max() / (out.abs().max() + 1e-12))
 
 
 def judge(
@@ -204,16 +208,10 @@ def _diagnose(run, result: Memorization, x, y, stage, max_steps, seconds):
             "no model can fit those; check how labels are matched to inputs"
         )
         evidence["inconsistent_samples"] = clash
-    entropy = label_entropy(y)
-    if (
-        entropy is not None
-        and result.finite
-        and abs(result.final - entropy) < 0.1 * max(entropy, 0.1)
-    ):
+    if result.output_spread is not None and result.output_spread < SAME_OUTPUT:
         causes.append(
-            f"the loss settled at {ex.fmt(result.final)}, the entropy of the labels "
-            f"({ex.fmt(entropy)}): the model predicts only the label frequencies, as if its "
-            "output did not depend on the input"
+            "the model gives every sample the same output: the input does not reach it "
+            "(see input-independent)"
         )
     if not causes:
         causes.append(

@@ -27,6 +27,9 @@ class SpeedStage:
     name = "speed"
     title = "Speed profile"
 
+    def __init__(self, slow_step_seconds: float = ex.SLOW_STEP) -> None:
+        self.slow_step_seconds = slow_step_seconds
+
     def run(self, run: CheckRun) -> StageOutcome:
         if (reason := ex.blocking_reason(run)) is not None:
             return ex.skipped(reason)
@@ -64,11 +67,11 @@ class SpeedStage:
                 outcome.findings.append(
                     _loader_bound(run, model, optimizer, loader, medians, share, b, self.name)
                 )
-        if step > ex.SLOW_STEP:
+        if step > self.slow_step_seconds:
             breakdown = ", ".join(f"{p} {_ms(v)}" for p, v in medians.items())
             outcome.findings.append(
                 CATALOGUE["slow-step"].finding(
-                    f"One training step takes {step:.2f}s on {run.setup.torch_device} (batch of "
+                    f"One training step takes {_ms(step)} on {run.setup.torch_device} (batch of "
                     f"{loader.batch_size}): {breakdown}. Debugging turnaround suffers; the "
                     f"largest part is {max(medians, key=medians.get)}.",
                     evidence={"step_seconds": step, **medians},
