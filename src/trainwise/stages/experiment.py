@@ -43,8 +43,8 @@ class Budgets:
 
 # The seconds are a safety net for slow models (their stages then report "inconclusive");
 # the step counts are what keep a check short on a small model.
-FULL = Budgets(400, 30.0, 300, 30.0, 30, 10.0)
-QUICK = Budgets(200, 10.0, 60, 10.0, 8, 3.0)
+FULL = Budgets(400, 30.0, 300, 30.0, 30, 6.0)
+QUICK = Budgets(200, 10.0, 50, 10.0, 8, 2.0)
 
 
 def budgets(run: CheckRun) -> Budgets:
