@@ -100,7 +100,7 @@ def test_demo_shows_a_clean_and_a_broken_setup():
     assert "ready to train" in out and "fix these first" in out
     # The preflight experiments: passing on the healthy setup, catching the third one.
     assert "digits (cannot learn)" in out and "overfit-batch" in out
-    for slug in ("initial-loss-off", "cannot-overfit-batch", "no-better-than-baseline"):
+    for slug in ("cannot-overfit-batch", "cannot-overfit-few", "no-better-than-baseline"):
         assert slug in out
 
 

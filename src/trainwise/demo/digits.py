@@ -1,6 +1,6 @@
 """A small CNN on scikit-learn's bundled digits (1797 8x8 images, no download), three times:
 `healthy()` as it should be, `broken()` with three mistakes people really make, and
-`cannot_learn()`, clean to the static checks, with two mistakes only the experiments reveal.
+`cannot_learn()`, clean to the static checks, with a mistake only the experiments reveal.
 
 Both are setup files: `trainwise check src/trainwise/demo/digits.py:broken` works too.
 """
@@ -76,15 +76,8 @@ def broken() -> tw.Setup:
 
 def cannot_learn() -> tw.Setup:
     """Static checks pass; the preflight experiments show it cannot learn."""
-
-    def model() -> nn.Module:
-        net = small_cnn()
-        nn.init.normal_(net[-1].weight)  # mistake: std 1 on the output layer, logits explode
-        return net
-
     return dataclasses.replace(
         healthy(),
-        model=model,
         # mistake: the LR of a fine-tuning recipe, for a model trained from scratch
         optimizer=lambda params: torch.optim.SGD(params, lr=1e-5, momentum=0.9),
         name="digits (cannot learn)",
