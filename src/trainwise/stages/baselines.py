@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from trainwise.data import DataSample
 from trainwise.rules import CATALOGUE
 from trainwise.stages import experiment as ex
 from trainwise.stages.base import CheckRun, StageOutcome
@@ -84,7 +85,6 @@ def _split(run: CheckRun):
     sample = ctx.train_sample
     n_val = max(1, int(len(sample) * HOLDOUT))
     cut = len(sample) - n_val
-    from trainwise.data import DataSample
 
     def part(sl):
         return DataSample(

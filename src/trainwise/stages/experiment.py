@@ -24,7 +24,7 @@ from torch import nn
 
 from trainwise.data import DataSample, shape_of, to_device
 from trainwise.errors import SetupError
-from trainwise.stages.base import CheckRun
+from trainwise.stages.base import CheckRun, StageOutcome
 from trainwise.state import preserved, preserved_rng
 from trainwise.tracing import run_forward
 
@@ -343,9 +343,7 @@ def blocking_reason(run: CheckRun) -> str | None:
     return None
 
 
-def skipped(reason: str):
-    from trainwise.stages.base import StageOutcome
-
+def skipped(reason: str) -> StageOutcome:
     return StageOutcome(summary=f"skipped: {reason}", skipped=True)
 
 
