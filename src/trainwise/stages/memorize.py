@@ -17,6 +17,7 @@ from trainwise.stages import experiment as ex
 from trainwise.stages.base import CheckRun, StageOutcome
 
 NEAR_ZERO = 0.1  # "near zero": 10% of the know-nothing loss (0.23 for 10-class cross-entropy)
+CLASSIFICATION_FLOOR = 0.2
 SAME_OUTPUT = 1e-5  # relative spread of outputs across samples below which they are "the same"
 LR_RETRIES = (10.0, 0.1)  # the two other LRs that tell "LR too low" from "LR too high"
 
@@ -53,7 +54,12 @@ class Memorization:
 
 def near_zero_target(run: CheckRun, initial: float) -> float:
     reference, _ = ex.reference_loss(run)
-    return NEAR_ZERO * (reference if reference else initial)
+    target = NEAR_ZERO * (reference if reference else initial)
+    if run.context.loss_kind in ("cross_entropy", "nll", "bce", "bce_logits"):
+        # With few classes 10% of log C asks for more confidence than memorizing needs (0.07
+        # for two classes): 0.2 nats is a mean probability of ~0.82 on the right label.
+        target = max(target, CLASSIFICATION_FLOOR)
+    return target
 
 
 def memorize(
