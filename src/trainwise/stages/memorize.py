@@ -187,7 +187,7 @@ def _diagnose(run, result: Memorization, x, y, stage, max_steps, seconds):
             f"the loss became non-finite at step {result.steps}: the LR is too high or the "
             "loss has a numerical problem (log of 0, division by 0)"
         )
-    for factor in LR_RETRIES:
+    for factor in _retries(result):
         retry = memorize(run, x, y, stage, max_steps, seconds / 2, lr_factor=factor)
         evidence[f"final_loss_at_lr_x{factor:g}"] = retry.final
         if retry.reached:
@@ -225,6 +225,18 @@ def _diagnose(run, result: Memorization, x, y, stage, max_steps, seconds):
             "the architecture does not fit the task (check the output layer and pooling)"
         )
     return causes, severity, evidence
+
+
+def _retries(result: Memorization) -> tuple[float, ...]:
+    """The LRs worth trying: a loss that fell steadily but too slowly points at a higher LR, a
+    loss that rose, jumped or went non-finite at a lower one; otherwise try both."""
+    losses = result.losses
+    if not result.finite or max(losses) > 1.5 * losses[0]:
+        return (LR_RETRIES[1],)
+    rises = sum(b > a for a, b in zip(losses, losses[1:], strict=False))
+    if losses[-1] < losses[0] and rises <= 0.1 * len(losses):
+        return (LR_RETRIES[0],)
+    return LR_RETRIES
 
 
 def _finding(slug, what, result: Memorization, causes, severity, evidence) -> Finding:
