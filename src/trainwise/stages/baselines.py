@@ -17,7 +17,8 @@ from trainwise.stages.base import CheckRun, StageOutcome
 
 SHARED_KEY = "short-training"  # the trained model and a training batch, for train/eval
 VAL_MAX = 256  # validation samples evaluated at each point of the curve (±3% accuracy)
-CURVE_POINTS = 6
+CURVE_POINTS = 6  # validation evaluations along the short training (the first at step 0)
+QUICK_CURVE_POINTS = 3
 HOLDOUT = 0.2  # of the training sample, when the setup has no validation set
 LINEAR_MAX_FEATURES = 4096
 # A regression model must remove at least 10% of the mean predictor's loss.
@@ -42,7 +43,8 @@ class BaselinesStage:
             gen = torch.Generator().manual_seed(run.seed)
             stream = ex.batches(train, size, run, gen)
             deadline = ex.Deadline(b.train_seconds)
-            every = max(1, b.train_steps // (CURVE_POINTS - 1))
+            points = QUICK_CURVE_POINTS if run.quick else CURVE_POINTS
+            every = max(1, b.train_steps // (points - 1))
             curve: list[dict[str, float]] = [_evaluate(run, model, vx, vy, 0, math.nan, self.name)]
             recent: list[float] = []
             step = 0

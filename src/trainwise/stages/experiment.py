@@ -45,7 +45,7 @@ class Budgets:
 # "inconclusive");
 # the step counts are what keep a check short on a small model.
 FULL = Budgets(400, 30.0, 300, 30.0, 30, 6.0)
-QUICK = Budgets(200, 10.0, 50, 10.0, 8, 2.0)
+QUICK = Budgets(200, 10.0, 40, 10.0, 6, 1.5)
 
 
 def budgets(run: CheckRun) -> Budgets:
