@@ -8,6 +8,7 @@ load average is printed too: on a shared machine the absolute numbers move with 
 
     python benchmarks/protocol_speed.py              # 2 rounds on the 1M CNN
     python benchmarks/protocol_speed.py --rounds 3 --examples
+    python benchmarks/protocol_speed.py --threads 1   # CPU seconds free of spin-waiting
 """
 
 from __future__ import annotations
@@ -118,8 +119,15 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--examples", action="store_true", help="also the six healthy examples")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=2,
+        help="torch threads (2: the target machine). With 1, CPU seconds are free of thread "
+        "spin-waiting and bound the wall time an idle machine would need",
+    )
     args = parser.parse_args()
-    torch.set_num_threads(2)  # the target is 2 CPU cores
+    torch.set_num_threads(args.threads)  # the target is 2 CPU cores
     console = Console()
     console.print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
