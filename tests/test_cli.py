@@ -98,6 +98,10 @@ def test_demo_shows_a_clean_and_a_broken_setup():
     for slug in ("softmax-before-loss", "labels-out-of-range", "inputs-not-normalized"):
         assert slug in out
     assert "ready to train" in out and "fix these first" in out
+    # The preflight experiments: passing on the healthy setup, catching the third one.
+    assert "digits (cannot learn)" in out and "overfit-batch" in out
+    for slug in ("cannot-overfit-batch", "cannot-overfit-few", "no-better-than-baseline"):
+        assert slug in out
 
 
 def test_rules_and_explain():

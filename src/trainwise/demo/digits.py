@@ -1,10 +1,13 @@
-"""A small CNN on scikit-learn's bundled digits (1797 8x8 images, no download), twice:
-`healthy()` as it should be, `broken()` with three mistakes people really make.
+"""A small CNN on scikit-learn's bundled digits (1797 8x8 images, no download), three times:
+`healthy()` as it should be, `broken()` with three mistakes people really make, and
+`cannot_learn()`, clean to the static checks, with a mistake only the experiments reveal.
 
 Both are setup files: `trainwise check src/trainwise/demo/digits.py:broken` works too.
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import torch
 from sklearn.datasets import load_digits
@@ -68,6 +71,16 @@ def broken() -> tw.Setup:
         optimizer=lambda params: torch.optim.AdamW(params, lr=1e-3),
         batch_size=32,
         name="digits (broken)",
+    )
+
+
+def cannot_learn() -> tw.Setup:
+    """Static checks pass; the preflight experiments show it cannot learn."""
+    return dataclasses.replace(
+        healthy(),
+        # mistake: the LR of a fine-tuning recipe, for a model trained from scratch
+        optimizer=lambda params: torch.optim.SGD(params, lr=1e-5, momentum=0.9),
+        name="digits (cannot learn)",
     )
 
 

@@ -1,4 +1,7 @@
-"""`trainwise demo`: check the healthy and the broken digits setups and show the difference."""
+"""`trainwise demo`: check the healthy and the broken digits setups and show the difference.
+
+The preflight experiments run in their --quick form, so the demo takes seconds.
+"""
 
 from __future__ import annotations
 
@@ -7,35 +10,35 @@ from rich.rule import Rule
 from rich.table import Table
 
 from trainwise.check import check
-from trainwise.demo.digits import broken, healthy
+from trainwise.demo.digits import broken, cannot_learn, healthy
 from trainwise.report.model import Report
 from trainwise.report.terminal import render_report
 
 
-def run_demo(console: Console) -> tuple[Report, Report]:
+def run_demo(console: Console) -> tuple[Report, ...]:
     reports = []
-    for make in (healthy, broken):
+    for make in (healthy, broken, cannot_learn):
         setup = make()
         console.print(Rule(f"[bold]{setup.name}"))
-        report = check(setup, progress=console.is_terminal)
+        report = check(setup, quick=True, progress=console.is_terminal)
         render_report(report, console)
         reports.append(report)
     console.print(Rule("[bold]the difference"))
     console.print(_difference(*reports))
-    return reports[0], reports[1]
+    return tuple(reports)
 
 
-def _difference(good: Report, bad: Report) -> Table:
+def _difference(*reports: Report) -> Table:
     table = Table(title="what trainwise found", title_justify="left")
     table.add_column("rule")
-    table.add_column(good.setup_name)
-    table.add_column(bad.setup_name)
-    rules = dict.fromkeys(f.rule for f in good.findings + bad.findings)
+    for report in reports:
+        table.add_column(report.setup_name)
+    rules = dict.fromkeys(f.rule for r in reports for f in r.findings)
     for rule in rules:
         marks = [
             ", ".join(sorted({f.severity for f in r.findings if f.rule == rule})) or "clean"
-            for r in (good, bad)
+            for r in reports
         ]
         table.add_row(rule, *marks)
-    table.add_row("[bold]verdict", good.verdict, bad.verdict)
+    table.add_row("[bold]verdict", *(r.verdict for r in reports))
     return table

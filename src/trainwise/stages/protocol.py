@@ -13,15 +13,34 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 from trainwise.errors import SetupError
 from trainwise.report.model import Report, StageResult
 from trainwise.stages.base import CheckRun, Stage, StageOutcome
+from trainwise.stages.baselines import BaselinesStage
+from trainwise.stages.batch_independence import BatchIndependenceStage
+from trainwise.stages.init_loss import InitLossStage
+from trainwise.stages.input_dependence import InputDependenceStage
 from trainwise.stages.lr_range import LRRangeStage
+from trainwise.stages.overfit_batch import OverfitBatchStage
+from trainwise.stages.overfit_few import OverfitFewStage
+from trainwise.stages.speed import SpeedStage
 from trainwise.stages.static import StaticStage
+from trainwise.stages.train_eval import TrainEvalStage
 
 log = logging.getLogger("trainwise")
 
 
 def default_stages(quick: bool = False) -> list[Stage]:
     """The protocol, in the order a careful practitioner would run it by hand."""
-    return [StaticStage(), LRRangeStage()]
+    return [
+        StaticStage(),
+        InitLossStage(),
+        SpeedStage(),  # early: --quick skips the training experiments on a slow model
+        LRRangeStage(),  # before the experiments that train at the configured LR
+        OverfitBatchStage(),
+        OverfitFewStage(),
+        InputDependenceStage(),
+        BatchIndependenceStage(),
+        BaselinesStage(),  # the short training; train-eval reuses its model
+        TrainEvalStage(),
+    ]
 
 
 def run_protocol(run: CheckRun, stages: Sequence[Stage], show_progress: bool = False) -> Report:
@@ -42,12 +61,18 @@ def run_protocol(run: CheckRun, stages: Sequence[Stage], show_progress: bool = F
     )
     with progress:
         task = progress.add_task("preflight", total=len(stages)) if show_progress else None
+        if show_progress:  # experiments report their steps on a second bar
+            steps = progress.add_task("", total=None, visible=False)
+            run.shared["progress"] = lambda label, done, total: progress.update(
+                steps, description=f"  {label}", completed=done, total=total, visible=True
+            )
         for stage in stages:
             if show_progress:
                 progress.update(task, description=f"[bold]{stage.title}")
             results.append(_run_stage(stage, run))
             if show_progress:
                 progress.advance(task)
+                progress.update(steps, visible=False)
     return Report(run.setup.name, results, time.perf_counter() - started)
 
 

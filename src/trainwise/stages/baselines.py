@@ -1,0 +1,262 @@
+"""Short training vs dumb baselines: a bounded run with validation must beat predicting the
+majority class (or the mean target); a linear model on the flattened inputs is the next bar."""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Any
+
+import numpy as np
+import torch
+
+from trainwise.data import DataSample
+from trainwise.rules import CATALOGUE
+from trainwise.stages import experiment as ex
+from trainwise.stages.base import CheckRun, StageOutcome
+
+SHARED_KEY = "short-training"  # the trained model and a training batch, for train/eval
+VAL_MAX = 256  # validation samples evaluated at each point of the curve (±3% accuracy)
+CURVE_POINTS = 6  # validation evaluations along the short training (the first at step 0)
+QUICK_CURVE_POINTS = 3
+HOLDOUT = 0.2  # of the training sample, when the setup has no validation set
+LINEAR_MAX_FEATURES = 4096
+# A regression model must remove at least 10% of the mean predictor's loss.
+REGRESSION_GAIN = 0.9
+
+
+class BaselinesStage:
+    name = "baselines"
+    title = "Short training vs baselines"
+
+    def run(self, run: CheckRun) -> StageOutcome:
+        if (reason := ex.training_skip_reason(run)) is not None:
+            return ex.skipped(reason)
+        train, val, val_from = _split(run)
+        if len(train) < 2 or len(val) < 2:
+            return ex.skipped("too few samples for a training/validation split")
+        b = ex.budgets(run)
+        size = min(run.setup.effective_batch_size, len(train))
+        vx, vy = ex.rows(val, min(len(val), VAL_MAX), run)
+        with ex.isolated(run):
+            model, optimizer = ex.fresh(run)
+            gen = torch.Generator().manual_seed(run.seed)
+            stream = ex.batches(train, size, run, gen)
+            deadline = ex.Deadline(b.train_seconds)
+            points = QUICK_CURVE_POINTS if run.quick else CURVE_POINTS
+            every = max(1, b.train_steps // (points - 1))
+            curve: list[dict[str, float]] = [_evaluate(run, model, vx, vy, 0, math.nan, self.name)]
+            recent: list[float] = []
+            step = 0
+            for step in range(1, b.train_steps + 1):
+                x, y = next(stream)
+                recent.append(ex.train_step(run, model, optimizer, x, y, self.name))
+                ex.show_progress(run, f"training: loss {recent[-1]:.3g}", step, b.train_steps)
+                if step % every == 0 or step == b.train_steps or deadline.passed:
+                    train_loss = sum(recent[-every:]) / len(recent[-every:])
+                    curve.append(_evaluate(run, model, vx, vy, step, train_loss, self.name))
+                if deadline.passed or not math.isfinite(recent[-1]):
+                    break
+            run.shared[SHARED_KEY] = (model, x, y)
+        final = curve[-1]
+        trivial = _trivial(run, train, vx, vy)
+        linear = _linear(run, train, val)
+        outcome = StageOutcome(
+            metrics={
+                "steps": step,
+                "validation": val_from,
+                "curve": curve,
+                "trivial": trivial,
+                "linear": linear,
+            }
+        )
+        outcome = _judge(outcome, final, trivial, linear, len(ex.first_tensor(vy)), step)
+        if step < b.train_steps and any(f.severity == "error" for f in outcome.findings):
+            # The time budget cut the run short: too few steps to call it a failure.
+            return ex.skipped(
+                f"inconclusive: the time budget ({ex.fmt(b.train_seconds)}s) ran out after "
+                f"{step} of {b.train_steps} steps ({outcome.summary})"
+            )
+        return outcome
+
+
+def _split(run: CheckRun):
+    ctx = run.context
+    if ctx.val_sample is not None:
+        return ctx.train_sample, ctx.val_sample, "the validation set"
+    sample = ctx.train_sample
+    n_val = max(1, int(len(sample) * HOLDOUT))
+    cut = len(sample) - n_val
+
+    def part(sl):
+        return DataSample(
+            sample.indices[sl],
+            ex.take(sample.inputs, sl),
+            ex.take(sample.targets, sl),
+            sample.dataset_size,
+        )
+
+    return part(slice(0, cut)), part(slice(cut, None)), f"{n_val} held-out training samples"
+
+
+def _classes(y: Any, out: Any) -> bool:
+    return (
+        isinstance(y, torch.Tensor)
+        and not torch.is_floating_point(y)
+        and isinstance(out, torch.Tensor)
+        and out.dim() == y.dim() + 1
+    )
+
+
+@torch.no_grad()
+def _evaluate(run, model, vx, vy, step, train_loss, stage) -> dict[str, float]:
+    was = model.training
+    model.eval()
+    out = ex.forward(model, vx, stage)
+    point = {
+        "step": step,
+        "train_loss": train_loss,
+        "val_loss": float(ex.compute_loss(run, out, vy, stage)),
+    }
+    if _classes(vy, out):
+        point["val_accuracy"] = float((out.argmax(dim=1) == vy).float().mean())
+    model.train(was)
+    return point
+
+
+@torch.no_grad()
+def _trivial(run, train, vx, vy) -> dict[str, Any]:
+    """The majority class (or mean target), scored with the user's own loss on validation."""
+    ty = train.targets
+    out = run.context.output
+    if (
+        isinstance(ty, torch.Tensor)
+        and not torch.is_floating_point(ty)
+        and isinstance(out, torch.Tensor)
+        and out.dim() == ty.dim() + 1
+    ):
+        c = out.shape[1]
+        counts = torch.bincount(ty[(ty >= 0) & (ty < c)].flatten(), minlength=c).double()
+        prior = (counts + 1e-3) / (counts + 1e-3).sum()
+        shape = (vy.shape[0], c, *vy.shape[1:])
+        logits = prior.log().float().view(1, c, *([1] * (vy.dim() - 1))).expand(shape)
+        logits = logits.to(vy.device)
+        majority = int(counts.argmax())
+        return {
+            "name": f"majority class ({majority})",
+            "val_loss": _loss_or_nan(run, logits, vy),
+            "val_accuracy": float((vy == majority).float().mean()),
+        }
+    if (
+        isinstance(ty, torch.Tensor)
+        and torch.is_floating_point(ty)
+        and isinstance(vy, torch.Tensor)
+    ):
+        mean = ty.float().mean(dim=0, keepdim=True).to(vy.device).expand_as(vy)
+        return {"name": "mean target", "val_loss": _loss_or_nan(run, mean, vy)}
+    return {"name": "none", "val_loss": math.nan}
+
+
+def _loss_or_nan(run, prediction, y) -> float:
+    try:
+        return float(run.setup.loss(prediction, y))
+    except Exception:  # a custom loss that wants the model's own output structure
+        return math.nan
+
+
+def _linear(run, train, val) -> dict[str, Any]:
+    """Logistic or ridge regression on the flattened, standardized inputs (scikit-learn)."""
+    x, y = train.inputs, train.targets
+    vx, vy = val.inputs, val.targets
+    if not all(isinstance(t, torch.Tensor) for t in (x, y, vx, vy)) or not torch.is_floating_point(
+        x
+    ):
+        return {}
+    xf, vxf = x.flatten(1).double().numpy(), vx.flatten(1).double().numpy()
+    if xf.shape[1] > LINEAR_MAX_FEATURES:
+        return {}
+    from sklearn.linear_model import LogisticRegression, Ridge
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # convergence warnings: a few hundred iterations do
+        if not torch.is_floating_point(y) and y.dim() == 1:
+            clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=300))
+            clf.fit(xf, y.numpy())
+            return {
+                "name": "logistic regression",
+                "val_accuracy": float((clf.predict(vxf) == vy.numpy()).mean()),
+            }
+        if torch.is_floating_point(y) and run.context.loss_kind in ("mse", "l1"):
+            reg = make_pipeline(StandardScaler(), Ridge(alpha=1.0))
+            yf = y.reshape(len(y), -1).double().numpy()
+            reg.fit(xf, yf)
+            pred = torch.as_tensor(np.asarray(reg.predict(vxf)), dtype=vy.dtype).reshape(vy.shape)
+            return {"name": "ridge regression", "val_loss": _loss_or_nan(run, pred, vy)}
+    return {}
+
+
+def _judge(outcome: StageOutcome, final, trivial, linear, n_val: int, steps: int) -> StageOutcome:
+    acc = final.get("val_accuracy")
+    rule = CATALOGUE["no-better-than-baseline"]
+    if acc is not None and "val_accuracy" in trivial:
+        base = trivial["val_accuracy"]
+        # Two standard errors of the baseline's accuracy on this many validation samples.
+        margin = 2 * math.sqrt(max(base * (1 - base), 0.01) / n_val)
+        outcome.summary = (
+            f"{steps} steps: val accuracy {acc:.1%} vs {trivial['name']} {base:.1%}"
+            + (f", {linear['name']} {linear['val_accuracy']:.1%}" if linear else "")
+            + f"; val loss {ex.fmt(final['val_loss'])}"
+        )
+        if acc <= base + margin:
+            outcome.findings.append(
+                rule.finding(
+                    f"After {steps} training steps the model's validation accuracy is {acc:.1%}, "
+                    f"no better than always predicting the {trivial['name']} ({base:.1%}, margin "
+                    f"{margin:.1%} on {n_val} samples); validation loss {ex.fmt(final['val_loss'])} "
+                    f"vs {ex.fmt(trivial['val_loss'])}. Nothing has been learned yet.",
+                    evidence={"val_accuracy": acc, "baseline_accuracy": base, "steps": steps},
+                )
+            )
+        elif linear and acc < linear["val_accuracy"] - margin:
+            outcome.findings.append(
+                rule.finding(
+                    f"After {steps} steps the model reaches {acc:.1%} validation accuracy, below a "
+                    f"{linear['name']} on the flattened inputs ({linear['val_accuracy']:.1%}). A "
+                    "short run may simply need more steps; a long one that stays below it should "
+                    "start from the simpler model.",
+                    evidence={"val_accuracy": acc, "linear_accuracy": linear["val_accuracy"]},
+                    severity="info",
+                )
+            )
+        return outcome
+    loss, base = final["val_loss"], trivial.get("val_loss", math.nan)
+    outcome.summary = (
+        f"{steps} steps: val loss {ex.fmt(loss)} vs {trivial['name']} {ex.fmt(base)}"
+        + (f", {linear['name']} {ex.fmt(linear['val_loss'])}" if linear else "")
+    )
+    if not math.isfinite(base):
+        outcome.summary += " (no trivial baseline for this loss)"
+        return outcome
+    if not math.isfinite(loss) or loss > REGRESSION_GAIN * base:
+        outcome.findings.append(
+            rule.finding(
+                f"After {steps} training steps the validation loss is {ex.fmt(loss)}, not clearly "
+                f"below the {trivial['name']} predictor's {ex.fmt(base)} (needs < "
+                f"{REGRESSION_GAIN:.0%} of it). Nothing has been learned yet.",
+                evidence={"val_loss": loss, "baseline_loss": base, "steps": steps},
+            )
+        )
+    elif (
+        linear and math.isfinite(linear["val_loss"]) and loss > linear["val_loss"] / REGRESSION_GAIN
+    ):
+        outcome.findings.append(
+            rule.finding(
+                f"After {steps} steps the validation loss is {ex.fmt(loss)}, above a "
+                f"{linear['name']} on the flattened inputs ({ex.fmt(linear['val_loss'])}).",
+                evidence={"val_loss": loss, "linear_loss": linear["val_loss"]},
+                severity="info",
+            )
+        )
+    return outcome

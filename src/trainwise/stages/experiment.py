@@ -1,0 +1,354 @@
+"""What the protocol's experiments share.
+
+- `isolated(run)`: the user's RNG streams (and their module, when the setup holds one) are
+  restored afterwards, and every experiment starts from the same seed.
+- `fresh(run)`: a fresh model and optimizer, optionally with regularization off.
+- `forward` / `train_step`: a crash in the user's model becomes a message naming the stage,
+  the layer and the input shape.
+- `blocking_reason(run)`: why an experiment would produce nonsense (labels the loss cannot take).
+- `Budget`: bounded steps and seconds, smaller with `--quick`.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from trainwise.data import DataSample, shape_of, to_device
+from trainwise.errors import SetupError
+from trainwise.stages.base import CheckRun, StageOutcome
+from trainwise.state import preserved, preserved_rng
+from trainwise.tracing import run_forward
+
+
+@dataclass(frozen=True)
+class Budgets:
+    """Bounds of each experiment. Healthy setups stop early; the bounds matter for broken ones."""
+
+    overfit_steps: int  # memorizing one batch takes well under 200 Adam steps on small models
+    overfit_seconds: float
+    train_steps: int  # the short training against the baselines
+    train_seconds: float
+    speed_batches: int  # "a few dozen batches" of the user's loader
+    speed_seconds: float
+
+
+# The seconds (of CPU time) are a safety net for slow models (their stages then report
+# "inconclusive");
+# the step counts are what keep a check short on a small model.
+FULL = Budgets(400, 30.0, 300, 30.0, 30, 6.0)
+QUICK = Budgets(200, 10.0, 40, 10.0, 6, 1.5)
+
+
+def budgets(run: CheckRun) -> Budgets:
+    return QUICK if run.quick else FULL
+
+
+class Deadline:
+    """A budget of this process's CPU time, not wall time: on a busy machine (a shared CI
+    runner) other processes' load must not cut an experiment short and make it inconclusive.
+    With 2 threads on an idle machine, wall time is between half the CPU time and all of it."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.end = time.process_time() + seconds
+
+    @property
+    def passed(self) -> bool:
+        return time.process_time() > self.end
+
+
+def show_progress(run: CheckRun, label: str, done: int, total: int) -> None:
+    """Move the second progress bar (set by the protocol runner when it draws one)."""
+    update = run.shared.get("progress")
+    if update is not None:
+        update(label, done, total)
+
+
+# -- isolation ------------------------------------------------------------------------------
+
+
+@contextmanager
+def isolated(run: CheckRun) -> Iterator[None]:
+    """Seed the experiment; restore the user's RNG states (and their module) afterwards.
+
+    Every model the stages train is built fresh (a factory call or a deep copy), so the user's
+    module is never trained; `preserved` is the guarantee that holds even if that changes.
+    """
+    with ExitStack() as stack:
+        if isinstance(run.setup.model, nn.Module):
+            stack.enter_context(preserved(run.setup.model))
+        stack.enter_context(preserved_rng())
+        torch.manual_seed(run.seed)
+        yield
+
+
+def fresh(run: CheckRun, regularization: bool = True) -> tuple[nn.Module, torch.optim.Optimizer]:
+    """A fresh model in train mode and its optimizer; without regularization: dropout p=0 and
+    weight decay 0 (the overfitting experiments), LR constant since no scheduler is built."""
+    model = run.setup.build_model()
+    if not isinstance(run.setup.model, nn.Module):
+        # A factory may hand out one shared instance (`model=lambda: net`): train a copy of it.
+        model = _copy(model)
+    model.train()
+    if not regularization:
+        for module in model.modules():
+            if isinstance(module, nn.modules.dropout._DropoutNd):
+                module.p = 0.0
+            elif isinstance(module, nn.MultiheadAttention):
+                module.dropout = 0.0
+    optimizer = run.setup.build_optimizer(model.parameters())
+    if not regularization:
+        for group in optimizer.param_groups:
+            if "weight_decay" in group:
+                group["weight_decay"] = 0.0
+    return model, optimizer
+
+
+def _copy(model: nn.Module) -> nn.Module:
+    try:
+        return copy.deepcopy(model)
+    except Exception:  # an uncopyable module (rare): the factory's own is fresh by contract
+        return model
+
+
+def scale_lr(optimizer: torch.optim.Optimizer, factor: float) -> None:
+    for group in optimizer.param_groups:
+        lr = group["lr"]
+        group["lr"] = lr * factor if not isinstance(lr, torch.Tensor) else lr.mul_(factor)
+
+
+def configured_lr(optimizer: torch.optim.Optimizer) -> float:
+    return float(optimizer.param_groups[0]["lr"])
+
+
+# -- running the user's model ---------------------------------------------------------------
+
+
+def forward(model: nn.Module, x: Any, stage: str) -> Any:
+    """model(x); on a crash, run it again under hooks to name the layer (ForwardError)."""
+    try:
+        return model(x)
+    except Exception as exc:
+        run_forward(model, x, stage=stage)  # raises ForwardError naming the layer, if it recurs
+        raise SetupError(
+            f"[{stage}] the model raised {type(exc).__name__} on an input of shape "
+            f"{shape_of(x)}: {exc}"
+        ) from exc
+
+
+def compute_loss(run: CheckRun, out: Any, y: Any, stage: str) -> torch.Tensor:
+    try:
+        return run.setup.loss(out, y)
+    except Exception as exc:
+        raise SetupError(
+            f"[{stage}] the loss raised {type(exc).__name__} on output {shape_of(out)} and "
+            f"target {shape_of(y)}: {exc}"
+        ) from exc
+
+
+def backward(model: nn.Module, loss: torch.Tensor, x: Any, run: CheckRun, y: Any, stage: str):
+    """loss.backward(); on a crash, name the module whose backward raised."""
+    try:
+        loss.backward()
+    except Exception as exc:
+        layer = _failing_backward_layer(model, x, y, run)
+        where = f" in the backward of {layer}" if layer else ""
+        raise SetupError(
+            f"[{stage}] the backward pass raised {type(exc).__name__}{where} on an input of "
+            f"shape {shape_of(x)}: {exc}"
+        ) from exc
+
+
+def _failing_backward_layer(model: nn.Module, x: Any, y: Any, run: CheckRun) -> str:
+    """Replay forward and backward with a gradient hook on every module's output: the module
+    whose output gradient arrived last is the one whose backward raised."""
+    names = {id(m): n for n, m in model.named_modules()}
+    last: list[str] = []
+    handles = []
+
+    def on_output(module: nn.Module, args: Any, output: Any) -> None:
+        if isinstance(output, torch.Tensor) and output.requires_grad:
+            name = names.get(id(module), "?")
+            label = f"layer '{name}' ({type(module).__name__})" if name else type(module).__name__
+            output.register_hook(lambda grad: last.append(label))
+
+    try:
+        for module in model.modules():
+            handles.append(module.register_forward_hook(on_output))
+        model.zero_grad(set_to_none=True)
+        run.setup.loss(model(x), y).backward()
+    except Exception:
+        return last[-1] if last else ""
+    finally:
+        for h in handles:
+            h.remove()
+    return ""
+
+
+def train_step(
+    run: CheckRun, model: nn.Module, optimizer: torch.optim.Optimizer, x: Any, y: Any, stage: str
+) -> float:
+    """One optimizer step; returns the loss before the step (one sync)."""
+    optimizer.zero_grad(set_to_none=True)
+    loss = compute_loss(run, forward(model, x, stage), y, stage)
+    backward(model, loss, x, run, y, stage)
+    optimizer.step()
+    return float(loss.detach())
+
+
+@torch.no_grad()
+def eval_loss(run: CheckRun, model: nn.Module, x: Any, y: Any, stage: str) -> float:
+    return float(compute_loss(run, forward(model, x, stage), y, stage))
+
+
+# -- data -----------------------------------------------------------------------------------
+
+
+def take(value: Any, index: torch.Tensor | slice) -> Any:
+    """Rows `index` of a collated batch (a tensor, or tuples/dicts of them)."""
+    if isinstance(value, torch.Tensor):
+        return value[index]
+    if isinstance(value, (tuple, list)):
+        return type(value)(take(v, index) for v in value)
+    if isinstance(value, dict):
+        return {k: take(v, index) for k, v in value.items()}
+    return value
+
+
+def zeros_like(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return torch.zeros_like(value)
+    if isinstance(value, (tuple, list)):
+        return type(value)(zeros_like(v) for v in value)
+    if isinstance(value, dict):
+        return {k: zeros_like(v) for k, v in value.items()}
+    return value
+
+
+def rows(sample: DataSample, n: int, run: CheckRun, offset: int = 0) -> tuple[Any, Any]:
+    """n rows of a sample from `offset`, on the setup's device."""
+    index = slice(offset, offset + n)
+    device = run.setup.torch_device
+    return to_device(take(sample.inputs, index), device), to_device(
+        take(sample.targets, index), device
+    )
+
+
+def batches(sample: DataSample, size: int, run: CheckRun, generator: torch.Generator):
+    """Endless shuffled mini-batches from an in-memory sample (epoch after epoch)."""
+    n = len(sample)
+    device = run.setup.torch_device
+    while True:
+        order = torch.randperm(n, generator=generator)
+        for start in range(0, n - size + 1 if n >= size else 1, size):
+            index = order[start : start + size]
+            yield (
+                to_device(take(sample.inputs, index), device),
+                to_device(take(sample.targets, index), device),
+            )
+
+
+def first_tensor(value: Any) -> torch.Tensor | None:
+    if isinstance(value, torch.Tensor):
+        return value
+    if isinstance(value, (tuple, list)):
+        for v in value:
+            found = first_tensor(v)
+            if found is not None:
+                return found
+    if isinstance(value, dict):
+        return first_tensor(list(value.values()))
+    return None
+
+
+# -- what the loss should be ----------------------------------------------------------------
+
+
+def reference_loss(run: CheckRun) -> tuple[float | None, str]:
+    """The loss of a model that knows nothing yet, and how it was derived.
+
+    Cross-entropy over C classes: log C (uniform predictions). Binary cross-entropy: log 2 per
+    label. MSE: the target variance (the mean predictor). L1: the mean absolute deviation from
+    the median. None for a loss trainwise does not recognize.
+    """
+    ctx = run.context
+    kind = ctx.loss_kind
+    targets = ctx.train_sample.targets
+    if kind in ("cross_entropy", "nll") and ctx.num_classes:
+        return math.log(ctx.num_classes), f"log({ctx.num_classes}) for {ctx.num_classes} classes"
+    if kind in ("bce", "bce_logits"):
+        return math.log(2.0), "log(2) per label"
+    if isinstance(targets, torch.Tensor) and torch.is_floating_point(targets):
+        t = targets.double()
+        if kind == "mse":
+            return float(t.var()), "the target variance"
+        if kind == "l1":
+            return float(
+                (t - t.median()).abs().mean()
+            ), "the mean absolute deviation of the targets"
+    return None, ""
+
+
+STEP_SECONDS_KEY = "step-seconds"  # the speed stage's median step time, in run.shared
+SLOW_STEP = 1.0  # seconds; seed 003 (8/n): a batch should take under a second
+
+
+def training_skip_reason(run: CheckRun) -> str | None:
+    """Why a training experiment should not run: blocking data, or --quick on a slow model."""
+    if (reason := blocking_reason(run)) is not None:
+        return reason
+    step = run.shared.get(STEP_SECONDS_KEY, 0.0)
+    if run.quick and step > SLOW_STEP:
+        return (
+            f"one training step takes {step:.2f}s (slow-step), too slow for --quick; run the "
+            "check without --quick for the training experiments"
+        )
+    return None
+
+
+def blocking_reason(run: CheckRun) -> str | None:
+    """Why experiments would produce nonsense on this setup, or None.
+
+    Labels outside the model's outputs make cross-entropy crash (or silently read memory out of
+    bounds on GPU); non-finite inputs poison every loss. The static stage reports both.
+    """
+    ctx = run.context
+    y = ctx.train_sample.targets
+    c = ctx.num_classes
+    if (
+        c is not None
+        and isinstance(y, torch.Tensor)
+        and not torch.is_floating_point(y)
+        and ctx.loss_kind in ("cross_entropy", "nll")
+    ):
+        valid = y[y != -100]
+        if valid.numel() and (int(valid.min()) < 0 or int(valid.max()) >= c):
+            return (
+                f"labels span {int(valid.min())}..{int(valid.max())} but the model has {c} "
+                "outputs (labels-out-of-range): the loss cannot be computed"
+            )
+    for name, value in (("inputs", ctx.train_sample.inputs), ("targets", y)):
+        t = first_tensor(value)
+        if t is not None and torch.is_floating_point(t) and not bool(torch.isfinite(t).all()):
+            return f"the training {name} contain NaN/Inf (nonfinite-inputs)"
+    return None
+
+
+def skipped(reason: str) -> StageOutcome:
+    return StageOutcome(summary=f"skipped: {reason}", skipped=True)
+
+
+def fmt(value: float) -> str:
+    """A number for a summary line: 3 significant digits."""
+    if value == 0 or not math.isfinite(value):
+        return str(value)
+    return f"{value:.3g}"

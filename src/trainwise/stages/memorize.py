@@ -1,0 +1,268 @@
+"""Memorizing a few samples with regularization off: the experiment behind the two overfit
+stages, and the evidence that tells why it failed."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from trainwise.findings import Finding
+from trainwise.rules import CATALOGUE
+from trainwise.stages import experiment as ex
+from trainwise.stages.base import CheckRun, StageOutcome
+
+NEAR_ZERO = 0.1  # "near zero": 10% of the know-nothing loss (0.23 for 10-class cross-entropy)
+CLASSIFICATION_FLOOR = 0.2
+SAME_OUTPUT = 1e-5  # relative spread of outputs across samples below which they are "the same"
+LR_RETRIES = (10.0, 0.1)  # the two other LRs that tell "LR too low" from "LR too high"
+
+
+@dataclass
+class Memorization:
+    samples: int
+    lr: float
+    target: float
+    losses: list[float] = field(default_factory=list)  # loss before each step
+    reached: bool = False
+    out_of_time: bool = False
+    seconds: float = 0.0
+    no_gradient: list[str] = field(default_factory=list)  # parameters left without gradient
+    output_spread: float | None = None  # relative spread of the final outputs across samples
+    model: nn.Module | None = None
+
+    @property
+    def steps(self) -> int:
+        return len(self.losses)
+
+    @property
+    def initial(self) -> float:
+        return self.losses[0] if self.losses else math.nan
+
+    @property
+    def final(self) -> float:
+        return self.losses[-1] if self.losses else math.nan
+
+    @property
+    def finite(self) -> bool:
+        return all(math.isfinite(v) for v in self.losses)
+
+
+def near_zero_target(run: CheckRun, initial: float) -> float:
+    reference, _ = ex.reference_loss(run)
+    target = NEAR_ZERO * (reference if reference else initial)
+    if run.context.loss_kind in ("cross_entropy", "nll", "bce", "bce_logits"):
+        # With few classes 10% of log C asks for more confidence than memorizing needs (0.07
+        # for two classes): 0.2 nats is a mean probability of ~0.82 on the right label.
+        target = max(target, CLASSIFICATION_FLOOR)
+    return target
+
+
+def memorize(
+    run: CheckRun,
+    x: Any,
+    y: Any,
+    stage: str,
+    max_steps: int,
+    seconds: float,
+    lr_factor: float = 1.0,
+) -> Memorization:
+    """Train a fresh model (dropout 0, weight decay 0, constant LR) on (x, y) until its loss is
+    near zero, the steps run out, or the time does."""
+    model, optimizer = ex.fresh(run, regularization=False)
+    ex.scale_lr(optimizer, lr_factor)
+    result = Memorization(
+        samples=ex.first_tensor(y).shape[0],
+        lr=ex.configured_lr(optimizer),
+        target=math.inf,
+        model=model,
+    )
+    deadline = ex.Deadline(seconds)
+    started = time.perf_counter()
+    for step in range(max_steps):
+        loss = ex.train_step(run, model, optimizer, x, y, stage)
+        result.losses.append(loss)
+        ex.show_progress(run, f"{stage}: loss {loss:.3g}", step + 1, max_steps)
+        if step == 0:
+            result.target = near_zero_target(run, loss)
+            result.no_gradient = [
+                n
+                for n, p in model.named_parameters()
+                if p.requires_grad and (p.grad is None or not bool(p.grad.any()))
+            ]
+        if not math.isfinite(loss):
+            break
+        if loss <= result.target:
+            result.reached = True
+            break
+        if deadline.passed:
+            result.out_of_time = True
+            break
+    result.seconds = time.perf_counter() - started
+    result.output_spread = output_spread(model, x, stage)
+    return result
+
+
+def inconsistent_labels(x: Any, y: Any) -> int:
+    """How many samples share an identical input with a sample of a different label."""
+    if not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor) or y.dim() != 1:
+        return 0
+    _, group = torch.unique(x.flatten(1), dim=0, return_inverse=True)
+    count = 0
+    for g in group.unique():
+        labels = y[group == g]
+        if labels.numel() > 1 and labels.unique().numel() > 1:
+            count += labels.numel()
+    return count
+
+
+@torch.no_grad()
+def output_spread(model: nn.Module, x: Any, stage: str) -> float | None:
+    """max |out_i - out_0| / max |out|: 0 when every sample gets the same output."""
+    out = ex.first_tensor(ex.forward(model, x, stage))
+    if out is None or out.dim() == 0 or out.shape[0] < 2 or not torch.is_floating_point(out):
+        return None
+    out = out.float()
+    return float((out - out[:1]).abs().max() / (out.abs().max() + 1e-12))
+
+
+def judge(
+    run: CheckRun,
+    slug: str,
+    what: str,
+    x: Any,
+    y: Any,
+    stage: str,
+    max_steps: int,
+    seconds: float,
+) -> tuple[StageOutcome, Memorization]:
+    """Run the memorization; on failure, retry at other LRs and gather the evidence."""
+    result = memorize(run, x, y, stage, max_steps, seconds)
+    outcome = StageOutcome(
+        metrics={
+            "samples": result.samples,
+            "lr": result.lr,
+            "steps": result.steps,
+            "initial_loss": result.initial,
+            "final_loss": result.final,
+            "target": result.target,
+            "curve": _curve(result.losses),
+        }
+    )
+    progress = f"loss {ex.fmt(result.initial)} -> {ex.fmt(result.final)}"
+    if result.reached:
+        outcome.summary = (
+            f"{what}: {progress} (near zero: <= {ex.fmt(result.target)}) in {result.steps} "
+            f"steps at lr {ex.fmt(result.lr)}"
+        )
+        return outcome, result
+    if result.out_of_time and result.finite:
+        # A slow model (see the speed stage) or a busy machine: too few steps to judge.
+        outcome.skipped = True
+        outcome.summary = (
+            f"inconclusive: the time budget ({ex.fmt(seconds)}s) ran out after {result.steps} "
+            f"of {max_steps} steps ({progress})"
+        )
+        return outcome, result
+    causes, severity, evidence = _diagnose(run, result, x, y, stage, max_steps, seconds)
+    outcome.metrics.update(evidence)
+    outcome.summary = (
+        f"{what}: {progress} after {result.steps} steps at lr {ex.fmt(result.lr)} "
+        f"(near zero: <= {ex.fmt(result.target)})"
+    )
+    outcome.findings.append(_finding(slug, what, result, causes, severity, evidence))
+    return outcome, result
+
+
+def _diagnose(run, result: Memorization, x, y, stage, max_steps, seconds):
+    causes: list[str] = []
+    evidence: dict[str, Any] = {}
+    severity = None
+    if not result.finite:
+        causes.append(
+            f"the loss became non-finite at step {result.steps}: the LR is too high or the "
+            "loss has a numerical problem (log of 0, division by 0)"
+        )
+    for factor in _retries(result):
+        retry = memorize(run, x, y, stage, max_steps, seconds / 2, lr_factor=factor)
+        evidence[f"final_loss_at_lr_x{factor:g}"] = retry.final
+        if retry.reached:
+            direction = "too low" if factor > 1 else "too high"
+            causes.insert(
+                0,
+                f"at {factor:g}x the LR ({ex.fmt(retry.lr)}) the loss reached "
+                f"{ex.fmt(retry.final)} in {retry.steps} steps: the configured LR "
+                f"({ex.fmt(result.lr)}) is {direction} for this model",
+            )
+            evidence["working_lr"] = retry.lr
+            severity = "warning"  # the setup can learn; its LR needs changing
+            break
+    if result.no_gradient:
+        names = ", ".join(result.no_gradient[:5]) + ("..." if len(result.no_gradient) > 5 else "")
+        causes.append(
+            f"{len(result.no_gradient)} trainable parameters got no gradient ({names}): "
+            "the loss does not reach them (detach, no_grad, an unused branch, a zero init)"
+        )
+        evidence["no_gradient"] = result.no_gradient[:20]
+    if (clash := inconsistent_labels(x, y)) > 0:
+        causes.append(
+            f"{clash} samples share an identical input with a sample of another label: "
+            "no model can fit those; check how labels are matched to inputs"
+        )
+        evidence["inconsistent_samples"] = clash
+    if result.output_spread is not None and result.output_spread < SAME_OUTPUT:
+        causes.append(
+            "the model gives every sample the same output: the input does not reach it "
+            "(see input-independent)"
+        )
+    if not causes:
+        causes.append(
+            "no LR worked and the gradients reach every layer: the model lacks the capacity or "
+            "the architecture does not fit the task (check the output layer and pooling)"
+        )
+    return causes, severity, evidence
+
+
+def _retries(result: Memorization) -> tuple[float, ...]:
+    """The LRs worth trying: a loss that fell steadily but too slowly points at a higher LR, a
+    loss that rose, jumped or went non-finite at a lower one; otherwise try both."""
+    losses = result.losses
+    if not result.finite or max(losses) > 1.5 * losses[0]:
+        return (LR_RETRIES[1],)
+    rises = sum(b > a for a, b in zip(losses, losses[1:], strict=False))
+    if losses[-1] < losses[0] and rises <= 0.1 * len(losses):
+        return (LR_RETRIES[0],)
+    return LR_RETRIES
+
+
+def _finding(slug, what, result: Memorization, causes, severity, evidence) -> Finding:
+    message = (
+        f"With dropout and weight decay off at a constant LR of {ex.fmt(result.lr)}, the loss "
+        f"on {what} went from {ex.fmt(result.initial)} to {ex.fmt(result.final)} in "
+        f"{result.steps} steps; near zero is <= {ex.fmt(result.target)}. Likely cause: "
+        + "; ".join(causes)
+        + "."
+    )
+    return CATALOGUE[slug].finding(
+        message,
+        evidence={
+            "steps": result.steps,
+            "initial_loss": result.initial,
+            "final_loss": result.final,
+            **evidence,
+        },
+        fix=f"{causes[0][0].upper()}{causes[0][1:]}. " + CATALOGUE[slug].fix,
+        severity=severity,
+    )
+
+
+def _curve(losses: list[float], points: int = 8) -> list[float]:
+    """A few points of the loss curve for the report (first, evenly spaced, last)."""
+    if len(losses) <= points:
+        return [round(v, 4) for v in losses]
+    idx = [round(i * (len(losses) - 1) / (points - 1)) for i in range(points)]
+    return [round(losses[i], 4) for i in idx]

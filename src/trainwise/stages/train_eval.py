@@ -1,0 +1,197 @@
+"""Train/eval consistency: after a short training, the outputs in eval mode on a training batch
+must stay close to those in train mode (BatchNorm statistics, dropout scaling)."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+from trainwise.rules import CATALOGUE
+from trainwise.stages import experiment as ex
+from trainwise.stages.base import CheckRun, StageOutcome
+from trainwise.stages.baselines import SHARED_KEY
+from trainwise.state import preserved
+
+# Relative distance between train-mode and eval-mode outputs. PyTorch's own dropout is switched
+# off for the comparison (inverted dropout matches eval mode in expectation by construction).
+# Healthy models after a short training measured 0.00-0.13 (BN running statistics lag the
+# weights; dropout before BN inflates the running variance); an unscaled custom dropout p=0.5
+# gives ~0.5-1.
+MISMATCH = 0.3
+# BatchNorm running statistics against the batch's own, per channel: a mean off by more than one
+# batch standard deviation, or a variance off by more than 4x, is not lag but stale statistics.
+BN_MEAN_OFF = 1.0
+BN_VAR_RATIO = 4.0
+PASSES = 8  # train-mode passes averaged when the model has custom (possibly random) layers
+TRAIN_STEPS = 50  # when the short-training stage left no model
+
+
+class TrainEvalStage:
+    name = "train-eval"
+    title = "Train/eval consistency"
+
+    def run(self, run: CheckRun) -> StageOutcome:
+        if (reason := ex.training_skip_reason(run)) is not None:
+            return ex.skipped(reason)
+        with ex.isolated(run):
+            if SHARED_KEY in run.shared:
+                model, x, y = run.shared[SHARED_KEY]
+                model = copy.deepcopy(model)
+            else:
+                model, x, y = _train(run, self.name)
+            stale = _stale_batchnorm(run, model, x, self.name)
+            _switch_off_dropout(model)
+            passes = PASSES if _has_custom_layers(model) else 1
+            eval_out, eval_loss = _outputs(run, model, x, y, {}, self.name, 1)
+            train_out, train_loss = _outputs(run, model, x, y, {"": True}, self.name, passes)
+            distance = _distance(train_out, eval_out)
+            outcome = StageOutcome(
+                metrics={
+                    "distance": distance,
+                    "loss_train_mode": train_loss,
+                    "loss_eval_mode": eval_loss,
+                    "passes": passes,
+                }
+            )
+            outcome.summary = (
+                f"eval vs train mode: output distance {distance:.2f} (limit {MISMATCH}), loss "
+                f"{ex.fmt(eval_loss)} vs {ex.fmt(train_loss)}"
+            )
+            if stale is not None:
+                layer, mean_off, var_ratio = stale
+                outcome.findings.append(
+                    CATALOGUE["train-eval-mismatch"].finding(
+                        f"The running statistics of {layer} do not match the batches it "
+                        f"normalizes in training: the running mean is off by {mean_off:.1f} "
+                        f"batch standard deviations and the running variance is "
+                        f"{var_ratio:.2g}x the batch's (mean over channels). Eval mode "
+                        f"normalizes with them: output distance {distance:.2f} to train mode, "
+                        f"loss {ex.fmt(eval_loss)} in eval vs {ex.fmt(train_loss)} in train mode.",
+                        where=layer,
+                        evidence={
+                            "mean_offset_in_std": mean_off,
+                            "variance_ratio": var_ratio,
+                            "distance": distance,
+                            "loss_eval_mode": eval_loss,
+                            "loss_train_mode": train_loss,
+                        },
+                    )
+                )
+                return outcome
+            if distance <= MISMATCH:
+                return outcome
+            layer, share = _responsible(run, model, x, y, eval_out, passes, self.name)
+        outcome.findings.append(
+            CATALOGUE["train-eval-mismatch"].finding(
+                f"On the same training batch after a short training, the outputs in eval mode "
+                f"differ from train mode by {distance:.2f} of their size (loss {ex.fmt(eval_loss)} "
+                f"in eval mode vs {ex.fmt(train_loss)} in train mode). Switching only {layer} to "
+                f"train mode accounts for a distance of {share:.2f}.",
+                where=layer,
+                evidence={
+                    "distance": distance,
+                    "loss_eval_mode": eval_loss,
+                    "loss_train_mode": train_loss,
+                    "layer_distance": share,
+                },
+            )
+        )
+        return outcome
+
+
+def _train(run: CheckRun, stage: str):
+    model, optimizer = ex.fresh(run)
+    size = min(run.setup.effective_batch_size, len(run.context.train_sample))
+    stream = ex.batches(
+        run.context.train_sample, size, run, torch.Generator().manual_seed(run.seed)
+    )
+    for _ in range(TRAIN_STEPS):
+        x, y = next(stream)
+        ex.train_step(run, model, optimizer, x, y, stage)
+    return model, x, y
+
+
+@torch.no_grad()
+def _stale_batchnorm(run, model, x, stage) -> tuple[str, float, float] | None:
+    """The first BatchNorm whose running statistics are far from its training-mode input's.
+
+    The batch passes in train mode with dropout as configured, as in training; the running
+    statistics are restored afterwards.
+    """
+    norms = {
+        n: m
+        for n, m in model.named_modules()
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_mean is not None
+    }
+    inputs: dict[str, torch.Tensor] = {}
+    handles = [
+        m.register_forward_pre_hook(lambda mod, args, n=n: inputs.setdefault(n, args[0].detach()))
+        for n, m in norms.items()
+    ]
+    try:
+        with preserved(model):
+            model.train()
+            ex.forward(model, x, stage)
+    finally:
+        for h in handles:
+            h.remove()
+    for name, m in norms.items():
+        if name not in inputs:
+            continue
+        h = inputs[name].float().transpose(0, 1).flatten(1)  # (C, N * spatial)
+        mean, var = h.mean(dim=1), h.var(dim=1)
+        running_mean, running_var = m.running_mean.float(), m.running_var.float()
+        offset = float(((mean - running_mean).abs() / (var + m.eps).sqrt()).mean())
+        ratio = float(((running_var + m.eps) / (var + m.eps)).log().mean().exp())
+        if offset > BN_MEAN_OFF or not 1 / BN_VAR_RATIO < ratio < BN_VAR_RATIO:
+            return f"layer '{name}' ({type(m).__name__})", offset, ratio
+    return None
+
+
+def _switch_off_dropout(model: nn.Module) -> None:
+    for m in model.modules():
+        if isinstance(m, nn.modules.dropout._DropoutNd):
+            m.p = 0.0
+        elif isinstance(m, nn.MultiheadAttention):
+            m.dropout = 0.0
+
+
+def _has_custom_layers(model: nn.Module) -> bool:
+    return any(not type(m).__module__.startswith("torch.") for m in model.modules())
+
+
+@torch.no_grad()
+def _outputs(run, model, x, y, train_modes: dict[str, bool], stage: str, passes: int):
+    """Mean output and loss over `passes` forwards, with the named modules in train mode and the
+    rest in eval mode ("" is every module); BN statistics are restored afterwards."""
+    with preserved(model):
+        model.eval()
+        if "" in train_modes:
+            model.train()
+        else:
+            modules = dict(model.named_modules())
+            for name in train_modes:
+                modules[name].training = True
+        outs = [ex.first_tensor(ex.forward(model, x, stage)).float() for _ in range(passes)]
+        mean = torch.stack(outs).mean(dim=0)
+        loss = float(ex.compute_loss(run, outs[0] if passes == 1 else mean, y, stage))
+    return mean, loss
+
+
+def _distance(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).norm() / (a.norm() + 1e-12))
+
+
+def _responsible(run, model, x, y, eval_out, passes, stage) -> tuple[str, float]:
+    """The single module whose switch to train mode moves the output the most."""
+    best, best_d = "the model", 0.0
+    for name, module in list(model.named_modules())[:100]:
+        if not name:
+            continue
+        out, _ = _outputs(run, model, x, y, {name: True}, stage, passes)
+        d = _distance(out, eval_out)
+        if d > best_d:
+            best, best_d = f"layer '{name}' ({type(module).__name__})", d
+    return best, best_d
