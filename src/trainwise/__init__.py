@@ -1,37 +1,79 @@
 """trainwise: make deep-learning training go right the first time.
 
-The public API lives here and nowhere else.
+The public API lives here and nowhere else. Names are resolved on first use (PEP 562), so
+commands that never touch a model (`trainwise runs`, `--help`) start without importing torch,
+which alone takes 1-4 s.
 """
 
-from trainwise import runs  # run records: tw.runs.start(...), tw.runs.list_runs()
-from trainwise.check import check
-from trainwise.errors import SetupError, TrainwiseError
-from trainwise.findings import Finding
-from trainwise.helpers import class_weights, convert_batchnorm, param_groups
-from trainwise.lr_find import LRFindResult, lr_find
-from trainwise.report.model import Report, StageResult
-from trainwise.rules import CATALOGUE
-from trainwise.spec import Setup
-from trainwise.watch import Watch, watch
+from __future__ import annotations
+
+import importlib
+import types
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
+# Public name -> the module defining it (a module itself when the name is that module).
+_EXPORTS = {
+    "CATALOGUE": "trainwise.rules",
+    "Finding": "trainwise.findings",
+    "LRFindResult": "trainwise.lr_find",
+    "Report": "trainwise.report.model",
+    "Setup": "trainwise.spec",
+    "SetupError": "trainwise.errors",
+    "StageResult": "trainwise.report.model",
+    "TrainwiseError": "trainwise.errors",
+    "Watch": "trainwise.watch",
+    "check": "trainwise.check",
+    "class_weights": "trainwise.helpers",
+    "convert_batchnorm": "trainwise.helpers",
+    "lr_find": "trainwise.lr_find",
+    "param_groups": "trainwise.helpers",
+    "runs": "trainwise.runs",  # run records: tw.runs.start(...), tw.runs.list_runs()
+    "watch": "trainwise.watch",
+}
 __all__ = [
-    "CATALOGUE",
-    "Finding",
-    "Report",
-    "Setup",
-    "SetupError",
-    "StageResult",
-    "TrainwiseError",
-    "check",
-    "runs",
-    "LRFindResult",
-    "lr_find",
-    "Watch",
-    "watch",
-    "__version__",
-    "class_weights",
-    "convert_batchnorm",
-    "param_groups",
-]
+    "CATALOGUE", "Finding", "LRFindResult", "Report", "Setup", "SetupError", "StageResult",
+    "TrainwiseError", "Watch", "__version__", "check", "class_weights", "convert_batchnorm",
+    "lr_find", "param_groups", "runs", "watch",
+]  # = _EXPORTS + __version__, spelled out for tools that read it statically
+
+
+class _PublicAPI(types.ModuleType):
+    def __getattr__(self, name: str) -> Any:
+        module_name = _EXPORTS.get(name)
+        if module_name is None:
+            raise AttributeError(f"module 'trainwise' has no attribute {name!r}")
+        module = importlib.import_module(module_name)
+        value = module if module_name == f"trainwise.{name}" and not hasattr(module, name) else (
+            getattr(module, name)
+        )
+        self.__dict__[name] = value
+        return value
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # Importing the submodules trainwise.check / .watch / .lr_find binds each module to the
+        # package under the name of the function it exports; the function must win.
+        if isinstance(value, types.ModuleType) and name in _EXPORTS and hasattr(value, name):
+            return
+        super().__setattr__(name, value)
+
+    def __dir__(self) -> list[str]:
+        return sorted(set(super().__dir__()) | set(_EXPORTS))
+
+
+import sys  # noqa: E402
+
+sys.modules[__name__].__class__ = _PublicAPI
+
+if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerly
+    from trainwise import runs
+    from trainwise.check import check
+    from trainwise.errors import SetupError, TrainwiseError
+    from trainwise.findings import Finding
+    from trainwise.helpers import class_weights, convert_batchnorm, param_groups
+    from trainwise.lr_find import LRFindResult, lr_find
+    from trainwise.report.model import Report, StageResult
+    from trainwise.rules import CATALOGUE
+    from trainwise.spec import Setup
+    from trainwise.watch import Watch, watch
