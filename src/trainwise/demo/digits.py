@@ -54,7 +54,8 @@ def healthy() -> tw.Setup:
         train=TensorDataset((x_train - mean) / std, y[VAL_SIZE:]),
         val=TensorDataset((x_val - mean) / std, y[:VAL_SIZE]),
         loss=nn.CrossEntropyLoss(),
-        optimizer=lambda params: torch.optim.AdamW(params, lr=1e-3),
+        # No weight decay on biases and norm parameters (tw.param_groups), as it should be.
+        optimizer=lambda params: torch.optim.AdamW(tw.param_groups(params, weight_decay=0.01), lr=1e-3),
         batch_size=32,
         name="digits (healthy)",
     )
