@@ -63,3 +63,50 @@ def test_stage_is_in_the_default_protocol():
     from trainwise.stages.protocol import default_stages
 
     assert any(isinstance(s, LRRangeStage) for s in default_stages(quick=True))
+
+
+def _synthetic_sweep(configured_lr):
+    """A clean range-test curve: flat up to 1e-4, falls until 0.1, climbs past 1 (60 steps)."""
+    import numpy as np
+
+    from trainwise.lr_find import LRFindResult, smooth_log_axis, suggest
+
+    lrs = np.logspace(-7, 1, 60)  # (60,)
+    x = np.log10(lrs)
+    losses = 1.0 - 0.9 * np.clip((x + 4) / 3, 0, 1) + 2.0 * np.clip(x, 0, None)  # (60,)
+    smoothed = smooth_log_axis(lrs, losses)
+    return LRFindResult(lrs, losses, smoothed, suggest(lrs, losses, smoothed), configured_lr)
+
+
+@pytest.mark.silent("lr-too-low")
+def test_too_low_needs_a_flat_loss_at_the_configured_lr():
+    from trainwise.stages.lr_range import descent_start, judge
+
+    falling = _synthetic_sweep(1e-3)  # far under the suggestion, but the loss already falls
+    assert falling.suggested_lr / 1e-3 > 100
+    assert 5e-5 < descent_start(falling) < 3e-4
+    assert judge(falling) == []
+    flat = _synthetic_sweep(1e-6)  # two decades under where the loss starts to fall
+    assert [f.rule for f in judge(flat)] == ["lr-too-low"]
+
+
+class _MeasuredStep:
+    """Stands in for the speed stage: shares a measured step time of 2 s."""
+
+    name, title = "speed", "Speed profile"
+
+    def run(self, run):
+        from trainwise.stages import experiment as ex
+        from trainwise.stages.base import StageOutcome
+
+        run.shared[ex.STEP_SECONDS_KEY] = 2.0
+        return StageOutcome(summary="2 s per step")
+
+
+def test_quick_skips_the_sweep_on_a_slow_step():
+    s = _digits_setup(lambda p: torch.optim.SGD(p, lr=1e-6, momentum=0.9))
+    report = tw.check(s, stages=[StaticStage(), _MeasuredStep(), LRRangeStage()], quick=True)
+    stage = report.stages[-1]
+    assert stage.status == "skipped"
+    assert "slow-step" in stage.summary and "120s" in stage.summary
+    assert_silent(report, "lr-too-low")

@@ -39,7 +39,7 @@ LR_TOO_LOW = register(
         slug="lr-too-low",
         severity="warning",
         category="protocol",
-        summary="the configured LR is far below where the range test's loss falls fastest",
+        summary="the configured LR is far under the suggestion, where the range-test loss is flat",
         why=(
             "Below the region where the range-test loss falls steeply, each step barely moves "
             "the loss: the same budget buys much less progress, and runs that look converged "
