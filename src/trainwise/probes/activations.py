@@ -79,6 +79,8 @@ class ActivationProbe:
         self._handles = []
         self.check_finite = True
         self.sample = False  # set by the watch for sampled steps
+        self.keep_samples = False  # keep the sampled rows of leaf outputs (run record histograms)
+        self.samples: list[tuple[str, torch.Tensor]] = []  # (name, first rows), sampled steps
         self._sums: list[torch.Tensor] = []
         self._sum_names: list[str] = []
         self._stats_seen: set[str] = set()
@@ -110,12 +112,16 @@ class ActivationProbe:
             if self.sample and is_leaf and name not in self._stats_seen:
                 self._stats_seen.add(name)  # the first micro-batch of the step is the sample
                 self._pending_stats.append((name, output_stats(module, y)))
+                if self.keep_samples:  # a copy of a few rows, not a view that pins the batch
+                    rows = y.detach()[:SAMPLE_ROWS] if y.dim() >= 2 else y.detach()
+                    self.samples.append((name, rows.clone()))
 
         return hook
 
     def begin_step(self, sample: bool) -> None:
         self.sample = sample
         self._pending_stats = []
+        self.samples = []
         self._stats_seen = set()
 
     def collect(self, pending: Pending) -> list[str]:
