@@ -97,7 +97,9 @@ class WatchRecord:
         if not sampled:
             return
         for family in LAYER_SIGNALS:
-            layers = {layer: s.values[-1] for layer, s in signals.layers(family) if s.steps[-1] == t}
+            layers = {
+                layer: s.values[-1] for layer, s in signals.layers(family) if s.steps[-1] == t
+            }
             if layers:
                 run.log_layers(t, family, layers)
         for module, output in samples:
