@@ -406,7 +406,7 @@ class Run:
                 f.write(json.dumps(line) + "\n")
                 f.flush()  # a crash keeps every line written so far
 
-        self._guarded(Path(f.name).name, write)
+        self._guarded(os.path.basename(f.name), write)
 
     def _guarded(self, what: str, action: Any) -> None:
         """Run a write; on an OS error, warn once and go on: the user's training comes first."""

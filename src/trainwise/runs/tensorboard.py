@@ -67,8 +67,13 @@ class TensorBoardSink:
 
     def scalars(self, step: int, row: dict[str, float]) -> None:
         def write() -> None:
-            for key, value in row.items():
-                self.writer.add_scalar(key, value, step)
+            # One event holding every scalar of the step: what add_scalar writes, one value
+            # each, at a fraction of the cost of one add_scalar per value (a watched loop
+            # logs several scalars every step and this thread shares the GIL with training).
+            from tensorboard.compat.proto.summary_pb2 import Summary
+
+            values = [Summary.Value(tag=k, simple_value=float(v)) for k, v in row.items()]
+            self.writer._get_file_writer().add_summary(Summary(value=values), step)
 
         self._do(write)
 
