@@ -26,6 +26,7 @@ TANH_LIKE = (nn.Tanh, nn.Hardtanh)
 SATURATION_MARGIN = 0.01
 STATS = ("mean", "std", "zero_frac", "sat_frac", "dead_frac")
 SAMPLE_ROWS = 8
+HISTOGRAM_VALUES = 4096  # values of a sampled output kept for its histogram (run record)
 
 
 def first_tensor(out) -> torch.Tensor | None:
@@ -112,9 +113,10 @@ class ActivationProbe:
             if self.sample and is_leaf and name not in self._stats_seen:
                 self._stats_seen.add(name)  # the first micro-batch of the step is the sample
                 self._pending_stats.append((name, output_stats(module, y)))
-                if self.keep_samples:  # a copy of a few rows, not a view that pins the batch
-                    rows = y.detach()[:SAMPLE_ROWS] if y.dim() >= 2 else y.detach()
-                    self.samples.append((name, rows.clone()))
+                if self.keep_samples:  # a copy (a view would pin the batch) of <= 4096 values
+                    rows = (y.detach()[:SAMPLE_ROWS] if y.dim() >= 2 else y.detach()).flatten()
+                    stride = -(-rows.numel() // HISTOGRAM_VALUES)  # ceil: evenly spread values
+                    self.samples.append((name, rows[::stride].clone()))
 
         return hook
 
