@@ -1,12 +1,15 @@
 """End to end through the real `trainwise` command (a subprocess, as a user runs it)."""
 
 import json
+import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from trainwise.runs import list_runs
 
 SETUPS = Path(__file__).parent / "fixtures" / "setups"
 
@@ -131,6 +134,11 @@ def test_lr_find_command_prints_the_suggestion_and_draws_the_plot(tmp_path):
     curve = json.loads(data.read_text())
     assert len(curve["lrs"]) == len(curve["losses"]) > 10
     assert curve["suggested_lr"] > 0
+    (record,) = list_runs(os.environ["TRAINWISE_RUNS_DIR"])  # the lr-find run record
+    assert record.meta["kind"] == "lr_find" and record.status == "finished"
+    assert f"run record: {record.path}" in done.stdout.replace("\n", "")
+    assert record.curves["lr_find"]["marks"]["suggested lr"] == curve["suggested_lr"]
+    assert (record.path / "report.html").exists()
 
     wrong = trainwise("lr-find", str(SETUPS / "healthy_mlp.py"), "--plot", str(tmp_path / "x.jpg"))
     assert wrong.returncode == 2 and ".png or .svg" in wrong.stderr

@@ -472,10 +472,10 @@ def test_findings_print_once_and_close_is_idempotent(capsys, caplog):
     assert capsys.readouterr().err == ""
 
 
-def test_signals_are_plain_numbers_for_a_run_record():
+def test_signals_are_plain_numbers_for_a_run_record(tmp_path):
     model = mlp()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    with tw.watch(model, optimizer, log_dir="unused-yet", verbose=False) as watch:
+    with tw.watch(model, optimizer, log_dir=tmp_path, verbose=False) as watch:
         train(model, optimizer, 3, watch)
     record = watch.signals.to_dict()
     assert record["train/loss"]["steps"] == [0, 1, 2]

@@ -9,6 +9,7 @@ import torch
 from trainwise.data import DEFAULT_SAMPLE
 from trainwise.errors import SetupError
 from trainwise.report.model import Report
+from trainwise.runs.record import owned_by
 from trainwise.spec import Setup
 from trainwise.stages.base import CheckRun, Stage
 from trainwise.stages.protocol import default_stages, run_protocol
@@ -33,7 +34,7 @@ def check(
     if not isinstance(setup, Setup):
         raise SetupError(f"check() expects a trainwise.Setup, got {type(setup).__name__}")
     run = CheckRun(setup, quick=quick, sample=sample, seed=seed)
-    with _user_rng_preserved():
+    with _user_rng_preserved(), owned_by("check"):  # its stages open no records of their own
         return run_protocol(run, stages or default_stages(quick), show_progress=progress)
 
 

@@ -139,6 +139,14 @@ def explain(slug: str) -> None:
 @click.option("--end-lr", default=10.0, show_default=True)
 @click.option("--seed", default=0, show_default=True)
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the curve as JSON.")
+@click.option(
+    "--record/--no-record", default=True, show_default=True, help="Keep a run record."
+)
+@click.option(
+    "--runs-dir",
+    type=click.Path(file_okay=False),
+    help="Folder of run records (default $TRAINWISE_RUNS_DIR, else ./trainwise-runs).",
+)
 def lr_find_command(
     target: str,
     plot_path: str,
@@ -148,6 +156,8 @@ def lr_find_command(
     end_lr: float,
     seed: int,
     json_path: str | None,
+    record: bool,
+    runs_dir: str | None,
 ) -> None:
     """LR range test on the Setup in FILE: a suggested LR, its range, and the plot."""
     import json
@@ -161,7 +171,13 @@ def lr_find_command(
         setup = load_setup(target)
         with err_console.status(f"LR range test on {setup.name} ({num_iter} steps)"):
             result = lr_find(
-                setup, num_iter=num_iter, start_lr=start_lr, end_lr=end_lr, seed=seed
+                setup,
+                num_iter=num_iter,
+                start_lr=start_lr,
+                end_lr=end_lr,
+                seed=seed,
+                record=record,
+                runs_dir=runs_dir,
             )
     except SetupError as exc:
         _fail_unusable(exc)
@@ -173,6 +189,8 @@ def lr_find_command(
     if json_path:
         Path(json_path).write_text(json.dumps(result.to_dict()))
         console.print(f"JSON written to {json_path}")
+    if result.record_path is not None:
+        console.print(f"run record: {result.record_path}", highlight=False)
 
 
 def _fail_unusable(exc: SetupError) -> None:

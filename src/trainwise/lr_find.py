@@ -32,6 +32,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +78,7 @@ class LRFindResult:
     configured_lr: float | None = None  # the optimizer's LR before the test
     stopped_early: bool = False  # the loss diverged before end_lr
     settings: dict[str, Any] = field(default_factory=dict)
+    record_path: Path | None = None  # the run record's folder, when one was kept
 
     @property
     def suggested_lr(self) -> float | None:
@@ -398,20 +400,34 @@ def lr_find(
     num_iter: int = DEFAULT_NUM_ITER,
     seed: int = 0,
     device: torch.device | str | None = None,
+    record: bool | None = None,
+    runs_dir: str | Path | None = None,
+    name: str | None = None,
 ) -> LRFindResult:
     """Run an LR range test and suggest a learning rate.
 
     `tw.lr_find(setup)` builds a fresh model and optimizer from the Setup; `tw.lr_find(model,
     loader, loss, optimizer)` runs on yours and leaves them exactly as they were (weights,
     buffers, gradients, modes, optimizer state and hyperparameters, RNG).
+
+    record:   keep a run record (the curve with the suggestion, findings, report.html) in
+              runs_dir (default $TRAINWISE_RUNS_DIR, else ./trainwise-runs). Default: yes,
+              except inside `trainwise check`, whose own record holds the range test.
+    name:     the record's name (default: the setup's name, else "lr_find")
     """
+    from trainwise.runs.lr_find_record import recorded
     from trainwise.spec import Setup
 
+    if record is None:
+        from trainwise.runs.record import owner
+
+        record = owner() is None
     if isinstance(model_or_setup, Setup):
         setup = model_or_setup
         model = setup.build_model()
         opt = setup.build_optimizer(model.parameters())
-        return range_test(
+        test = partial(
+            range_test,
             model,
             setup.train_loader(),
             setup.loss,
@@ -422,6 +438,7 @@ def lr_find(
             seed=seed,
             device=device or setup.torch_device,
         )
+        return recorded(test, record, runs_dir, name or setup.name, opt, seed, setup.torch_device)
     model = model_or_setup
     if not isinstance(model, nn.Module):
         raise SetupError(
@@ -441,7 +458,8 @@ def lr_find(
         raise SetupError(
             f"lr_find: loss must be callable(output, target), got {type(loss).__name__}"
         )
-    return range_test(
+    test = partial(
+        range_test,
         model,
         loader,
         loss,
@@ -452,3 +470,6 @@ def lr_find(
         seed=seed,
         device=device,
     )
+    first = next(model.parameters(), None)
+    where = device or (first.device if first is not None else None)
+    return recorded(test, record, runs_dir, name or "lr_find", optimizer, seed, where)

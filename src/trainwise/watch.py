@@ -79,6 +79,7 @@ class Watch:
         verbose: bool = True,
         scaler: Any = None,
         total_steps: int | None = None,
+        record: bool = True,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise SetupError(
@@ -97,7 +98,7 @@ class Watch:
         self.model, self.optimizer, self.preset = model, optimizer, PRESETS[preset]
         self.preset_name = preset
         self.every = every or self.preset.every
-        self.log_dir, self.name = log_dir, name  # log_dir: for the run record (not written yet)
+        self.log_dir, self.name = log_dir, name  # log_dir: the runs folder of the record
         self.verbose = verbose and dist_probe.rank() == 0
         self.scaler, self.total_steps = scaler, total_steps
 
@@ -145,6 +146,17 @@ class Watch:
         self._safely("gradient probe", self._grads.attach)
         self._safely("activation probe", self._acts.attach)
 
+        self._record_writer = None
+        if record:
+            from trainwise.runs.watch_record import WatchRecord
+
+            self._record_writer = WatchRecord.open(
+                model, optimizer, name=name, root=log_dir, preset=preset, every=self.every
+            )
+        if self._record_writer is not None:
+            self._acts.keep_samples = True  # histograms of the sampled rows, on sampled steps
+            self._record_writer.finalizer(self)
+
     # -- public API ------------------------------------------------------------------------
     def log(self, loss: Any = None, **metrics: Any) -> None:
         """Once per training step, after `optimizer.step()`: the loss and any extra metrics."""
@@ -159,8 +171,11 @@ class Watch:
         """Whenever validation runs: validation loss and metrics (numbers or scalar tensors)."""
         if self._closed:
             return
-        for key, value in metrics.items():
-            self.signals.add(f"val/{key}", self.iteration, _as_float(key, value))
+        values = {f"val/{key}": _as_float(key, value) for key, value in metrics.items()}
+        for key, value in values.items():
+            self.signals.add(key, self.iteration, value)
+        if self._record_writer is not None:
+            self._record_writer.metrics(self.iteration, values)
         if self._val_forwards_train_mode:
             self.facts["val_forwards_train_mode"] = self._val_forwards_train_mode
         self._val_forwards_train_mode = 0
@@ -171,9 +186,18 @@ class Watch:
         after the step (the Hugging Face Trainer reports an average every `logging_steps`)."""
         if self._closed or self.iteration == 0:
             return
-        for key, value in metrics.items():
-            self.signals.add(f"train/{key}", self.iteration - 1, _as_float(key, value))
+        values = {f"train/{key}": _as_float(key, value) for key, value in metrics.items()}
+        for key, value in values.items():
+            self.signals.add(key, self.iteration - 1, value)
+        if self._record_writer is not None:
+            self._record_writer.metrics(self.iteration - 1, values)
         self._judge(("window",))
+
+    @property
+    def record_path(self):
+        """The folder of this watch's run record (None with record=False or when it could not
+        be opened)."""
+        return self._record_writer.path if self._record_writer is not None else None
 
     @property
     def findings(self) -> list[Finding]:
@@ -181,7 +205,11 @@ class Watch:
         return list(self._findings)
 
     def close(self) -> list[Finding]:
-        """Reads out the last step, runs the final checks, removes every hook, prints a summary."""
+        """Reads out the last step, runs the final checks, removes every hook, prints a summary,
+        and finishes the run record."""
+        return self._close("finished")
+
+    def _close(self, status: str, error: str | None = None) -> list[Finding]:
         if self._closed:
             return self.findings
         if self._in_iteration or self._pending or self._stepped:
@@ -195,6 +223,9 @@ class Watch:
         self._safely("activation probe", self._acts.detach)
         self._updates.discard()
         self._closed = True
+        if self._record_writer is not None:
+            self._record_writer.findings(self._findings)
+            self._record_writer.finish(status, error)
         if self.verbose:
             self._print_summary()
         return self.findings
@@ -202,8 +233,13 @@ class Watch:
     def __enter__(self) -> Watch:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is None:
+            self._close("finished")
+        elif issubclass(exc_type, KeyboardInterrupt):
+            self._close("interrupted", "KeyboardInterrupt")
+        else:
+            self._close("failed", f"{exc_type.__name__}: {exc}")
 
     # -- hooks -----------------------------------------------------------------------------
     def _forward_pre(self, module: nn.Module, args: Any) -> None:
@@ -268,6 +304,9 @@ class Watch:
         self._safely("gradient probe", self._grads.collect, self._pending)
         values = self._pending.read()  # the step's one device sync
         self._record(t, values, sum_names, raw_mask, applied_mask)
+        if self._record_writer is not None:
+            samples, self._acts.samples = self._acts.samples, []
+            self._record_writer.step(self.signals, t, self._sampled, samples)
         self._in_iteration = self._stepped = False
         self.iteration += 1
         self._judge(("step",) if self.iteration % JUDGE_EVERY else ("step", "window"))
@@ -369,6 +408,8 @@ class Watch:
             return
         self._keys.add(key)
         self._findings.append(finding)
+        if self._record_writer is not None:
+            self._record_writer.findings([finding])  # findings.json as they fire (crash-safe)
         if self.verbose and self._printed < MAX_PRINTED:
             self._printed += 1
             _show(finding, self.iteration)
@@ -420,18 +461,23 @@ def watch(
     verbose: bool = True,
     scaler: Any = None,
     total_steps: int | None = None,
+    record: bool = True,
 ) -> Watch:
     """Attach in-flight diagnosis to your own training loop.
 
     preset:  "cheap" | "standard" | "full" (how much is measured; see PRESETS)
     every:   period in steps of the sampled probes (weights, updates, activations)
-    log_dir: where the run record will be written (accepted now; written once run records land)
+    log_dir: the runs folder of the run record (default $TRAINWISE_RUNS_DIR, else ./trainwise-runs)
     name:    a name for this run, shown in the summary
     verbose: print findings as they fire (rank 0 only) and a summary at close
     scaler:  your torch.amp.GradScaler, if any, to report unscaled gradient norms
     total_steps: the planned number of steps, if known (sharpens lr-schedule-suspicious)
+    record:  keep a run record (metrics, per-layer signals, activation histograms, findings,
+             TensorBoard events, report.html); finished by close() or the `with` block's end
     """
-    return Watch(model, optimizer, preset, every, log_dir, name, verbose, scaler, total_steps)
+    return Watch(
+        model, optimizer, preset, every, log_dir, name, verbose, scaler, total_steps, record
+    )
 
 
 def _as_float(key: str, value: Any) -> float:

@@ -26,6 +26,7 @@ TANH_LIKE = (nn.Tanh, nn.Hardtanh)
 SATURATION_MARGIN = 0.01
 STATS = ("mean", "std", "zero_frac", "sat_frac", "dead_frac")
 SAMPLE_ROWS = 8
+HISTOGRAM_VALUES = 4096  # values of a sampled output kept for its histogram (run record)
 
 
 def first_tensor(out) -> torch.Tensor | None:
@@ -79,6 +80,8 @@ class ActivationProbe:
         self._handles = []
         self.check_finite = True
         self.sample = False  # set by the watch for sampled steps
+        self.keep_samples = False  # keep the sampled rows of leaf outputs (run record histograms)
+        self.samples: list[tuple[str, torch.Tensor]] = []  # (name, first rows), sampled steps
         self._sums: list[torch.Tensor] = []
         self._sum_names: list[str] = []
         self._stats_seen: set[str] = set()
@@ -110,12 +113,17 @@ class ActivationProbe:
             if self.sample and is_leaf and name not in self._stats_seen:
                 self._stats_seen.add(name)  # the first micro-batch of the step is the sample
                 self._pending_stats.append((name, output_stats(module, y)))
+                if self.keep_samples:  # a copy (a view would pin the batch) of <= 4096 values
+                    rows = (y.detach()[:SAMPLE_ROWS] if y.dim() >= 2 else y.detach()).flatten()
+                    stride = -(-rows.numel() // HISTOGRAM_VALUES)  # ceil: evenly spread values
+                    self.samples.append((name, rows[::stride].clone()))
 
         return hook
 
     def begin_step(self, sample: bool) -> None:
         self.sample = sample
         self._pending_stats = []
+        self.samples = []
         self._stats_seen = set()
 
     def collect(self, pending: Pending) -> list[str]:

@@ -32,7 +32,9 @@ import shutil
 import sys
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -66,6 +68,26 @@ def atomic_write(path: Path, text: str) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+# The kind of the record that owns the code running now (a check runs the LR range test as a
+# stage: its own record holds the result, so lr_find opens no second one inside it).
+_owner: ContextVar[str | None] = ContextVar("trainwise_record_owner", default=None)
+
+
+@contextmanager
+def owned_by(kind: str) -> Iterator[None]:
+    """Inside this block, helpers that would open their own record by default (lr_find) don't."""
+    token = _owner.set(kind)
+    try:
+        yield
+    finally:
+        _owner.reset(token)
+
+
+def owner() -> str | None:
+    """The kind of the enclosing record (see owned_by), else None."""
+    return _owner.get()
 
 
 def now_iso() -> str:
@@ -384,7 +406,7 @@ class Run:
                 f.write(json.dumps(line) + "\n")
                 f.flush()  # a crash keeps every line written so far
 
-        self._guarded(Path(f.name).name, write)
+        self._guarded(os.path.basename(f.name), write)
 
     def _guarded(self, what: str, action: Any) -> None:
         """Run a write; on an OS error, warn once and go on: the user's training comes first."""

@@ -18,12 +18,16 @@ import logging
 import math
 import queue
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
 from trainwise.runs.describe import flatten
 
 log = logging.getLogger("trainwise")
+
+SCALAR_BATCH = 64  # steps of scalars handed to the writer thread at once
+HAND_EVERY_S = 2.0  # ... or after this long, so TensorBoard shows a live run
 
 
 class TensorBoardSink:
@@ -34,6 +38,8 @@ class TensorBoardSink:
             target=self._drain, name="trainwise-tensorboard", daemon=True
         )
         self._thread.start()
+        self._rows: list[tuple[int, dict[str, float]]] = []  # scalars not yet handed over
+        self._handed = time.monotonic()
 
     @classmethod
     def open(cls, path: Path) -> TensorBoardSink | None:
@@ -66,9 +72,28 @@ class TensorBoardSink:
                 self.writer = None
 
     def scalars(self, step: int, row: dict[str, float]) -> None:
+        # Rows are handed to the writer thread in batches: woken every step, it would take the
+        # GIL every step, and a training thread waiting for the GIL back loses up to the 5 ms
+        # switch interval each time (measured: a tiny watched loop ran 2x slower).
+        self._rows.append((step, row))
+        if len(self._rows) >= SCALAR_BATCH or time.monotonic() - self._handed > HAND_EVERY_S:
+            self._hand_rows()
+
+    def _hand_rows(self) -> None:
+        rows, self._rows = self._rows, []
+        self._handed = time.monotonic()
+        if not rows:
+            return
+
         def write() -> None:
-            for key, value in row.items():
-                self.writer.add_scalar(key, value, step)
+            # One event per step holding all its scalars: what add_scalar writes, one value
+            # each, at a fraction of the cost of one add_scalar call per value.
+            from tensorboard.compat.proto.summary_pb2 import Summary
+
+            writer = self.writer._get_file_writer()
+            for step, row in rows:
+                values = [Summary.Value(tag=k, simple_value=float(v)) for k, v in row.items()]
+                writer.add_summary(Summary(value=values), step)
 
         self._do(write)
 
@@ -98,6 +123,7 @@ class TensorBoardSink:
         self._do(write)
 
     def finish(self, meta: dict[str, Any], findings: list[dict[str, Any]]) -> None:
+        self._hand_rows()
         def write() -> None:
             from torch.utils.tensorboard.summary import hparams
 
