@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 SETUPS = Path(__file__).parents[1] / "fixtures" / "setups"
-STAGES = ["static", "init-loss", "speed", "overfit-batch", "overfit-few", "input-dependence",
+STAGES = ["static", "init-loss", "speed", "lr-range", "overfit-batch", "overfit-few", "input-dependence",
           "batch-independence", "baselines", "train-eval"]  # fmt: skip
 
 
