@@ -186,7 +186,7 @@ def _refresh_batchnorm(run: CheckRun, model: nn.Module, stage: str) -> None:
     for _ in range(REFRESH_BATCHES):
         ex.forward(model, next(stream)[0], stage)
     model.train(was_training)
-    for m, momentum in zip(norms, momenta):
+    for m, momentum in zip(norms, momenta, strict=True):
         m.momentum = momentum
 
 
