@@ -363,6 +363,21 @@ def test_experiments_are_skipped_with_the_reason_when_labels_are_out_of_range():
         assert "labels-out-of-range" in stage.summary
 
 
+def test_experiments_are_skipped_with_the_reason_when_nothing_requires_grad():
+    def frozen():
+        net = mlp()
+        net.requires_grad_(False)  # a freeze loop that also froze the head
+        return net
+
+    x, y = blobs(n=128)
+    report = tw.check(setup(frozen, x, y), quick=True)  # backward() would raise
+    assert_fires(report, "frozen-parameters", severity="error")
+    assert len(report.stages) > 5
+    for stage in report.stages[1:]:  # no experiment can run backward(), none aborts the check
+        assert stage.status == "skipped", (stage.name, stage.summary)
+        assert "frozen-parameters" in stage.summary
+
+
 def test_quick_check_of_a_healthy_setup_is_ready_to_train_with_every_stage():
     report = tw.check(healthy(), quick=True)
     names = [s.name for s in report.stages]

@@ -319,7 +319,8 @@ def blocking_reason(run: CheckRun) -> str | None:
     """Why experiments would produce nonsense on this setup, or None.
 
     Labels outside the model's outputs make cross-entropy crash (or silently read memory out of
-    bounds on GPU); non-finite inputs poison every loss. The static stage reports both.
+    bounds on GPU); a model with nothing trainable cannot run backward(); non-finite inputs poison
+    every loss. The static stage reports all three.
     """
     ctx = run.context
     y = ctx.train_sample.targets
@@ -336,6 +337,10 @@ def blocking_reason(run: CheckRun) -> str | None:
                 f"labels span {int(valid.min())}..{int(valid.max())} but the model has {c} "
                 "outputs (labels-out-of-range): the loss cannot be computed"
             )
+    if not any(p.requires_grad for p in ctx.model.parameters()):
+        # backward() would raise "element 0 of tensors does not require grad"; the static stage
+        # reports the cause (frozen-parameters), so every experiment skips instead of aborting.
+        return "no parameter of the model requires grad (frozen-parameters): nothing can train"
     for name, value in (("inputs", ctx.train_sample.inputs), ("targets", y)):
         t = first_tensor(value)
         if t is not None and torch.is_floating_point(t) and not bool(torch.isfinite(t).all()):
