@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import torch
-
 from trainwise.data import DEFAULT_SAMPLE
 from trainwise.errors import SetupError
 from trainwise.report.model import Report
@@ -13,6 +11,7 @@ from trainwise.runs.record import owned_by
 from trainwise.spec import Setup
 from trainwise.stages.base import CheckRun, Stage
 from trainwise.stages.protocol import default_stages, run_protocol
+from trainwise.state import preserved_rng
 
 
 def check(
@@ -34,15 +33,7 @@ def check(
     if not isinstance(setup, Setup):
         raise SetupError(f"check() expects a trainwise.Setup, got {type(setup).__name__}")
     run = CheckRun(setup, quick=quick, sample=sample, seed=seed)
-    with _user_rng_preserved(), owned_by("check"):  # its stages open no records of their own
+    # Checking must not shift the user's random streams (torch, CUDA, numpy, Python); its
+    # stages open no run records of their own.
+    with preserved_rng(), owned_by("check"):
         return run_protocol(run, stages or default_stages(quick), show_progress=progress)
-
-
-class _user_rng_preserved:
-    """Restore torch's global RNG afterwards: checking must not shift the user's random stream."""
-
-    def __enter__(self) -> None:
-        self.state = torch.random.get_rng_state()
-
-    def __exit__(self, *exc: object) -> None:
-        torch.random.set_rng_state(self.state)
