@@ -23,7 +23,7 @@ from trainwise.stages.train_eval import MISMATCH, TrainEvalStage
 
 
 def healthy(model=mlp, **kw):
-    x, y = blobs(n=320)
+    x, y = blobs(n=400)  # 144 held out: fewer than 100 is a tiny validation set (a warning)
     return setup(model, x[:256], y[:256], val=(x[256:], y[256:]), **kw)
 
 
