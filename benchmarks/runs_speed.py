@@ -125,8 +125,8 @@ def main() -> None:
         cost = [a - b for a, b in zip(with_runs, without, strict=True)]
         print(f"  cost of the {args.n} runs           {med(cost):8.2f} s   "
               f"ratio {med(with_runs) / med(without):.2f}x")  # fmt: skip
-        print(f"  of the start-up: `python -c 'import torch'` {med(torch_only):.2f} s "
-              "(trainwise/__init__ imports torch for every command)")  # fmt: skip
+        print(f"  for scale: `python -c 'import torch'` {med(torch_only):.2f} s, which "
+              "`trainwise runs` avoids (the public API imports lazily)")  # fmt: skip
         with_tb, without_tb = [], []
         for _ in range(args.rounds):
             with_tb.append(log_cost(base / "log", tensorboard=True))
