@@ -105,16 +105,17 @@ def _get(dataset: Dataset, index: int, where: str) -> Any:
 
 def first_rows(sample: DataSample, n: int) -> tuple[Any, Any]:
     """The first n rows of a collated sample (a batch to run the model on)."""
-    return _slice(sample.inputs, n), _slice(sample.targets, n)
+    return take(sample.inputs, slice(0, n)), take(sample.targets, slice(0, n))
 
 
-def _slice(value: Any, n: int) -> Any:
+def take(value: Any, index: torch.Tensor | slice) -> Any:
+    """Rows `index` of a collated batch (a tensor, or tuples/dicts of them)."""
     if isinstance(value, torch.Tensor):
-        return value[:n]
+        return value[index]
     if isinstance(value, (tuple, list)):
-        return type(value)(_slice(v, n) for v in value)
+        return type(value)(take(v, index) for v in value)
     if isinstance(value, dict):
-        return {k: _slice(v, n) for k, v in value.items()}
+        return {k: take(v, index) for k, v in value.items()}
     return value
 
 

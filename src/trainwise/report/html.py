@@ -199,8 +199,9 @@ def _lr(page: dict[str, Any]) -> str:
     }
     text = "".join(f"<p><b>{_e(k)}:</b> <code>{_num(v)}</code></p>" for k, v in marks.items())
     return (
-        '<p class="lede">Loss while the learning rate grows step by step. The suggestion is where '
-        "the loss falls fastest, not where it is lowest.</p>"
+        '<p class="lede">Loss while the learning rate grows step by step. The suggestion sits half '
+        "a decade below where the loss turns back up: not at the lowest loss, which is already "
+        "close to divergence.</p>"
         f'<div class="cols"><figure>{_img(plots.line_plot(plot, (6.0, 3.2)), "LR range test")}</figure><div>{text}</div></div>'
     )
 

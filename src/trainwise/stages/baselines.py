@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from trainwise.data import DataSample
+from trainwise.data import DataSample, take
 from trainwise.rules import CATALOGUE
 from trainwise.stages import experiment as ex
 from trainwise.stages.base import CheckRun, StageOutcome
@@ -91,8 +91,8 @@ def _split(run: CheckRun):
     def part(sl):
         return DataSample(
             sample.indices[sl],
-            ex.take(sample.inputs, sl),
-            ex.take(sample.targets, sl),
+            take(sample.inputs, sl),
+            take(sample.targets, sl),
             sample.dataset_size,
         )
 

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from trainwise.data import DataSample, shape_of, to_device
+from trainwise.data import DataSample, shape_of, take, to_device
 from trainwise.errors import SetupError
 from trainwise.stages.base import CheckRun, StageOutcome
 from trainwise.state import preserved, preserved_rng
@@ -211,17 +211,6 @@ def eval_loss(run: CheckRun, model: nn.Module, x: Any, y: Any, stage: str) -> fl
 
 
 # -- data -----------------------------------------------------------------------------------
-
-
-def take(value: Any, index: torch.Tensor | slice) -> Any:
-    """Rows `index` of a collated batch (a tensor, or tuples/dicts of them)."""
-    if isinstance(value, torch.Tensor):
-        return value[index]
-    if isinstance(value, (tuple, list)):
-        return type(value)(take(v, index) for v in value)
-    if isinstance(value, dict):
-        return {k: take(v, index) for k, v in value.items()}
-    return value
 
 
 def zeros_like(value: Any) -> Any:
