@@ -9,7 +9,10 @@ For each task of benchmarks/lr_tasks.py:
 - the oracle (benchmarks/lr_oracle.py): fixed-budget training at every LR of a log grid (4 per
   decade, 3 seeds); the best mean validation loss;
 - each method's suggestion from 5 seeds x 2 sweep lengths (100 and 300 iterations):
-    trainwise          `tw.lr_find` (edge-of-descent rule, this repository)
+    trainwise          `tw.lr_find` (the range test alone, divergence onset - 0.5 decade)
+    trainwise-trials   `tw.lr_find(..., trial_steps=task.steps, val=...)`: the range test,
+                       then trial runs as long as the task's budget at 6-8 LRs under the onset
+    trainwise-trials-3/8  the same with trial runs of 3/8 of the budget
     lightning          `Tuner(trainer).lr_find(...).suggestion()` from the real `lightning`
     torch-lr-finder    `LRFinder.range_test` + `plot(suggest_lr=True)` from `torch-lr-finder`
     fastai-valley      fastai's sweep and its "valley" rule, re-implemented from fastai's docs
@@ -18,7 +21,8 @@ For each task of benchmarks/lr_tasks.py:
 - regret = (validation loss trained at the method's suggestion - oracle) / oracle, trained with
   the same budget and 3 seeds at the median of the 5 seeds' suggestions at 100 iterations;
 - spread, in decades: max - min of log10(suggestion) over the 5 seeds (100 iterations), and the
-  shift |median at 300 - median at 100| between the sweep lengths.
+  shift |median at 300 - median at 100| between the sweep lengths;
+- the noise floor: the oracle's own LR trained again on 3 fresh seeds, scored like a method.
 Scores and suggestions are cached as JSON under benchmarks/results/.
 """
 
@@ -55,9 +59,17 @@ from lr_oracle import (  # noqa: E402
 from lr_tasks import TASKS, Task, train_and_validate  # noqa: E402
 
 SUGGESTIONS = Path(__file__).parent / "results" / "lr_suggest_suggestions.json"
-METHODS = ("trainwise", "lightning", "torch-lr-finder", "fastai-valley")
+METHODS = (
+    "trainwise",
+    "trainwise-trials",
+    "trainwise-trials-3/8",
+    "lightning",
+    "torch-lr-finder",
+    "fastai-valley",
+)
 SWEEP_SEEDS = (0, 1, 2, 3, 4)
 SWEEP_LENGTHS = (100, 300)
+TRIAL_SHARE_SHORT = 3 / 8
 
 
 def _fresh(task: Task, seed: int, lr: float):
@@ -76,6 +88,36 @@ def suggest_trainwise(task: Task, seed: int, num_iter: int) -> float | None:
     return tw.lr_find(
         model, task.loader(seed), task.make_loss(), opt, num_iter=num_iter, seed=seed
     ).suggested_lr
+
+
+def suggest_trainwise_trials(
+    task: Task, seed: int, num_iter: int, share: float = 1.0
+) -> dict | None:
+    """The range test, then trial runs of the task's own budget (`trial_steps=task.steps`, or
+    `share` of it), scored on the task's validation set (what `tw.lr_find(setup,
+    trial_steps=...)` does with a Setup that has `val`). Returns the raw trials: the pick is
+    recomputed at summary time, so a change to the pick rule alone needs no new training."""
+    from lr_tasks import DATASETS
+    from torch.utils.data import DataLoader, TensorDataset
+
+    import trainwise as tw
+
+    _, _, xv, yv = DATASETS[task.data]()
+    val = DataLoader(TensorDataset(xv, yv), batch_size=1024)
+    model, opt = _fresh(task, seed, 1e-3)
+    result = tw.lr_find(
+        model, task.loader(seed), task.make_loss(), opt, num_iter=num_iter, seed=seed,
+        trial_steps=round(share * task.steps), val=val, record=False,
+    )  # fmt: skip
+    if result.trials is None:
+        return None
+    return result.trials.to_dict()
+
+
+def suggest_trainwise_trials_short(task: Task, seed: int, num_iter: int) -> dict | None:
+    """Cheaper trials: each runs 3/8 of the budget (6 trials cost about 2.3 full runs); the
+    pick is scored against the oracle of the full budget."""
+    return suggest_trainwise_trials(task, seed, num_iter, share=TRIAL_SHARE_SHORT)
 
 
 def suggest_lightning(task: Task, seed: int, num_iter: int) -> float | None:
@@ -202,6 +244,8 @@ def _cycle(loader):
 
 METHOD_FUNCS = {
     "trainwise": suggest_trainwise,
+    "trainwise-trials": suggest_trainwise_trials,
+    "trainwise-trials-3/8": suggest_trainwise_trials_short,
     "lightning": suggest_lightning,
     "torch-lr-finder": suggest_torch_lr_finder,
     "fastai-valley": suggest_fastai_valley,
@@ -211,7 +255,7 @@ METHOD_FUNCS = {
 def method_version(method: str) -> str:
     """Cache key part: trainwise's suggestions are recomputed when the code that makes them
     (the sweep, the smoothing, the rule and its constants) changes, not for a docs edit."""
-    if method != "trainwise":
+    if not method.startswith("trainwise"):
         return "v1"
     import importlib
     import inspect
@@ -219,11 +263,26 @@ def method_version(method: str) -> str:
     mod = importlib.import_module("trainwise.lr_find")  # the module, not tw.lr_find the function
     parts = [
         inspect.getsource(getattr(mod, name))
-        for name in ("range_test", "_set_lr", "_cycle", "smooth_log_axis", "suggest", "_landmarks")
+        for name in ("range_test", "smooth_log_axis", "suggest", "_landmarks")
     ]
+    parts.append(inspect.getsource(importlib.import_module("trainwise.lr_loop")))
     parts.append(repr([mod.DEFAULT_START_LR, mod.DEFAULT_END_LR, mod.DIVERGE_FACTOR]))
     parts.append(repr([mod.BANDWIDTH, mod.MARGIN, mod.FLOOR_SHIFT, mod.RISE]))
+    if method.startswith("trainwise-trials"):  # the trials' training, not the pick (re-made)
+        trials = importlib.import_module("trainwise.lr_trials")
+        parts += [inspect.getsource(getattr(trials, n)) for n in ("run_trials", "_trial")]
+        parts.append(repr([trials.STEP, trials.FIRST, trials.LAST, trials.EXTEND]))
+        parts.append(repr([trials.DIVERGED, trials.TAIL]))
     return hashlib.sha1("\n".join(parts).encode()).hexdigest()[:10]
+
+
+def as_lr(value) -> float | None:
+    """A cached suggestion: an LR, or raw trials (dict) whose pick is made now."""
+    if isinstance(value, dict):
+        from trainwise.lr_trials import pick_from
+
+        return pick_from(value)
+    return value
 
 
 # -- running ---------------------------------------------------------------------------------
@@ -255,7 +314,10 @@ def _suggest_job(args):
                 file=sys.stderr,
             )
             lr = None
-        out[k] = None if lr is None or not math.isfinite(lr) else float(lr)
+        if isinstance(lr, dict):
+            out[k] = lr
+        else:
+            out[k] = None if lr is None or not math.isfinite(lr) else float(lr)
     return out
 
 
@@ -310,6 +372,44 @@ def score_lrs(pairs: list[tuple[Task, float]], workers: int) -> dict:
     return cache
 
 
+FRESH_SEEDS = (3, 4, 5)
+
+
+def _fresh_job(args):
+    index, lr, seed = args
+    _quiet()
+    task = TASKS[index]
+    return key(task, lr, seed), train_and_validate(task, lr, seed)
+
+
+def noise_floor(tasks: list[Task], scores: dict, workers: int) -> dict[str, float]:
+    """The oracle's own best LR trained again with 3 fresh seeds, scored like a suggestion.
+
+    The oracle is the minimum of ~15 noisy 3-seed means, so it is biased low (the winner's
+    curse): even its own LR does not reach it again. This regret is the floor under which no
+    method's regret can be told from noise."""
+    cache = load_cache()
+    todo = sorted(
+        {
+            (TASKS.index(t), oracle(t, scores)[0], s)
+            for t in tasks
+            for s in FRESH_SEEDS
+            if key(t, oracle(t, scores)[0], s) not in cache
+        }
+    )
+    if todo:
+        with mp.get_context("fork").Pool(workers) as pool:
+            for k, v in pool.imap_unordered(_fresh_job, todo):
+                cache[k] = v
+        save_cache(cache)
+    floor = {}
+    for t in tasks:
+        lr, best = oracle(t, cache)
+        loss = float(np.mean([cache[key(t, lr, s)] for s in FRESH_SEEDS]))
+        floor[t.name] = (loss - best) / best
+    return floor
+
+
 def rounded(lr: float) -> float:
     return float(f"{lr:.3g}")  # suggestions that agree to 3 digits share their training runs
 
@@ -321,7 +421,10 @@ def summarize(tasks, methods, sugg, scores):
         row = {"oracle_lr": best_lr, "oracle_loss": best_loss}
         for m in methods:
             v = method_version(m)
-            by_n = {n: [sugg.get(skey(t, m, v, n, s)) for s in SWEEP_SEEDS] for n in SWEEP_LENGTHS}
+            by_n = {
+                n: [as_lr(sugg.get(skey(t, m, v, n, s))) for s in SWEEP_SEEDS]
+                for n in SWEEP_LENGTHS
+            }
             cell: dict = {"suggestions": by_n}
             base = [x for x in by_n[SWEEP_LENGTHS[0]] if x]
             other = [x for x in by_n[SWEEP_LENGTHS[1]] if x]
@@ -348,8 +451,8 @@ def summarize(tasks, methods, sugg, scores):
 
 def print_table(rows, methods) -> str:
     lines = []
-    head = f"{'task':27s} {'oracle lr':>9s} " + " ".join(f"{m:>27s}" for m in methods)
-    sub = f"{'':27s} {'':>9s} " + " ".join(
+    head = f"{'task':27s} {'oracle lr':>9s} {'floor':>6s} " + " ".join(f"{m:>27s}" for m in methods)
+    sub = f"{'':27s} {'':>9s} {'':>6s} " + " ".join(
         f"{'lr':>8s} {'regret':>7s} {'seed':>4s} {'iter':>5s}" for _ in methods
     )
     lines += [head, sub]
@@ -361,7 +464,8 @@ def print_table(rows, methods) -> str:
             cells.append(
                 f"{lr:>8s} {_pct(c['regret']):>7s} {c['seed_spread']:4.2f} {c['iter_shift']:5.2f}"
             )
-        lines.append(f"{name:27s} {row['oracle_lr']:9.1e} " + " ".join(cells))
+        floor = _pct(row.get("noise_floor", math.nan)) if "noise_floor" in row else "-"
+        lines.append(f"{name:27s} {row['oracle_lr']:9.1e} {floor:>6s} " + " ".join(cells))
     for label, fn in (("median", np.median), ("worst", np.max)):
         cells = []
         for m in methods:
@@ -372,7 +476,9 @@ def print_table(rows, methods) -> str:
                 f"{'':>8s} {_pct(fn(reg)):>7s} {np.nan_to_num(fn(sp), nan=9):4.2f} "
                 f"{np.nan_to_num(fn(sh), nan=9):5.2f}"
             )
-        lines.append(f"{label:27s} {'':9s} " + " ".join(cells))
+        floors = [rows[n]["noise_floor"] for n in rows if "noise_floor" in rows[n]]
+        floor = _pct(fn(floors)) if floors else "-"
+        lines.append(f"{label:27s} {'':9s} {floor:>6s} " + " ".join(cells))
     text = "\n".join(lines)
     print(text)
     return text
@@ -398,15 +504,18 @@ def main() -> None:
     for t in tasks:
         for m in args.methods:
             v = method_version(m)
-            base = [sugg.get(skey(t, m, v, SWEEP_LENGTHS[0], s)) for s in SWEEP_SEEDS]
+            base = [as_lr(sugg.get(skey(t, m, v, SWEEP_LENGTHS[0], s))) for s in SWEEP_SEEDS]
             base = [x for x in base if x]
             if len(base) >= len(SWEEP_SEEDS) // 2 + 1:
                 pending.append((t, rounded(10 ** float(np.median(np.log10(base))))))
     scores = score_lrs(pending, args.workers)
     print(f"regret runs ready ({time.time() - t0:.0f}s)", file=sys.stderr)
     rows = summarize(tasks, args.methods, sugg, scores)
+    for name, floor in noise_floor(tasks, scores, args.workers).items():
+        rows[name]["noise_floor"] = floor
     print(
         "\nregret: (val loss at the median suggestion - oracle) / oracle, same budget, 3 seeds"
+        "\nfloor: the regret of the oracle's own LR trained again on 3 fresh seeds (its noise)"
         "\nseed: max-min log10(suggestion) over 5 seeds at 100 iterations (decades)"
         "\niter: |median at 300 - median at 100 iterations| (decades)\n"
     )

@@ -142,3 +142,20 @@ def test_lr_find_command_prints_the_suggestion_and_draws_the_plot(tmp_path):
 
     wrong = trainwise("lr-find", str(SETUPS / "healthy_mlp.py"), "--plot", str(tmp_path / "x.jpg"))
     assert wrong.returncode == 2 and ".png or .svg" in wrong.stderr
+
+
+def test_lr_find_with_trial_steps_trains_candidates_and_records_the_pick(tmp_path):
+    data = tmp_path / "lr.json"
+    done = trainwise(
+        "lr-find", str(SETUPS / "healthy_mlp.py"), "--num-iter", "40", "--trial-steps", "20",
+        "--no-plot", "--json", str(data),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "trial runs (20 steps each" in done.stdout and "fitted through the best" in done.stdout
+    result = json.loads(data.read_text())
+    assert result["suggested_lr"] == result["trials"]["lr"] != result["range_test_lr"]
+    (record,) = list_runs(os.environ["TRAINWISE_RUNS_DIR"])
+    assert record.curves["lr_find"]["marks"]["trial pick"] == result["trials"]["lr"]
+
+    few = trainwise("lr-find", str(SETUPS / "healthy_mlp.py"), "--trial-steps", "5")
+    assert few.returncode == 2 and "--trial-steps" in few.stderr

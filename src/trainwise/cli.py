@@ -138,10 +138,16 @@ def explain(slug: str) -> None:
 @click.option("--start-lr", default=1e-7, show_default=True)
 @click.option("--end-lr", default=10.0, show_default=True)
 @click.option("--seed", default=0, show_default=True)
-@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the curve as JSON.")
 @click.option(
-    "--record/--no-record", default=True, show_default=True, help="Keep a run record."
+    "--trial-steps",
+    type=click.IntRange(min=10),
+    help="Length of your planned run (steps): then train that long at up to 8 LRs under the "
+    "divergence onset and suggest the best (about 6 runs' time; scored on the setup's val).",
 )
+@click.option(
+    "--json", "json_path", type=click.Path(dir_okay=False), help="Write the curve as JSON."
+)
+@click.option("--record/--no-record", default=True, show_default=True, help="Keep a run record.")
 @click.option(
     "--runs-dir",
     type=click.Path(file_okay=False),
@@ -155,6 +161,7 @@ def lr_find_command(
     start_lr: float,
     end_lr: float,
     seed: int,
+    trial_steps: int | None,
     json_path: str | None,
     record: bool,
     runs_dir: str | None,
@@ -169,13 +176,17 @@ def lr_find_command(
         _fail_unusable(SetupError(f"--plot {plot_path}: expected a .png or .svg file name"))
     try:
         setup = load_setup(target)
-        with err_console.status(f"LR range test on {setup.name} ({num_iter} steps)"):
+        doing = f"LR range test on {setup.name} ({num_iter} steps)"
+        if trial_steps:
+            doing += f", then trial runs of {trial_steps} steps"
+        with err_console.status(doing):
             result = lr_find(
                 setup,
                 num_iter=num_iter,
                 start_lr=start_lr,
                 end_lr=end_lr,
                 seed=seed,
+                trial_steps=trial_steps,
                 record=record,
                 runs_dir=runs_dir,
             )

@@ -25,6 +25,12 @@ The suggestion ("edge of stability"), and why:
 - The good range is half a decade either side of the suggestion. The uncertainty of the
   suggestion itself is measured by a moving-block bootstrap of the curve's residuals (resample
   the noise, recompute the suggestion): `interval` is its 10-90%.
+
+How far under the onset a run does best depends on the run (its length, its schedule, how
+much it overfits): 0.3 to 1.3 decades on the benchmark's tasks, and a quarter of a decade off
+often costs 20-100% in validation loss. No reading of one sweep can know that, so with
+`trial_steps` (the length of the planned run) the range test is followed by trial runs at
+candidate LRs under the onset, and the best of them is the answer (lr_trials.py).
 """
 
 from __future__ import annotations
@@ -40,9 +46,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from trainwise.data import as_pair, to_device
 from trainwise.errors import SetupError
-from trainwise.state import preserved
+from trainwise.lr_loop import batch_loss, cycle, group_ratios, set_lrs
+from trainwise.lr_trials import Trials, run_trials
+from trainwise.state import preserved, preserved_loader
 
 DEFAULT_START_LR = 1e-7
 DEFAULT_END_LR = 10.0
@@ -79,15 +86,20 @@ class LRFindResult:
     stopped_early: bool = False  # the loss diverged before end_lr
     settings: dict[str, Any] = field(default_factory=dict)
     record_path: Path | None = None  # the run record's folder, when one was kept
+    trials: Trials | None = None  # trial runs at candidate LRs, when trial_steps was given
 
     @property
     def suggested_lr(self) -> float | None:
+        """The trials' pick when trials ran and one converged, else the range test's."""
+        if self.trials is not None and self.trials.lr is not None:
+            return self.trials.lr
         return self.suggestion.lr
 
     def to_dict(self) -> dict[str, Any]:
         s = self.suggestion
         return {
-            "suggested_lr": s.lr,
+            "suggested_lr": self.suggested_lr,  # the trials' pick when they ran
+            "range_test_lr": s.lr,
             "lr_div": s.lr_div,
             "lr_min": s.lr_min,
             "lr_steep": s.lr_steep,
@@ -99,6 +111,7 @@ class LRFindResult:
             "settings": self.settings,
             "lrs": self.lrs.tolist(),
             "losses": [float(v) if math.isfinite(v) else None for v in self.losses],
+            "trials": self.trials.to_dict() if self.trials is not None else None,
         }
 
     def summary(self) -> str:
@@ -112,18 +125,21 @@ class LRFindResult:
         if s.lr is None:
             lines.append(f"no suggestion: {s.reason}")
             return "\n".join(lines)
-        lines.append(f"suggested LR: {s.lr:.2e}")
+        picked = self.trials is not None and self.trials.lr is not None
+        lines.append(f"{'range test LR' if picked else 'suggested LR'}: {s.lr:.2e}")
         if s.low is not None and s.high is not None:
             lines.append(f"good range:   {s.low:.1e} .. {s.high:.1e} (half a decade either side)")
         if s.interval is not None:
             lines.append(
                 f"uncertainty:  {s.interval[0]:.1e} .. {s.interval[1]:.1e} (bootstrap 10-90%)"
             )
-        if self.configured_lr:
-            ratio = self.configured_lr / s.lr
-            lines.append(f"configured:   {self.configured_lr:.2e} ({_ratio_words(ratio)})")
         if s.reason:
             lines.append(f"note: {s.reason}")
+        if self.trials is not None:
+            lines.append(self.trials.summary())
+        if self.configured_lr:
+            ratio = self.configured_lr / self.suggested_lr
+            lines.append(f"configured:   {self.configured_lr:.2e} ({_ratio_words(ratio)})")
         return "\n".join(lines)
 
     def plot(self, path: str | Path | None = None, ax: Any = None) -> Any:
@@ -161,7 +177,11 @@ class LRFindResult:
         lo, hi = _plot_ylim(self.smoothed)
         if lo is not None:
             ax.set_ylim(lo, hi)
-        ax.legend(fontsize=8, loc="upper left")
+        handles, labels = ax.get_legend_handles_labels()
+        if self.trials is not None:
+            h, lab = _plot_trials(ax, self.trials)
+            handles, labels = handles + h, labels + lab
+        ax.legend(handles, labels, fontsize=8, loc="upper left")
         ax.set_title("LR range test")
         if own and path is not None:
             fig.tight_layout()
@@ -196,25 +216,21 @@ def range_test(
     if device is None:
         first = next(model.parameters(), None)
         device = first.device if first is not None else torch.device("cpu")
-    configured = [float(g["lr"]) for g in optimizer.param_groups]
-    # Groups keep their LR ratios (discriminative LRs); the sweep is quoted for group 0.
-    ratios = [c / configured[0] if configured[0] > 0 else 1.0 for c in configured]
+    configured = float(optimizer.param_groups[0]["lr"])
+    ratios = group_ratios(optimizer)  # the sweep is quoted for group 0
     gamma = (end_lr / start_lr) ** (1.0 / (num_iter - 1))
     lrs, losses = [], []
     stopped = False
-    with preserved(model, optimizer):
+    with preserved(model, optimizer), preserved_loader(loader):
         torch.manual_seed(seed)
         model.train()
-        batches = _cycle(loader)
+        batches = cycle(loader)
         ema, best, beta = 0.0, math.inf, 0.9
         for i in range(num_iter):
             lr = start_lr * gamma**i
-            for group, ratio in zip(optimizer.param_groups, ratios, strict=True):
-                _set_lr(group, lr * ratio)
-            x, y = as_pair(next(batches), i, "lr_find: the training loader's batch")
-            x, y = to_device(x, device), to_device(y, device)
+            set_lrs(optimizer, lr, ratios)
             optimizer.zero_grad(set_to_none=True)
-            loss = loss_fn(model(x), y)
+            loss = batch_loss(model, loss_fn, next(batches), i, device)
             value = float(loss.detach())
             lrs.append(lr)
             losses.append(value)
@@ -234,24 +250,7 @@ def range_test(
     smoothed = smooth_log_axis(lrs_a, losses_a)
     suggestion = suggest(lrs_a, losses_a, smoothed=smoothed)
     settings = {"start_lr": start_lr, "end_lr": end_lr, "num_iter": num_iter, "seed": seed}
-    return LRFindResult(lrs_a, losses_a, smoothed, suggestion, configured[0], stopped, settings)
-
-
-def _set_lr(group: dict, lr: float) -> None:
-    if isinstance(group["lr"], torch.Tensor):
-        group["lr"].fill_(lr)  # capturable / fused optimizers keep the LR as a tensor
-    else:
-        group["lr"] = lr
-
-
-def _cycle(loader: Iterable):
-    while True:
-        empty = True
-        for batch in loader:
-            empty = False
-            yield batch
-        if empty:
-            raise SetupError("lr_find: the training loader yielded no batches")
+    return LRFindResult(lrs_a, losses_a, smoothed, suggestion, configured, stopped, settings)
 
 
 # -- the suggestion ---------------------------------------------------------------------------
@@ -377,6 +376,26 @@ def _ratio_words(ratio: float) -> str:
     return f"1/{1 / ratio:.0f} of the suggestion"
 
 
+def _plot_trials(ax: Any, trials: Trials) -> tuple[list, list[str]]:
+    """The trials' scores on a second y axis (diverged ones marked at the top), and the pick."""
+    twin = ax.twinx()
+    scores = np.array(trials.scores, dtype=float)
+    lrs = np.array(trials.lrs)
+    ok = np.isfinite(scores)
+    handles = twin.plot(
+        lrs[ok], scores[ok], "o-", color="C1", ms=4, label=f"trials: {trials.scored_on} loss"
+    )
+    if (~ok).any():
+        top = float(scores[ok].max()) if ok.any() else 1.0
+        handles += twin.plot(lrs[~ok], np.full((~ok).sum(), top), "x", color="C1", label="diverged")
+    twin.set_ylabel(f"{trials.scored_on} loss after {trials.steps} steps")
+    if trials.lr is not None:
+        handles.append(
+            ax.axvline(trials.lr, color="C1", lw=2, ls=":", label=f"trial pick {trials.lr:.1e}")
+        )
+    return handles, [h.get_label() for h in handles]
+
+
 def _plot_ylim(smoothed: np.ndarray) -> tuple[float | None, float | None]:
     ok = smoothed[np.isfinite(smoothed)]
     if len(ok) == 0:
@@ -400,6 +419,8 @@ def lr_find(
     num_iter: int = DEFAULT_NUM_ITER,
     seed: int = 0,
     device: torch.device | str | None = None,
+    trial_steps: int | None = None,
+    val: Iterable | None = None,
     record: bool | None = None,
     runs_dir: str | Path | None = None,
     name: str | None = None,
@@ -410,6 +431,12 @@ def lr_find(
     loader, loss, optimizer)` runs on yours and leaves them exactly as they were (weights,
     buffers, gradients, modes, optimizer state and hyperparameters, RNG).
 
+    trial_steps: the length of the training run you plan (optimizer steps). When given, the
+              range test is followed by trial runs of that length at up to 8 LRs under the
+              divergence onset (lr_trials.py), and `suggested_lr` is the best of them: far
+              more accurate (benchmarks/lr_suggest.py), at the cost of about 6 such runs.
+    val:      validation batches (x, y) to score the trials on; a Setup's own `val` is used
+              by default. Without it the trials are scored on their final training loss.
     record:   keep a run record (the curve with the suggestion, findings, report.html) in
               runs_dir (default $TRAINWISE_RUNS_DIR, else ./trainwise-runs). Default: yes,
               except inside `trainwise check`, whose own record holds the range test.
@@ -417,6 +444,9 @@ def lr_find(
     """
     from trainwise.runs.lr_find_record import recorded
     from trainwise.spec import Setup
+
+    if trial_steps is not None and trial_steps < 10:
+        raise SetupError(f"lr_find: trial_steps={trial_steps} is too few to compare LRs; use >= 10")
 
     if record is None:
         from trainwise.runs.record import owner
@@ -426,8 +456,10 @@ def lr_find(
         setup = model_or_setup
         model = setup.build_model()
         opt = setup.build_optimizer(model.parameters())
+        if val is None and setup.val is not None:
+            val = setup.val_loader()
         test = partial(
-            range_test,
+            _find,
             model,
             setup.train_loader(),
             setup.loss,
@@ -437,6 +469,8 @@ def lr_find(
             num_iter=num_iter,
             seed=seed,
             device=device or setup.torch_device,
+            trial_steps=trial_steps,
+            val=val,
         )
         return recorded(test, record, runs_dir, name or setup.name, opt, seed, setup.torch_device)
     model = model_or_setup
@@ -459,7 +493,7 @@ def lr_find(
             f"lr_find: loss must be callable(output, target), got {type(loss).__name__}"
         )
     test = partial(
-        range_test,
+        _find,
         model,
         loader,
         loss,
@@ -469,7 +503,29 @@ def lr_find(
         num_iter=num_iter,
         seed=seed,
         device=device,
+        trial_steps=trial_steps,
+        val=val,
     )
     first = next(model.parameters(), None)
     where = device or (first.device if first is not None else None)
     return recorded(test, record, runs_dir, name or "lr_find", optimizer, seed, where)
+
+
+def _find(
+    model, loader, loss_fn, optimizer, *, trial_steps=None, val=None, **sweep
+) -> LRFindResult:
+    """The range test, then (with `trial_steps`) the trial runs under its divergence onset."""
+    result = range_test(model, loader, loss_fn, optimizer, **sweep)
+    if trial_steps is None:
+        return result
+    onset = result.suggestion.lr_div
+    if onset is None:
+        why = "no trial runs: the range test found no divergence onset to place them under"
+        result.suggestion.reason = "; ".join(filter(None, [result.suggestion.reason, why]))
+        return result
+    result.trials = run_trials(
+        model, loader, loss_fn, optimizer, onset, trial_steps,
+        val=val, device=sweep.get("device"), seed=sweep.get("seed", 0),
+    )  # fmt: skip
+    result.settings["trial_steps"] = trial_steps
+    return result

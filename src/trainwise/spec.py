@@ -171,3 +171,15 @@ class Setup:
             shuffle=shuffle and not isinstance(dataset, IterableDataset),
             collate_fn=self.collate_fn("train"),
         )
+
+    def val_loader(self, batch_size: int | None = None) -> DataLoader | None:
+        """A loader over the validation set in order (single process); None without one."""
+        dataset = self.val_dataset
+        if dataset is None:
+            return None
+        return DataLoader(
+            dataset,
+            batch_size=batch_size or self.effective_batch_size,
+            shuffle=False,
+            collate_fn=self.collate_fn("val"),
+        )

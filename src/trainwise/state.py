@@ -59,6 +59,32 @@ def preserved(
                 optimizer.load_state_dict(opt_state)
 
 
+@contextmanager
+def preserved_loader(loader: object) -> Iterator[None]:
+    """Restore the torch.Generator(s) a DataLoader shuffles with (`DataLoader(generator=g)`,
+    a sampler's own `generator`): iterating the loader advances them, and they are the user's.
+    Loaders without one draw their order from the global torch RNG, which `preserved` covers."""
+    generators = _loader_generators(loader)
+    states = [g.get_state() for g in generators]
+    try:
+        yield
+    finally:
+        for g, state in zip(generators, states, strict=True):
+            g.set_state(state)
+
+
+def _loader_generators(loader: object) -> list[torch.Generator]:
+    sampler = getattr(loader, "sampler", None)
+    batch_sampler = getattr(loader, "batch_sampler", None)
+    places = (loader, sampler, getattr(batch_sampler, "sampler", None))
+    found: list[torch.Generator] = []
+    for place in places:
+        g = getattr(place, "generator", None)
+        if isinstance(g, torch.Generator) and all(g is not f for f in found):
+            found.append(g)
+    return found
+
+
 def _restore_model(model, saved_tensors, saved_grads, modes, flags) -> None:
     current = model.state_dict(keep_vars=True)
     with torch.no_grad():

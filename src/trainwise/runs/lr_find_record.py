@@ -60,6 +60,8 @@ def write_result(run: Run, result: Any) -> None:
         run.log_metrics(i, {"lr": lr, "train/loss": loss})
     s = result.suggestion
     marks = {"suggested lr": s.lr} if s.lr is not None else {}
+    if result.trials is not None and result.trials.lr is not None:
+        marks["trial pick"] = result.trials.lr
     if result.configured_lr:
         marks["configured lr"] = result.configured_lr
     run.log_curve(

@@ -31,6 +31,10 @@ DESCENT_SHARE = 0.1
 # so even 10x the configured LR, after every smaller step of the sweep, had not moved the loss.
 # Healthy Adam/AdamW cases sit 1-3x under the start or past it (notes/issue5.md, addendum).
 FLAT_GAP = 10.0
+CONFIRM = (
+    "To pin the LR down for your run's length, `trainwise lr-find <setup file> --trial-steps "
+    "<steps of your run>` trains that long at several LRs under the onset and picks the best"
+)
 
 
 class LRRangeStage:
@@ -96,7 +100,7 @@ def judge(result: LRFindResult) -> list:
                 f"{s.lr_div:.1e} where the range test's loss was already climbing back up",
                 where="optimizer.param_groups[0]['lr']",
                 evidence=evidence,
-                fix=f"Lower the LR to about {s.lr:.1e}: `{code}`",
+                fix=f"Lower the LR to about {s.lr:.1e}: `{code}`. {CONFIRM}",
             )
         ]
     start = descent_start(result)
@@ -112,7 +116,7 @@ def judge(result: LRFindResult) -> list:
                 "moves the loss",
                 where="optimizer.param_groups[0]['lr']",
                 evidence=evidence,
-                fix=f"Raise the LR to about {s.lr:.1e}: `{code}`",
+                fix=f"Raise the LR to about {s.lr:.1e}: `{code}`. {CONFIRM}",
             )
         ]
     return []
