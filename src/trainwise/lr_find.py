@@ -160,10 +160,15 @@ class LRFindResult:
         ax.plot(self.lrs[finite], self.losses[finite], color="0.75", lw=1, label="loss per batch")
         ax.plot(self.lrs, self.smoothed, color="C0", lw=2, label="smoothed (log-LR axis)")
         s = self.suggestion
-        if s.low is not None and s.high is not None:
+        picked = self.trials is not None and self.trials.lr is not None
+        if picked and self.trials.low < self.trials.high:
+            ax.axvspan(self.trials.low, self.trials.high, color="C2", alpha=0.12,
+                       label="trials within 5% of the best")  # fmt: skip
+        elif not picked and s.low is not None and s.high is not None:
             ax.axvspan(s.low, s.high, color="C2", alpha=0.12, label="good range")
-        if s.lr is not None:
-            ax.axvline(s.lr, color="C3", lw=2, label=f"suggested {s.lr:.1e}")
+        if s.lr is not None:  # with a trial pick, the range test's is only its starting point
+            label = f"range test {s.lr:.1e}" if picked else f"suggested {s.lr:.1e}"
+            ax.axvline(s.lr, color="C3", lw=1 if picked else 2, label=label)
         if self.configured_lr:
             ax.axvline(
                 self.configured_lr,
@@ -391,7 +396,7 @@ def _plot_trials(ax: Any, trials: Trials) -> tuple[list, list[str]]:
     twin.set_ylabel(f"{trials.scored_on} loss after {trials.steps} steps")
     if trials.lr is not None:
         handles.append(
-            ax.axvline(trials.lr, color="C1", lw=2, ls=":", label=f"trial pick {trials.lr:.1e}")
+            ax.axvline(trials.lr, color="C1", lw=2.5, label=f"suggested {trials.lr:.1e}")
         )
     return handles, [h.get_label() for h in handles]
 
