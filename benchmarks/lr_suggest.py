@@ -375,26 +375,23 @@ def score_lrs(pairs: list[tuple[Task, float]], workers: int) -> dict:
 FRESH_SEEDS = (3, 4, 5)
 
 
-def _fresh_job(args):
+def _fresh_job(args):  # one (task, lr, seed) training run
     index, lr, seed = args
     _quiet()
     task = TASKS[index]
     return key(task, lr, seed), train_and_validate(task, lr, seed)
 
 
-def noise_floor(tasks: list[Task], scores: dict, workers: int) -> dict[str, float]:
-    """The oracle's own best LR trained again with 3 fresh seeds, scored like a suggestion.
-
-    The oracle is the minimum of ~15 noisy 3-seed means, so it is biased low (the winner's
-    curse): even its own LR does not reach it again. This regret is the floor under which no
-    method's regret can be told from noise."""
+def train_fresh(pairs: list[tuple[Task, float]], workers: int) -> dict:
+    """Train every (task, lr) on the FRESH_SEEDS that is not cached yet; the score cache."""
     cache = load_cache()
     todo = sorted(
-        {
-            (TASKS.index(t), oracle(t, scores)[0], s)
-            for t in tasks
+        {(TASKS.index(t), lr, s) for t, lr in pairs for s in FRESH_SEEDS}
+        - {
+            (TASKS.index(t), lr, s)
+            for t, lr in pairs
             for s in FRESH_SEEDS
-            if key(t, oracle(t, scores)[0], s) not in cache
+            if key(t, lr, s) in cache
         }
     )
     if todo:
@@ -402,12 +399,43 @@ def noise_floor(tasks: list[Task], scores: dict, workers: int) -> dict[str, floa
             for k, v in pool.imap_unordered(_fresh_job, todo):
                 cache[k] = v
         save_cache(cache)
-    floor = {}
+    return cache
+
+
+def fresh_mean(task: Task, lr: float, cache: dict) -> float:
+    return float(np.mean([cache[key(task, lr, s)] for s in FRESH_SEEDS]))
+
+
+def add_fresh_seed_scores(tasks: list[Task], rows: dict, methods, workers: int) -> None:
+    """Two measurements on 3 fresh seeds (3, 4, 5), which took no part in choosing anything.
+
+    `noise_floor`: the oracle's own best LR trained again, against the oracle. The oracle is the
+    minimum of ~15 noisy 3-seed means, so it is biased low (the winner's curse): even its own LR
+    does not reach it again. `fresh_regret[method]`: the method's LR against the oracle's LR,
+    both on the fresh seeds: a regret with no winner's curse in its reference."""
+    pairs = [(t, rows[t.name]["oracle_lr"]) for t in tasks]
+    pairs += [(t, rows[t.name][m]["lr"]) for t in tasks for m in methods if rows[t.name][m]["lr"]]
+    cache = train_fresh(pairs, workers)
     for t in tasks:
-        lr, best = oracle(t, cache)
-        loss = float(np.mean([cache[key(t, lr, s)] for s in FRESH_SEEDS]))
-        floor[t.name] = (loss - best) / best
-    return floor
+        row = rows[t.name]
+        reference = fresh_mean(t, row["oracle_lr"], cache)
+        row["noise_floor"] = (reference - row["oracle_loss"]) / row["oracle_loss"]
+        for m in methods:
+            lr = row[m]["lr"]
+            loss = fresh_mean(t, lr, cache) if lr else math.inf
+            row[m]["fresh_regret"] = (loss - reference) / reference
+
+
+def print_fresh(rows: dict, methods) -> str:
+    lines = [f"{'regret on 3 fresh seeds vs the oracle LR':44s} {'median':>8s} {'worst':>10s}"]
+    for m in methods:
+        regrets = [rows[n][m]["fresh_regret"] for n in rows]
+        lines.append(
+            f"{m:44s} {_pct(float(np.median(regrets))):>8s} {_pct(float(np.max(regrets))):>10s}"
+        )
+    text = "\n".join(lines)
+    print(text)
+    return text
 
 
 def rounded(lr: float) -> float:
@@ -511,15 +539,14 @@ def main() -> None:
     scores = score_lrs(pending, args.workers)
     print(f"regret runs ready ({time.time() - t0:.0f}s)", file=sys.stderr)
     rows = summarize(tasks, args.methods, sugg, scores)
-    for name, floor in noise_floor(tasks, scores, args.workers).items():
-        rows[name]["noise_floor"] = floor
+    add_fresh_seed_scores(tasks, rows, args.methods, args.workers)
     print(
         "\nregret: (val loss at the median suggestion - oracle) / oracle, same budget, 3 seeds"
         "\nfloor: the regret of the oracle's own LR trained again on 3 fresh seeds (its noise)"
         "\nseed: max-min log10(suggestion) over 5 seeds at 100 iterations (decades)"
         "\niter: |median at 300 - median at 100 iterations| (decades)\n"
     )
-    text = print_table(rows, args.methods)
+    text = print_table(rows, args.methods) + "\n\n" + print_fresh(rows, args.methods)
     out = Path(__file__).parent / "results" / "lr_suggest_table.txt"
     out.write_text(text + "\n")
     (out.with_suffix(".json")).write_text(json.dumps(rows, indent=1, default=str))
