@@ -116,6 +116,7 @@ def test_without_validation_the_trials_score_the_training_loss(tmp_path):
     r = tw.lr_find(setup(mlp, x, y), num_iter=60, trial_steps=30, record=False)
     assert r.trials.scored_on == "training"
     assert r.trials.scores == r.trials.train_scores
+    assert any("no validation data" in n for n in r.trials.notes)
     r.plot(tmp_path / "lr.png")
     assert (tmp_path / "lr.png").stat().st_size > 1000
 

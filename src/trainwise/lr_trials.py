@@ -130,6 +130,11 @@ def run_trials(
         lr=None,
     )
     _pick(trials, np.array(xs), np.array(scores))
+    if val is None:
+        trials.notes.append(
+            "scored on the training loss (no validation data), which favours the largest stable "
+            "LR over the one that generalizes best; give Setup(val=...) or val= for a better pick"
+        )
     return trials
 
 
