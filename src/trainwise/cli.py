@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import difflib
+import math
 import sys
 from pathlib import Path
 
@@ -179,9 +180,18 @@ def lr_find_command(
         doing = f"LR range test on {setup.name} ({num_iter} steps)"
         if trial_steps:
             doing += f", then trial runs of {trial_steps} steps"
-        with err_console.status(doing):
+        with err_console.status(doing) as status:
+            done: list[str] = []
+
+            def on_trial(lr: float, score: float) -> None:
+                done.append(
+                    f"{lr:.1e}: {score:.3g}" if math.isfinite(score) else f"{lr:.1e}: diverged"
+                )
+                status.update(f"{doing}; trial {len(done)} done ({', '.join(done[-3:])})")
+
             result = lr_find(
                 setup,
+                on_trial=on_trial,
                 num_iter=num_iter,
                 start_lr=start_lr,
                 end_lr=end_lr,

@@ -426,6 +426,7 @@ def lr_find(
     device: torch.device | str | None = None,
     trial_steps: int | None = None,
     val: Iterable | None = None,
+    on_trial: Callable[[float, float], None] | None = None,
     record: bool | None = None,
     runs_dir: str | Path | None = None,
     name: str | None = None,
@@ -442,6 +443,7 @@ def lr_find(
               more accurate (benchmarks/lr_suggest.py), at the cost of about 6 such runs.
     val:      validation batches (x, y) to score the trials on; a Setup's own `val` is used
               by default. Without it the trials are scored on their final training loss.
+    on_trial: called as on_trial(lr, score) after each trial run (for progress)
     record:   keep a run record (the curve with the suggestion, findings, report.html) in
               runs_dir (default $TRAINWISE_RUNS_DIR, else ./trainwise-runs). Default: yes,
               except inside `trainwise check`, whose own record holds the range test.
@@ -476,6 +478,7 @@ def lr_find(
             device=device or setup.torch_device,
             trial_steps=trial_steps,
             val=val,
+            on_trial=on_trial,
         )
         return recorded(test, record, runs_dir, name or setup.name, opt, seed, setup.torch_device)
     model = model_or_setup
@@ -510,6 +513,7 @@ def lr_find(
         device=device,
         trial_steps=trial_steps,
         val=val,
+        on_trial=on_trial,
     )
     first = next(model.parameters(), None)
     where = device or (first.device if first is not None else None)
@@ -517,7 +521,7 @@ def lr_find(
 
 
 def _find(
-    model, loader, loss_fn, optimizer, *, trial_steps=None, val=None, **sweep
+    model, loader, loss_fn, optimizer, *, trial_steps=None, val=None, on_trial=None, **sweep
 ) -> LRFindResult:
     """The range test, then (with `trial_steps`) the trial runs under its divergence onset."""
     result = range_test(model, loader, loss_fn, optimizer, **sweep)
@@ -530,7 +534,7 @@ def _find(
         return result
     result.trials = run_trials(
         model, loader, loss_fn, optimizer, onset, trial_steps,
-        val=val, device=sweep.get("device"), seed=sweep.get("seed", 0),
+        val=val, device=sweep.get("device"), seed=sweep.get("seed", 0), on_trial=on_trial,
     )  # fmt: skip
     result.settings["trial_steps"] = trial_steps
     return result

@@ -100,8 +100,11 @@ def run_trials(
     val: Iterable | None = None,
     device: torch.device | str | None = None,
     seed: int = 0,
+    on_trial: Callable[[float, float], None] | None = None,
 ) -> Trials:
-    """Train at candidate LRs under the divergence onset `onset`; pick the best (see module)."""
+    """Train at candidate LRs under the divergence onset `onset`; pick the best (see module).
+
+    on_trial(lr, score) is called after each trial (the CLI shows progress with it)."""
     if steps < 10:
         raise SetupError(f"lr_find: trial_steps={steps} is too few to compare LRs; use >= 10")
     if device is None:
@@ -111,7 +114,10 @@ def run_trials(
     xs = [x_on - STEP * k for k in range(FIRST, LAST + 1)][::-1]  # ascending
 
     def trial(x: float) -> tuple[float, float]:
-        return _trial(model, loader, loss_fn, optimizer, 10**x, steps, val, device, seed)
+        score, tail = _trial(model, loader, loss_fn, optimizer, 10**x, steps, val, device, seed)
+        if on_trial is not None:
+            on_trial(10**x, score)
+        return score, tail
 
     runs = [trial(x) for x in xs]  # (score, training-tail loss) per candidate
     for _ in range(EXTEND):  # the best is the lowest candidate: the optimum may lie lower still
