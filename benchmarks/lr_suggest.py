@@ -351,18 +351,18 @@ def collect_suggestions(tasks: list[Task], methods, workers: int) -> dict:
     return cache
 
 
-def _score_job(args):
+def _score_job(args):  # one (task, lr, seed) training run
     index, lr, seed = args
     _quiet()
     task = TASKS[index]
     return key(task, lr, seed), train_and_validate(task, lr, seed)
 
 
-def score_lrs(pairs: list[tuple[Task, float]], workers: int) -> dict:
-    """Train (3 seeds) at every (task, lr) not yet in the score cache."""
+def score_lrs(pairs: list[tuple[Task, float]], workers: int, seeds=SEEDS) -> dict:
+    """Train on `seeds` at every (task, lr) not yet in the score cache; the score cache."""
     cache = load_cache()
     todo = sorted(
-        {(TASKS.index(t), lr, s) for t, lr in pairs for s in SEEDS if key(t, lr, s) not in cache}
+        {(TASKS.index(t), lr, s) for t, lr in pairs for s in seeds if key(t, lr, s) not in cache}
     )
     if todo:
         with mp.get_context("fork").Pool(workers) as pool:
@@ -373,33 +373,6 @@ def score_lrs(pairs: list[tuple[Task, float]], workers: int) -> dict:
 
 
 FRESH_SEEDS = (3, 4, 5)
-
-
-def _fresh_job(args):  # one (task, lr, seed) training run
-    index, lr, seed = args
-    _quiet()
-    task = TASKS[index]
-    return key(task, lr, seed), train_and_validate(task, lr, seed)
-
-
-def train_fresh(pairs: list[tuple[Task, float]], workers: int) -> dict:
-    """Train every (task, lr) on the FRESH_SEEDS that is not cached yet; the score cache."""
-    cache = load_cache()
-    todo = sorted(
-        {(TASKS.index(t), lr, s) for t, lr in pairs for s in FRESH_SEEDS}
-        - {
-            (TASKS.index(t), lr, s)
-            for t, lr in pairs
-            for s in FRESH_SEEDS
-            if key(t, lr, s) in cache
-        }
-    )
-    if todo:
-        with mp.get_context("fork").Pool(workers) as pool:
-            for k, v in pool.imap_unordered(_fresh_job, todo):
-                cache[k] = v
-        save_cache(cache)
-    return cache
 
 
 def fresh_mean(task: Task, lr: float, cache: dict) -> float:
@@ -415,7 +388,7 @@ def add_fresh_seed_scores(tasks: list[Task], rows: dict, methods, workers: int) 
     both on the fresh seeds: a regret with no winner's curse in its reference."""
     pairs = [(t, rows[t.name]["oracle_lr"]) for t in tasks]
     pairs += [(t, rows[t.name][m]["lr"]) for t in tasks for m in methods if rows[t.name][m]["lr"]]
-    cache = train_fresh(pairs, workers)
+    cache = score_lrs(pairs, workers, seeds=FRESH_SEEDS)
     for t in tasks:
         row = rows[t.name]
         reference = fresh_mean(t, row["oracle_lr"], cache)

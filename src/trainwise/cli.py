@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import difflib
-import math
 import sys
 from pathlib import Path
 
@@ -172,6 +171,7 @@ def lr_find_command(
 
     from trainwise.loader import load_setup
     from trainwise.lr_find import lr_find
+    from trainwise.lr_trials import trial_cell
 
     if not no_plot and Path(plot_path).suffix.lower() not in (".png", ".svg"):
         _fail_unusable(SetupError(f"--plot {plot_path}: expected a .png or .svg file name"))
@@ -184,9 +184,7 @@ def lr_find_command(
             done: list[str] = []
 
             def on_trial(lr: float, score: float) -> None:
-                done.append(
-                    f"{lr:.1e}: {score:.3g}" if math.isfinite(score) else f"{lr:.1e}: diverged"
-                )
+                done.append(trial_cell(lr, score))
                 status.update(f"{doing}; trial {len(done)} done ({', '.join(done[-3:])})")
 
             result = lr_find(

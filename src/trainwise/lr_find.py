@@ -48,7 +48,7 @@ from torch import nn
 
 from trainwise.errors import SetupError
 from trainwise.lr_loop import batch_loss, cycle, group_ratios, set_lrs
-from trainwise.lr_trials import Trials, run_trials
+from trainwise.lr_trials import Trials, check_trial_steps, run_trials
 from trainwise.state import preserved, preserved_loader
 
 DEFAULT_START_LR = 1e-7
@@ -452,8 +452,16 @@ def lr_find(
     from trainwise.runs.lr_find_record import recorded
     from trainwise.spec import Setup
 
-    if trial_steps is not None and trial_steps < 10:
-        raise SetupError(f"lr_find: trial_steps={trial_steps} is too few to compare LRs; use >= 10")
+    if trial_steps is not None:
+        check_trial_steps(trial_steps)  # before a record is opened
+    options = dict(  # the range test's and the trials' settings, whichever way lr_find is called
+        start_lr=start_lr,
+        end_lr=end_lr,
+        num_iter=num_iter,
+        seed=seed,
+        trial_steps=trial_steps,
+        on_trial=on_trial,
+    )
 
     if record is None:
         from trainwise.runs.record import owner
@@ -466,20 +474,9 @@ def lr_find(
         if val is None and setup.val is not None:
             val = setup.val_loader()
         test = partial(
-            _find,
-            model,
-            setup.train_loader(),
-            setup.loss,
-            opt,
-            start_lr=start_lr,
-            end_lr=end_lr,
-            num_iter=num_iter,
-            seed=seed,
-            device=device or setup.torch_device,
-            trial_steps=trial_steps,
-            val=val,
-            on_trial=on_trial,
-        )
+            _find, model, setup.train_loader(), setup.loss, opt,
+            device=device or setup.torch_device, val=val, **options,
+        )  # fmt: skip
         return recorded(test, record, runs_dir, name or setup.name, opt, seed, setup.torch_device)
     model = model_or_setup
     if not isinstance(model, nn.Module):
@@ -500,21 +497,7 @@ def lr_find(
         raise SetupError(
             f"lr_find: loss must be callable(output, target), got {type(loss).__name__}"
         )
-    test = partial(
-        _find,
-        model,
-        loader,
-        loss,
-        optimizer,
-        start_lr=start_lr,
-        end_lr=end_lr,
-        num_iter=num_iter,
-        seed=seed,
-        device=device,
-        trial_steps=trial_steps,
-        val=val,
-        on_trial=on_trial,
-    )
+    test = partial(_find, model, loader, loss, optimizer, device=device, val=val, **options)
     first = next(model.parameters(), None)
     where = device or (first.device if first is not None else None)
     return recorded(test, record, runs_dir, name or "lr_find", optimizer, seed, where)

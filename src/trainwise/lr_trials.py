@@ -75,10 +75,7 @@ class Trials:
         }
 
     def summary(self) -> str:
-        cells = "  ".join(
-            f"{lr:.1e}:{s:.3g}" if math.isfinite(s) else f"{lr:.1e}:diverged"
-            for lr, s in zip(self.lrs, self.scores, strict=True)
-        )
+        cells = "  ".join(trial_cell(lr, s) for lr, s in zip(self.lrs, self.scores, strict=True))
         lines = [f"trial runs ({self.steps} steps each, {self.scored_on} loss): {cells}"]
         if self.lr is not None:
             lines.append(
@@ -105,8 +102,7 @@ def run_trials(
     """Train at candidate LRs under the divergence onset `onset`; pick the best (see module).
 
     on_trial(lr, score) is called after each trial (the CLI shows progress with it)."""
-    if steps < 10:
-        raise SetupError(f"lr_find: trial_steps={steps} is too few to compare LRs; use >= 10")
+    check_trial_steps(steps)
     if device is None:
         first = next(model.parameters(), None)
         device = first.device if first is not None else torch.device("cpu")
@@ -142,6 +138,16 @@ def run_trials(
             "LR over the one that generalizes best; give Setup(val=...) or val= for a better pick"
         )
     return trials
+
+
+def check_trial_steps(steps: int) -> None:
+    if steps < 10:
+        raise SetupError(f"lr_find: trial_steps={steps} is too few to compare LRs; use >= 10")
+
+
+def trial_cell(lr: float, score: float) -> str:
+    """One trial as the terminal shows it: `lr:score`, or `lr:diverged`."""
+    return f"{lr:.1e}:{score:.3g}" if math.isfinite(score) else f"{lr:.1e}:diverged"
 
 
 def pick_from(raw: dict[str, Any]) -> float | None:
