@@ -156,6 +156,7 @@ def test_lr_find_with_trial_steps_trains_candidates_and_records_the_pick(tmp_pat
     assert result["suggested_lr"] == result["trials"]["lr"] != result["range_test_lr"]
     (record,) = list_runs(os.environ["TRAINWISE_RUNS_DIR"])
     assert record.curves["lr_find"]["marks"]["trial pick"] == result["trials"]["lr"]
+    assert "replaces it as the answer" in (record.path / "report.html").read_text()
 
     few = trainwise("lr-find", str(SETUPS / "healthy_mlp.py"), "--trial-steps", "5")
     assert few.returncode == 2 and "--trial-steps" in few.stderr

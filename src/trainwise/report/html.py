@@ -198,10 +198,16 @@ def _lr(page: dict[str, Any]) -> str:
         **curve,
     }
     text = "".join(f"<p><b>{_e(k)}:</b> <code>{_num(v)}</code></p>" for k, v in marks.items())
+    trials = (
+        " With trial runs, the trial pick (the LR that trained best for the planned run's length)"
+        " replaces it as the answer."
+        if "trial pick" in marks
+        else ""
+    )
     return (
         '<p class="lede">Loss while the learning rate grows step by step. The suggestion sits half '
         "a decade below where the loss turns back up: not at the lowest loss, which is already "
-        "close to divergence.</p>"
+        f"close to divergence.{trials}</p>"
         f'<div class="cols"><figure>{_img(plots.line_plot(plot, (6.0, 3.2)), "LR range test")}</figure><div>{text}</div></div>'
     )
 
