@@ -1,8 +1,11 @@
 """The single table of every rule trainwise knows, with its documentation.
 
-A rule is registered once, here or with the @rule decorator next to its check. Static rules carry
-a `check(ctx)` that yields Hits; protocol and in-flight rules are judged by stages and the watch,
-which build their Findings through `CATALOGUE[slug].finding(...)`.
+Every rule, whatever its family, is registered one way: the @rule decorator on the code that
+judges it, with its documentation beside that code. What `check` is depends on the category:
+
+- "model" / "data" (static): a function `check(ctx: StaticContext) -> Iterable[Hit]`;
+- "protocol": a function `check(measurement) -> Iterable[Hit]` over one stage's typed result;
+- "in-flight": a Detector class (rules/inflight.py); the watch makes one instance per watch.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ class Rule:
     fix: str
     example: str  # code showing the mistake (and, after a blank line, the repair)
     source: str  # the tip in TIPS.md / the seed, and the paper where one exists
-    check: Callable[[Any], Iterable[Hit]] | None = None
+    check: Any = None  # the judge (see the module docstring); None only while being moved
 
     def finding(
         self,
@@ -89,9 +92,10 @@ def rule(
     example: str,
     source: str,
 ) -> Callable[[Callable[[Any], Iterable[Hit]]], Rule]:
-    """Decorator registering a static check function together with its documentation."""
+    """Decorator registering a rule's judge (a check function or a Detector class, see the module
+    docstring) together with its documentation. Returns the Rule; its judge is `Rule.check`."""
 
-    def wrap(check: Callable[[Any], Iterable[Hit]]) -> Rule:
+    def wrap(check: Any) -> Rule:
         return register(
             Rule(slug, severity, category, summary, why, fix, example, source, check=check)
         )
@@ -106,5 +110,13 @@ def get(slug: str) -> Rule:
         raise KeyError(f"no rule named {slug!r}; `trainwise rules` lists them") from None
 
 
+STATIC_CATEGORIES = ("model", "data")
+
+
 def static_rules() -> list[Rule]:
-    return [r for r in CATALOGUE.values() if r.check is not None]
+    return [r for r in CATALOGUE.values() if r.category in STATIC_CATEGORIES and r.check]
+
+
+def rules_of(category: Category) -> list[Rule]:
+    """The registered rules of one category, in registration order."""
+    return [r for r in CATALOGUE.values() if r.category == category]
