@@ -66,7 +66,7 @@ def run_case(path: Path, quick: bool) -> CaseResult:
     expected = expected_slugs(path)
     t0 = time.perf_counter()
     try:
-        report = tw.check(load_setup(str(path)), quick=quick)
+        report = tw.check(load_setup(str(path)), quick=quick, record=False)
     except Exception as exc:  # an unusable case is a defect of the suite: show it, go on
         return CaseResult(
             name, expected, [], [], time.perf_counter() - t0, crashed=f"{type(exc).__name__}: {exc}"

@@ -11,7 +11,7 @@ import importlib
 import types
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from trainwise.version import __version__
 
 # Public name -> the module defining it (a module itself when the name is that module).
 _EXPORTS = {

@@ -1,17 +1,23 @@
-"""`tw.check(setup)`: run the preflight stages on a Setup and return the Report."""
+"""`tw.check(setup)`: run the preflight stages on a Setup, record the run, return the Report."""
 
 from __future__ import annotations
 
+import logging
+import os
 from collections.abc import Sequence
+from typing import Any
 
 from trainwise.data import DEFAULT_SAMPLE
 from trainwise.errors import SetupError
 from trainwise.report.model import Report
-from trainwise.runs.record import owned_by
+from trainwise.runs.describe import describe_setup
+from trainwise.runs.record import recording
 from trainwise.spec import Setup
 from trainwise.stages.base import CheckRun, Stage
 from trainwise.stages.protocol import default_stages, run_protocol
 from trainwise.state import preserved_rng
+
+log = logging.getLogger("trainwise")
 
 
 def check(
@@ -22,6 +28,9 @@ def check(
     seed: int = 0,
     stages: Sequence[Stage] | None = None,
     progress: bool = False,
+    record: bool = True,
+    runs_dir: str | os.PathLike | None = None,
+    mlflow: str | None = None,
 ) -> Report:
     """Examine a setup: static checks, then short experiments. Nothing the user owns changes.
 
@@ -29,11 +38,42 @@ def check(
     sample:   how many samples per dataset the data rules read
     stages:   run only these stages (default: the whole protocol)
     progress: show rich progress bars on stderr
+    record:   keep a run record (run.json, findings, report.json, report.html) in runs_dir
+              (default $TRAINWISE_RUNS_DIR, else ./trainwise-runs); `report.record_path`
+    mlflow:   also copy the record to this MLflow tracking URI when the check ends
     """
     if not isinstance(setup, Setup):
         raise SetupError(f"check() expects a trainwise.Setup, got {type(setup).__name__}")
     run = CheckRun(setup, quick=quick, sample=sample, seed=seed)
-    # Checking must not shift the user's random streams (torch, CUDA, numpy, Python); its
-    # stages open no run records of their own.
-    with preserved_rng(), owned_by("check"):
-        return run_protocol(run, stages or default_stages(quick), show_progress=progress)
+    # Checking must not shift the user's random streams (torch, CUDA, numpy, Python): not by
+    # the fresh model the record's optimizer settings are read from, nor by the stages.
+    with preserved_rng():
+        config = _setup_config(setup) if record else {}
+    config["check"] = {"quick": quick, "sample": sample}
+    with recording(
+        "check",
+        record,
+        name=setup.name,
+        config=config,
+        seed=seed,
+        device=str(setup.torch_device),
+        root=runs_dir,
+        mlflow=mlflow,
+    ) as recorded:
+        with preserved_rng():
+            report = run_protocol(run, stages or default_stages(quick), show_progress=progress)
+        if recorded is not None:
+            recorded.log_report(report)
+            report.record_path = recorded.path
+    return report
+
+
+def _setup_config(setup: Setup) -> dict[str, Any]:
+    """The setup's settings, with the optimizer's (built on a fresh model: it is what the
+    optimizer factory gives, and nothing the user owns is touched)."""
+    try:
+        optimizer = setup.build_optimizer(setup.build_model().parameters())
+    except Exception as exc:  # the check itself reports a broken factory; keep the record
+        log.debug("trainwise: optimizer settings unavailable: %s", exc)
+        return describe_setup(setup)
+    return describe_setup(setup, optimizer)

@@ -427,7 +427,7 @@ def lr_find(
     trial_steps: int | None = None,
     val: Iterable | None = None,
     on_trial: Callable[[float, float], None] | None = None,
-    record: bool | None = None,
+    record: bool = True,
     runs_dir: str | Path | None = None,
     name: str | None = None,
 ) -> LRFindResult:
@@ -445,11 +445,9 @@ def lr_find(
               by default. Without it the trials are scored on their final training loss.
     on_trial: called as on_trial(lr, score) after each trial run (for progress)
     record:   keep a run record (the curve with the suggestion, findings, report.html) in
-              runs_dir (default $TRAINWISE_RUNS_DIR, else ./trainwise-runs). Default: yes,
-              except inside `trainwise check`, whose own record holds the range test.
+              runs_dir (default $TRAINWISE_RUNS_DIR, else ./trainwise-runs)
     name:     the record's name (default: the setup's name, else "lr_find")
     """
-    from trainwise.runs.lr_find_record import recorded
     from trainwise.spec import Setup
 
     if trial_steps is not None:
@@ -462,11 +460,7 @@ def lr_find(
         trial_steps=trial_steps,
         on_trial=on_trial,
     )
-
-    if record is None:
-        from trainwise.runs.record import owner
-
-        record = owner() is None
+    recorded = partial(_recorded, record=record, root=runs_dir, seed=seed)
     if isinstance(model_or_setup, Setup):
         setup = model_or_setup
         model = setup.build_model()
@@ -477,7 +471,7 @@ def lr_find(
             _find, model, setup.train_loader(), setup.loss, opt,
             device=device or setup.torch_device, val=val, **options,
         )  # fmt: skip
-        return recorded(test, record, runs_dir, name or setup.name, opt, seed, setup.torch_device)
+        return recorded(test, name or setup.name, opt, setup.torch_device)
     model = model_or_setup
     if not isinstance(model, nn.Module):
         raise SetupError(
@@ -500,7 +494,40 @@ def lr_find(
     test = partial(_find, model, loader, loss, optimizer, device=device, val=val, **options)
     first = next(model.parameters(), None)
     where = device or (first.device if first is not None else None)
-    return recorded(test, record, runs_dir, name or "lr_find", optimizer, seed, where)
+    return recorded(test, name or "lr_find", optimizer, where)
+
+
+def _recorded(
+    test: Callable[[], LRFindResult],
+    name: str,
+    optimizer: torch.optim.Optimizer,
+    device: Any,
+    *,
+    record: bool,
+    root: str | Path | None,
+    seed: int,
+) -> LRFindResult:
+    """Runs `test()` (the range test, a partial of _find) inside its run record when `record`;
+    sets the result's `record_path`. Recording problems only warn: the answer comes first."""
+    from trainwise.runs.lr_find_record import write_result
+    from trainwise.runs.record import recording
+
+    settings = {k: test.keywords[k] for k in ("start_lr", "end_lr", "num_iter")}
+    with recording(
+        "lr_find",
+        record,
+        name=name,
+        config={"lr_find": settings},
+        optimizer=optimizer,
+        seed=seed,
+        device=str(device) if device is not None else None,
+        root=root,
+    ) as run:
+        result = test()
+        if run is not None:
+            write_result(run, result)
+            result.record_path = run.path
+    return result
 
 
 def _find(

@@ -12,7 +12,9 @@ from torch import nn
 import trainwise as tw
 from trainwise.report.page import build_page
 from trainwise.runs import RunRecord, list_runs
-from trainwise.runs.record import Run, owned_by
+from trainwise.runs.record import Run
+from trainwise.stages.lr_range import LRRangeStage
+from trainwise.stages.static import StaticStage
 
 
 def _data(n=128, features=12, classes=3):
@@ -167,15 +169,30 @@ def test_lr_find_leaves_a_record_with_the_curve_the_suggestion_and_findings(tmp_
     assert "lr-too-high" in (result.record_path / "report.html").read_text()
 
 
-def test_lr_find_records_nothing_when_off_or_inside_a_check(tmp_path):
+def test_lr_find_records_nothing_when_off(tmp_path):
     x, y = _data()
     model = _model()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     loader = [(x[:64], y[:64])]
     off = tw.lr_find(model, loader, nn.functional.cross_entropy, opt, num_iter=20,
                      runs_dir=tmp_path, record=False)  # fmt: skip
-    with owned_by("check"):  # a check's LR stage: the check's own record holds the test
-        inside = tw.lr_find(model, loader, nn.functional.cross_entropy, opt, num_iter=20,
-                            runs_dir=tmp_path)  # fmt: skip
-    assert off.record_path is None and inside.record_path is None
+    assert off.record_path is None
     assert not tmp_path.exists() or not list(tmp_path.iterdir())
+
+
+def test_a_checks_range_test_lives_in_the_checks_own_record(tmp_path):
+    x, y = _data()
+    setup = tw.Setup(
+        model=_model,
+        train=torch.utils.data.TensorDataset(x, y),
+        loss=nn.CrossEntropyLoss(),
+        optimizer=lambda p: torch.optim.AdamW(p, lr=1e-3),
+        name="with-lr-stage",
+    )
+    report = tw.check(setup, stages=[StaticStage(), LRRangeStage()], quick=True, runs_dir=tmp_path)
+    runs = list_runs(tmp_path)
+    assert [r.meta["kind"] for r in runs] == ["check"]  # no second record for the range test
+    assert runs[0].path == report.record_path
+    stages = {s["name"]: s for s in runs[0].report["stages"]}
+    assert stages["lr-range"]["status"] != "skipped"
+    assert stages["lr-range"]["metrics"]["suggested_lr"] > 0

@@ -20,7 +20,7 @@ def run_demo(console: Console) -> tuple[Report, ...]:
     for make in (healthy, broken, cannot_learn):
         setup = make()
         console.print(Rule(f"[bold]{setup.name}"))
-        report = check(setup, quick=True, progress=console.is_terminal)
+        report = check(setup, quick=True, progress=console.is_terminal, record=False)
         render_report(report, console)
         reports.append(report)
     console.print(Rule("[bold]the difference"))

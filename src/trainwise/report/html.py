@@ -17,7 +17,7 @@ from typing import Any
 
 from trainwise.report import plots
 from trainwise.report.page import build_page
-from trainwise.runs.record import atomic_write
+from trainwise.runs.layout import REPORT_HTML, atomic_write
 from trainwise.runs.store import RunRecord
 
 TEMPLATE = Path(__file__).with_name("template.html")
@@ -28,7 +28,7 @@ MAX_CONFIG_ROWS = 200
 def write_html_report(run_dir: str | os.PathLike) -> Path:
     """(Re)build run_dir/report.html from the record; returns its path."""
     record = RunRecord.load(run_dir)
-    out = record.path / "report.html"
+    out = record.path / REPORT_HTML
     atomic_write(out, render_html(build_page(record)))
     return out
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 from trainwise.findings import Finding, _jsonable, severity_rank
@@ -43,6 +44,7 @@ class Report:
     setup_name: str
     stages: list[StageResult]
     seconds: float = 0.0
+    record_path: Path | None = None  # the check's run record (None with record=False)
 
     @property
     def findings(self) -> list[Finding]:

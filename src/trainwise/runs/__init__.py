@@ -13,7 +13,8 @@
 """
 
 from trainwise.runs.describe import describe_optimizer, describe_setup
-from trainwise.runs.record import RUNS_DIR_ENV, Run, runs_root, start
+from trainwise.runs.layout import RUNS_DIR_ENV, runs_root
+from trainwise.runs.record import Run, recording, start
 from trainwise.runs.store import RunRecord, find_run, list_runs
 
 __all__ = [
@@ -24,6 +25,7 @@ __all__ = [
     "describe_setup",
     "find_run",
     "list_runs",
+    "recording",
     "runs_root",
     "start",
 ]

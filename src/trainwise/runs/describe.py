@@ -18,7 +18,7 @@ def versions() -> dict[str, Any]:
     import numpy
     import torch
 
-    from trainwise import __version__
+    from trainwise.version import __version__
 
     return {
         "python": platform.python_version(),

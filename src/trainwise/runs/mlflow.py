@@ -13,11 +13,19 @@ from typing import Any
 
 from trainwise.errors import SetupError
 from trainwise.runs.describe import flatten
+from trainwise.runs.layout import (
+    CURVES,
+    DIFF_PATCH,
+    FINDINGS,
+    METRICS,
+    REPORT_HTML,
+    REPORT_JSON,
+    RUN_JSON,
+)
 from trainwise.runs.store import RunRecord
 
 EXPERIMENT = "trainwise"
-ARTIFACTS = ("run.json", "findings.json", "report.json", "curves.json", "diff.patch",
-             "report.html", "metrics.jsonl")  # fmt: skip
+ARTIFACTS = (RUN_JSON, FINDINGS, REPORT_JSON, CURVES, DIFF_PATCH, REPORT_HTML, METRICS)
 BATCH = 1000  # MLflow's limit of metrics per log_batch call
 MAX_PARAM_CHARS = 6000  # MLflow's limit for a param value
 

@@ -1,19 +1,9 @@
-"""The run record: one folder per check, watch or LR range test, written as the run goes.
+"""The run record's writer: one folder per command (check, watch, lr_find, ...), written as
+the run goes. Its layout is declared in layout.py; store.py reads it back.
 
-    <root>/<YYYYmmdd-HHMMSS>-<name>/
-        run.json          what ran: kind, command, times, status, git, config, versions, host,
-                          device, seed, summary (final and best metrics, finding counts)
-        diff.patch        uncommitted changes incl. untracked source files (in a git repository)
-        metrics.jsonl     one line per log_metrics call: {"step", "t", "<name>": value, ...}
-        layers.jsonl      one line per log_layers call: {"step", "t", "signal", "values": {layer: v}}
-        histograms.jsonl  one line per log_histogram call: {"step", "name", "edges", "counts", ...}
-        data.json         a summary of the data: class counts, input statistics
-        curves.json       named x/y curves (the LR range test): {name: {"x", "y", "xlabel", ...}}
-        findings.json     [Finding.to_dict(), ...]
-        report.json       a check's Report.to_dict() (stages, verdict), when one was logged
-        artifacts/        files attached with run.attach()
-        events.out.tfevents.*  TensorBoard (scalars, histograms, hparams, findings as text)
-        report.html       the self-contained HTML report, written when the run ends
+Every command records the same way: `recording(kind, ...)` opens a `Run` (or yields None when
+recording is off or the folder cannot be written: the command itself goes on), and the block's
+end sets the record's status.
 
 Crash safety: the .jsonl files are appended and flushed line by line, so a crash keeps every
 line up to it; files that are rewritten (run.json, findings.json, curves.json, report.json) are
@@ -34,7 +24,6 @@ import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from contextvars import ContextVar
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -42,56 +31,53 @@ from typing import Any
 from trainwise.errors import SetupError
 from trainwise.runs.describe import describe_optimizer, host, plain, versions
 from trainwise.runs.gitinfo import git_state
+from trainwise.runs.layout import (
+    ARTIFACTS,
+    CURVES,
+    DATA,
+    DIFF_PATCH,
+    FINDINGS,
+    FORMAT,
+    HISTOGRAMS,
+    LAYERS,
+    METRICS,
+    REPORT_HTML,
+    REPORT_JSON,
+    RUN_JSON,
+    atomic_write,
+    runs_root,
+)
 from trainwise.runs.summary import MetricSummary
 
 log = logging.getLogger("trainwise")
 
-FORMAT = "trainwise-run/1"
-RUNS_DIR_ENV = "TRAINWISE_RUNS_DIR"
-DEFAULT_ROOT = "trainwise-runs"
-KINDS = ("check", "watch", "lr_find")
 HEARTBEAT_S = 10.0  # run.json is refreshed (summary so far) at most this often while logging
 HISTOGRAM_BINS = 30
 
 
-def runs_root(root: str | os.PathLike | None = None) -> Path:
-    """Where records go: `root` if given, else $TRAINWISE_RUNS_DIR, else ./trainwise-runs."""
-    return Path(root or os.environ.get(RUNS_DIR_ENV) or DEFAULT_ROOT)
-
-
-def atomic_write(path: Path, text: str) -> None:
-    """Write to a temporary file in the same folder, then rename it over `path` (atomic on
-    POSIX and Windows): a reader sees the old file or the new one, never half of one."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-# The kind of the record that owns the code running now (a check runs the LR range test as a
-# stage: its own record holds the result, so lr_find opens no second one inside it).
-_owner: ContextVar[str | None] = ContextVar("trainwise_record_owner", default=None)
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
 @contextmanager
-def owned_by(kind: str) -> Iterator[None]:
-    """Inside this block, helpers that would open their own record by default (lr_find) don't."""
-    token = _owner.set(kind)
+def recording(kind: str, enabled: bool = True, **options: Any) -> Iterator[Run | None]:
+    """The one way a command records itself: yields the open Run, or None when `enabled` is
+    false or the record cannot be opened (an unwritable runs folder warns once and the command
+    goes on without one). The record's status follows the block's end (see Run.__exit__).
+
+    options: those of `start` (name, config, optimizer, seed, device, root, mlflow, ...).
+    """
+    if not enabled:
+        yield None
+        return
     try:
-        yield
-    finally:
-        _owner.reset(token)
-
-
-def owner() -> str | None:
-    """The kind of the enclosing record (see owned_by), else None."""
-    return _owner.get()
-
-
-def now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+        run = start(kind, **options)
+    except Exception as exc:  # noqa: BLE001 - the record must never stop the command itself
+        log.warning("trainwise: no run record for %s (%s); it goes on without one", kind, exc)
+        yield None
+        return
+    with run:
+        yield run
 
 
 def start(
@@ -189,7 +175,7 @@ class Run:
         self._warned: set[str] = set()
         git, patch = git_state(code_dir, exclude=[path.parent])
         if patch:
-            (path / "diff.patch").write_text(patch, encoding="utf-8")
+            (path / DIFF_PATCH).write_text(patch, encoding="utf-8")
         self.meta: dict[str, Any] = {
             "format": FORMAT,
             "id": self.id,
@@ -211,9 +197,9 @@ class Run:
             "summary": {},
         }
         self._write_meta()
-        self._metrics = open(path / "metrics.jsonl", "a", encoding="utf-8")
-        self._layers = open(path / "layers.jsonl", "a", encoding="utf-8")
-        self._histograms = open(path / "histograms.jsonl", "a", encoding="utf-8")
+        self._metrics = open(path / METRICS, "a", encoding="utf-8")
+        self._layers = open(path / LAYERS, "a", encoding="utf-8")
+        self._histograms = open(path / HISTOGRAMS, "a", encoding="utf-8")
         self.tensorboard = None
         if tensorboard:
             from trainwise.runs.tensorboard import TensorBoardSink
@@ -293,9 +279,7 @@ class Run:
             "marks": {k: _number(k, v) for k, v in (marks or {}).items()},
             "kind": kind,
         }
-        self._guarded(
-            "curves", lambda: atomic_write(self.path / "curves.json", _dumps(self._curves))
-        )
+        self._guarded("curves", lambda: atomic_write(self.path / CURVES, _dumps(self._curves)))
         if self.tensorboard:
             self.tensorboard.curve(name, xs, ys, ylabel)
 
@@ -310,14 +294,14 @@ class Run:
                 seen.add(key)
                 self._findings.append(plain(d))
         self._guarded(
-            "findings", lambda: atomic_write(self.path / "findings.json", _dumps(self._findings))
+            "findings", lambda: atomic_write(self.path / FINDINGS, _dumps(self._findings))
         )
         self._heartbeat(force=True)
 
     def log_report(self, report: Any) -> None:
         """A check's Report: stages, verdict and findings."""
         data = report.to_dict()
-        self._guarded("report", lambda: atomic_write(self.path / "report.json", _dumps(data)))
+        self._guarded("report", lambda: atomic_write(self.path / REPORT_JSON, _dumps(data)))
         self.meta["summary"]["verdict"] = data.get("verdict")
         self.log_findings(report.findings)
 
@@ -326,7 +310,7 @@ class Run:
         {"class_counts": {label: n}, "input_mean": [per channel], "input_std": [...],
          "input_shape": [...], "samples": n}. Written to data.json (atomic)."""
         data = plain(dict(summary))
-        self._guarded("data", lambda: atomic_write(self.path / "data.json", _dumps(data)))
+        self._guarded("data", lambda: atomic_write(self.path / DATA, _dumps(data)))
 
     def log_config(self, **settings: Any) -> None:
         """Add settings to the recorded config (e.g. after the optimizer is built)."""
@@ -335,7 +319,7 @@ class Run:
 
     def attach(self, name: str, content: str | bytes | os.PathLike) -> Path:
         """Keep a file with the record: text, bytes, or a path to copy. Returns its new path."""
-        folder = self.path / "artifacts"
+        folder = self.path / ARTIFACTS
         folder.mkdir(exist_ok=True)
         target = folder / Path(name).name
         if isinstance(content, str):
@@ -363,7 +347,7 @@ class Run:
         if self.html:
             from trainwise.report.html import write_html_report
 
-            self._guarded("report.html", lambda: write_html_report(self.path))
+            self._guarded(REPORT_HTML, lambda: write_html_report(self.path))
         if self.mlflow:
             from trainwise.runs.mlflow import export_run
 
@@ -390,7 +374,7 @@ class Run:
 
     def _write_meta(self) -> None:
         self.meta["summary"] = self._summary_dict()
-        self._guarded("run.json", lambda: atomic_write(self.path / "run.json", _dumps(self.meta)))
+        self._guarded("run.json", lambda: atomic_write(self.path / RUN_JSON, _dumps(self.meta)))
         self._last_beat = time.monotonic()
 
     def _heartbeat(self, force: bool = False) -> None:

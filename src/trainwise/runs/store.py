@@ -11,7 +11,18 @@ from pathlib import Path
 from typing import Any
 
 from trainwise.errors import SetupError
-from trainwise.runs.record import runs_root
+from trainwise.runs.layout import (
+    CURVES,
+    DATA,
+    DIFF_PATCH,
+    FINDINGS,
+    HISTOGRAMS,
+    LAYERS,
+    METRICS,
+    REPORT_JSON,
+    RUN_JSON,
+    runs_root,
+)
 from trainwise.runs.summary import MetricSummary
 
 
@@ -26,11 +37,11 @@ class RunRecord:
     def load(cls, path: str | os.PathLike) -> RunRecord:
         path = Path(path)
         try:
-            meta = json.loads((path / "run.json").read_text(encoding="utf-8"))
+            meta = json.loads((path / RUN_JSON).read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise SetupError(f"{path}: not a trainwise run record (no run.json)") from None
         except (OSError, ValueError) as exc:
-            raise SetupError(f"{path / 'run.json'}: unreadable ({exc})") from None
+            raise SetupError(f"{path / RUN_JSON}: unreadable ({exc})") from None
         return cls(path, meta)
 
     @property
@@ -68,36 +79,36 @@ class RunRecord:
 
     @cached_property
     def metrics(self) -> list[dict[str, Any]]:
-        return _read_jsonl(self.path / "metrics.jsonl")
+        return _read_jsonl(self.path / METRICS)
 
     @cached_property
     def layers(self) -> list[dict[str, Any]]:
-        return _read_jsonl(self.path / "layers.jsonl")
+        return _read_jsonl(self.path / LAYERS)
 
     @cached_property
     def histograms(self) -> list[dict[str, Any]]:
-        return _read_jsonl(self.path / "histograms.jsonl")
+        return _read_jsonl(self.path / HISTOGRAMS)
 
     @cached_property
     def findings(self) -> list[dict[str, Any]]:
-        return _read_json(self.path / "findings.json", [])
+        return _read_json(self.path / FINDINGS, [])
 
     @cached_property
     def curves(self) -> dict[str, Any]:
-        return _read_json(self.path / "curves.json", {})
+        return _read_json(self.path / CURVES, {})
 
     @cached_property
     def data(self) -> dict[str, Any] | None:
-        return _read_json(self.path / "data.json", None)
+        return _read_json(self.path / DATA, None)
 
     @cached_property
     def report(self) -> dict[str, Any] | None:
-        return _read_json(self.path / "report.json", None)
+        return _read_json(self.path / REPORT_JSON, None)
 
     @cached_property
     def patch(self) -> str:
         try:
-            return (self.path / "diff.patch").read_text(encoding="utf-8")
+            return (self.path / DIFF_PATCH).read_text(encoding="utf-8")
         except OSError:
             return ""
 
@@ -117,7 +128,7 @@ def list_runs(root: str | os.PathLike | None = None) -> list[RunRecord]:
             if not entry.is_dir() or entry.name.startswith("."):
                 continue
             try:
-                with open(os.path.join(entry.path, "run.json"), encoding="utf-8") as f:
+                with open(os.path.join(entry.path, RUN_JSON), encoding="utf-8") as f:
                     runs.append(RunRecord(Path(entry.path), json.load(f)))
             except (OSError, ValueError):
                 continue  # not a record, or one being created this instant
@@ -128,7 +139,7 @@ def list_runs(root: str | os.PathLike | None = None) -> list[RunRecord]:
 def find_run(ref: str, root: str | os.PathLike | None = None) -> RunRecord:
     """A run by folder path, full id, unique id prefix, unique name, or position (-1 or
     "latest" = the latest, 1 = the first; as numbered by `trainwise runs`)."""
-    if Path(ref, "run.json").is_file():
+    if Path(ref, RUN_JSON).is_file():
         return RunRecord.load(ref)
     runs = list_runs(root)
     if not runs:

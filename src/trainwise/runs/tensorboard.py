@@ -124,6 +124,7 @@ class TensorBoardSink:
 
     def finish(self, meta: dict[str, Any], findings: list[dict[str, Any]]) -> None:
         self._hand_rows()
+
         def write() -> None:
             from torch.utils.tensorboard.summary import hparams
 

@@ -59,7 +59,8 @@ class LRRangeStage:
                 f"would take about {step * num_iter:.0f}s, too slow for --quick; run the check "
                 "without --quick (or `trainwise lr-find`) for the range test"
             )
-        result = lr_find(run.setup, num_iter=num_iter, seed=run.seed)
+        # No record of its own: the check's record holds the range test.
+        result = lr_find(run.setup, num_iter=num_iter, seed=run.seed, record=False)
         run.shared["lr_find"] = result
         run.shared["lr_suggestion"] = result.suggested_lr
         outcome = StageOutcome(metrics=_metrics(result))

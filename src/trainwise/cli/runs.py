@@ -1,5 +1,5 @@
 """`trainwise runs`, `trainwise runs show`, `trainwise runs diff`, `trainwise report`: thin
-commands over the record reader; registered on the main command group in cli.py."""
+commands over the record reader; registered on the main command group in cli/__init__.py."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from rich.table import Table
 
 from trainwise.errors import SetupError
 from trainwise.runs.describe import flatten
-from trainwise.runs.record import RUNS_DIR_ENV
+from trainwise.runs.layout import RUNS_DIR_ENV
 from trainwise.runs.table import COLUMNS, display_row, fmt, table_rows, to_csv, to_markdown
 
 console = Console()
@@ -56,7 +56,7 @@ def runs_group(
     ctx.ensure_object(dict)["root"] = root
     if ctx.invoked_subcommand is not None:
         return
-    from trainwise.runs.record import runs_root
+    from trainwise.runs.layout import runs_root
     from trainwise.runs.store import list_runs
 
     runs = list_runs(root)

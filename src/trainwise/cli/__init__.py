@@ -1,5 +1,5 @@
 """The command line: parse, call the API, render. Exit codes: 0 clean, 1 error findings,
-2 unusable input."""
+2 unusable input. Every command's CLI lives in this package (runs.py: the run records')."""
 
 from __future__ import annotations
 
@@ -62,19 +62,24 @@ def check(
     from trainwise.check import check as run_check
     from trainwise.loader import load_setup
     from trainwise.report.terminal import render_report
-    from trainwise.runs.check import recorded_check
 
     try:
         setup = load_setup(target)
-        with recorded_check(setup, record, runs_dir, mlflow_uri, quick, sample, seed) as run:
-            report = run_check(setup, quick=quick, sample=sample, seed=seed, progress=True)
-            if run is not None:
-                run.log_report(report)
+        report = run_check(
+            setup,
+            quick=quick,
+            sample=sample,
+            seed=seed,
+            progress=True,
+            record=record,
+            runs_dir=runs_dir,
+            mlflow=mlflow_uri,
+        )
     except SetupError as exc:
         _fail_unusable(exc)
     render_report(report, console)
-    if run is not None:
-        console.print(f"[dim]run record: {run.path}  (`trainwise runs` lists your runs)")
+    if report.record_path is not None:
+        console.print(f"[dim]run record: {report.record_path}  (`trainwise runs` lists your runs)")
     if json_path:
         Path(json_path).write_text(report.to_json())
         console.print(f"JSON report written to {json_path}")
@@ -217,8 +222,8 @@ def _fail_unusable(exc: SetupError) -> None:
     sys.exit(EXIT_UNUSABLE)
 
 
-# Run records: `trainwise runs [show|diff]` and `trainwise report RUN` (runs/cli.py).
-from trainwise.runs.cli import report_command, runs_group  # noqa: E402
+# Run records: `trainwise runs [show|diff]` and `trainwise report RUN` (cli/runs.py).
+from trainwise.cli.runs import report_command, runs_group  # noqa: E402
 
 main.add_command(runs_group)
 main.add_command(report_command)
