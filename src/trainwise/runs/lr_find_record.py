@@ -54,7 +54,7 @@ def recorded(
 
 def write_result(run: Run, result: Any) -> None:
     """Per-step loss and LR, the curve with its marks, the suggestion, and the findings."""
-    from trainwise.stages.lr_range import judge
+    from trainwise.rules.lr import judge
 
     for i, (lr, loss) in enumerate(zip(result.lrs.tolist(), result.losses.tolist(), strict=True)):
         run.log_metrics(i, {"lr": lr, "train/loss": loss})
