@@ -28,6 +28,15 @@ from trainwise.rules.registry import Hit, rule
 SEED_003 = "seed 003 (how to start a deep learning project, a 15-step thread)"
 
 
+# Cross-entropy-like losses: "far" is half again above log C (log 2 for binary), with at least
+# half a nat of room so two-class problems are not judged on noise.
+RATIO_LOG = 1.5
+MARGIN_LOG = 0.5
+# MSE/L1: default-initialized outputs add their own variance (typically 0.1-0.5 of the target
+# variance on standardized data); three times the reference is a genuine offset or scale error.
+RATIO_REGRESSION = 3.0
+
+
 @rule(
     "initial-loss-off",
     severity="warning",
@@ -72,15 +81,6 @@ def initial_loss_off(m: InitLoss) -> Iterator[Hit]:
         )
 
 
-# Cross-entropy-like losses: "far" is half again above log C (log 2 for binary), with at least
-# half a nat of room so two-class problems are not judged on noise.
-RATIO_LOG = 1.5
-MARGIN_LOG = 0.5
-# MSE/L1: default-initialized outputs add their own variance (typically 0.1-0.5 of the target
-# variance on standardized data); three times the reference is a genuine offset or scale error.
-RATIO_REGRESSION = 3.0
-
-
 def init_loss_limit(expected: float, kind: LossKind) -> float:
     """The initial loss above which `initial-loss-off` fires."""
     if kind in REGRESSION:
@@ -107,6 +107,10 @@ _OVERFIT_FIX = (
     "layer); if identical inputs carry different labels, fix the labels; otherwise give the "
     "model more capacity or check that the output layer matches the task."
 )
+
+
+# Relative spread of the outputs across samples below which they are "the same" output.
+SAME_OUTPUT = 1e-5
 
 
 @rule(
@@ -158,10 +162,6 @@ def cannot_overfit_batch(m: MemorizedBatch) -> Iterator[Hit]:
 )
 def cannot_overfit_few(m: MemorizedFew) -> Iterator[Hit]:
     yield from _cannot_memorize(m)
-
-
-# Relative spread of the outputs across samples below which they are "the same" output.
-SAME_OUTPUT = 1e-5
 
 
 def _cannot_memorize(m: Memorized) -> Iterator[Hit]:
@@ -228,6 +228,10 @@ def _memorize_causes(m: Memorized) -> list[str]:
     return causes
 
 
+# Zeroing the inputs must undo at least a quarter of what training on the batch gained.
+RECOVERED = 0.25
+
+
 @rule(
     "input-independent",
     severity="error",
@@ -283,13 +287,14 @@ def input_independent(m: InputDependence) -> Iterator[Hit]:
         )
 
 
-# Zeroing the inputs must undo at least a quarter of what training on the batch gained.
-RECOVERED = 0.25
-
-
 def same_output(m: InputDependence) -> bool:
     """Every sample gets the same output: the input cannot reach it."""
     return m.output_spread is not None and m.output_spread < SAME_OUTPUT
+
+
+# Gradient on other rows, relative to the sample's own: exact zeros when samples are independent,
+# so anything above float rounding is a leak.
+LEAK = 1e-6
 
 
 @rule(
@@ -334,9 +339,16 @@ def batch_mixing(m: BatchLeak) -> Iterator[Hit]:
     )
 
 
-# Gradient on other rows, relative to the sample's own: exact zeros when samples are independent,
-# so anything above float rounding is a leak.
-LEAK = 1e-6
+# Relative distance between train-mode and eval-mode outputs. PyTorch's own dropout is switched
+# off for the comparison (inverted dropout matches eval mode in expectation by construction).
+# Healthy models after a short training measured 0.00-0.13 (BN running statistics lag the
+# weights; dropout before BN inflates the running variance); an unscaled custom dropout p=0.5
+# gives ~0.5-1.
+MISMATCH = 0.3
+# BatchNorm running statistics against the batch's own, per channel: a mean off by more than one
+# batch standard deviation, or a variance off by more than 4x, is not lag but stale statistics.
+BN_MEAN_OFF = 1.0
+BN_VAR_RATIO = 4.0
 
 
 @rule(
@@ -402,21 +414,13 @@ def train_eval_mismatch(m: TrainEvalGap) -> Iterator[Hit]:
     )
 
 
-# Relative distance between train-mode and eval-mode outputs. PyTorch's own dropout is switched
-# off for the comparison (inverted dropout matches eval mode in expectation by construction).
-# Healthy models after a short training measured 0.00-0.13 (BN running statistics lag the
-# weights; dropout before BN inflates the running variance); an unscaled custom dropout p=0.5
-# gives ~0.5-1.
-MISMATCH = 0.3
-# BatchNorm running statistics against the batch's own, per channel: a mean off by more than one
-# batch standard deviation, or a variance off by more than 4x, is not lag but stale statistics.
-BN_MEAN_OFF = 1.0
-BN_VAR_RATIO = 4.0
-
-
 def stale_statistics(mean_offset: float, variance_ratio: float) -> bool:
     """Running statistics too far from the batch's to be lag (see BN_MEAN_OFF, BN_VAR_RATIO)."""
     return mean_offset > BN_MEAN_OFF or not 1 / BN_VAR_RATIO < variance_ratio < BN_VAR_RATIO
+
+
+# A regression model must remove at least 10% of the mean predictor's loss.
+REGRESSION_GAIN = 0.9
 
 
 @rule(
@@ -492,13 +496,12 @@ def no_better_than_baseline(m: ShortTraining) -> Iterator[Hit]:
         )
 
 
-# A regression model must remove at least 10% of the mean predictor's loss.
-REGRESSION_GAIN = 0.9
-
-
 def accuracy_margin(base: float, samples: int) -> float:
     """Two standard errors of the baseline's accuracy on this many validation samples."""
     return 2 * math.sqrt(max(base * (1 - base), 0.01) / samples)
+
+
+LOADER_BOUND = 0.5  # data wait over half the step: the loader is the bottleneck
 
 
 @rule(
@@ -553,7 +556,7 @@ def data_loader_bound(m: SpeedProfile) -> Iterator[Hit]:
     )
 
 
-LOADER_BOUND = 0.5  # data wait over half the step: the loader is the bottleneck
+SLOW_STEP = 1.0  # seconds; seed 003 (8/n): a batch should take under a second
 
 
 @rule(
@@ -594,9 +597,6 @@ def slow_step(m: SpeedProfile) -> Iterator[Hit]:
             **m.phases,
         },
     )
-
-
-SLOW_STEP = 1.0  # seconds; seed 003 (8/n): a batch should take under a second
 
 
 # -- how numbers read in messages -------------------------------------------------------------
