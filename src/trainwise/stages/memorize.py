@@ -24,7 +24,9 @@ LR_RETRIES = (10.0, 0.1)  # the two other LRs that tell "LR too low" from "LR to
 
 @dataclass
 class Memorization:
-    """One memorization run as it goes (the model included); `measured` is its frozen record."""
+    """One memorization run as it goes (the model included); `record` makes its frozen record
+    for the rules. Its near-zero target is where the experiment stops: reached or not is what
+    the overfit rules judge."""
 
     samples: int
     lr: float
