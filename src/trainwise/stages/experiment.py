@@ -28,7 +28,7 @@ from trainwise.errors import SetupError
 from trainwise.findings import Finding
 from trainwise.loss_kinds import BINARY, CLASS_INDEX, L1, MSE
 from trainwise.rules.data import labels_out_of_range
-from trainwise.rules.dataset import nonfinite_inputs
+from trainwise.rules.dataset import nonfinite_inputs, nonfinite_parts
 from trainwise.rules.optimizer import frozen_parameters
 from trainwise.rules.protocol import SLOW_STEP
 from trainwise.rules.protocol import fmt as fmt  # numbers in summaries read as in messages
@@ -336,7 +336,8 @@ def blocking_reason(run: CheckRun) -> str | None:
         # reports the cause (frozen-parameters), so every experiment skips instead of aborting.
         return "no parameter of the model requires grad (frozen-parameters): nothing can train"
     if nonfinite_inputs.slug in found:
-        return f"the training {_nonfinite_part(run)} contain NaN/Inf (nonfinite-inputs)"
+        part = nonfinite_parts(run.context.train_sample)[0]  # the part the finding is about
+        return f"the training {part} contain NaN/Inf (nonfinite-inputs)"
     return None
 
 
@@ -355,13 +356,6 @@ def static_findings(run: CheckRun) -> list[Finding]:
 def _on_training_data(finding: Finding) -> bool:
     """A finding about the model, or about the training split (not the validation split)."""
     return not str(finding.where).startswith("val[")
-
-
-def _nonfinite_part(run: CheckRun) -> str:
-    """Which part of the training sample nonfinite-inputs found non-finite, for the summary."""
-    t = first_tensor(run.context.train_sample.inputs)
-    finite = t is None or not torch.is_floating_point(t) or bool(torch.isfinite(t).all())
-    return "targets" if finite else "inputs"
 
 
 def skipped(reason: str) -> StageOutcome:
