@@ -80,8 +80,8 @@ def register(rule: Rule) -> Rule:
         raise ValueError(f"rule {rule.slug!r}: unknown severity {rule.severity!r}")
     if rule.category not in CATEGORIES:
         raise ValueError(f"rule {rule.slug!r}: unknown category {rule.category!r}")
-    if (rule.category == "protocol") != (rule.reads is not None):
-        raise ValueError(f"rule {rule.slug!r}: a protocol rule, and only one, declares `reads`")
+    if rule.category == "protocol" and rule.reads is None:
+        raise ValueError(f"protocol rule {rule.slug!r} must declare the measurement it `reads`")
     CATALOGUE[rule.slug] = rule
     return rule
 
