@@ -392,6 +392,39 @@ def test_experiments_are_skipped_naming_the_part_that_is_not_finite(part):
     assert init.summary == f"skipped: the training {part} contain NaN/Inf (nonfinite-inputs)"
 
 
+class _PairInputs(Dataset):
+    """((features, extra), label): inputs that are a tuple of tensors."""
+
+    def __init__(self, x, y):
+        self.x, self.y = x, y
+
+    def __len__(self):
+        return len(self.y)
+
+    def __getitem__(self, i):
+        return (self.x[i], self.x[i, :2]), self.y[i]
+
+
+class _FirstOfPair(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(16, 4)
+
+    def forward(self, inputs):
+        return self.fc(inputs[0])
+
+
+def test_nan_in_the_first_tensor_of_tuple_inputs_is_found_and_stops_the_experiments():
+    x, y = blobs(n=128)
+    x[5, 3] = float("nan")
+    s = tw.Setup(model=_FirstOfPair, train=_PairInputs(x, y), loss=nn.CrossEntropyLoss())
+    report = tw.check(s, stages=[StaticStage(), InitLossStage()], quick=True)
+    assert_fires(report, "nonfinite-inputs", where="train[5]")
+    assert report.stages[1].summary == (
+        "skipped: the training inputs contain NaN/Inf (nonfinite-inputs)"
+    )
+
+
 def test_a_stage_run_alone_skips_on_what_the_static_rules_find():
     # Without the static stage in the run, the blocking rules are run for the experiments.
     x, y = blobs(n=128)

@@ -24,7 +24,7 @@ from torch.utils.data import (
 )
 
 from trainwise.context import StaticContext
-from trainwise.data import DataSample, as_pair
+from trainwise.data import DataSample, as_pair, first_tensor
 from trainwise.helpers import class_weights
 from trainwise.rules.registry import Hit, rule
 from trainwise.state import preserved_rng
@@ -113,7 +113,7 @@ def nonfinite_inputs(ctx: StaticContext) -> Iterator[Hit]:
         if sample is None:
             continue
         for part in nonfinite_parts(sample):
-            t = sample.inputs if part == "inputs" else sample.targets
+            t = first_tensor(sample.inputs if part == "inputs" else sample.targets)
             bad = ~torch.isfinite(t)
             rows = bad.reshape(len(t), -1).any(dim=1)  # (N,)
             first = sample.indices[int(rows.nonzero()[0])]
@@ -140,9 +140,11 @@ def nonfinite_inputs(ctx: StaticContext) -> Iterator[Hit]:
 
 
 def nonfinite_parts(sample: DataSample) -> list[str]:
-    """Which of "inputs" and "targets" hold NaN/Inf: tensors of floats, read whole."""
+    """Which of "inputs" and "targets" hold NaN/Inf: their tensor (for a tuple or dict of
+    tensors, the first), when it holds floats."""
     parts = []
-    for part, t in (("inputs", sample.inputs), ("targets", sample.targets)):
+    for part, value in (("inputs", sample.inputs), ("targets", sample.targets)):
+        t = first_tensor(value)
         if not isinstance(t, torch.Tensor) or not torch.is_floating_point(t) or t.dim() == 0:
             continue
         if bool(torch.isfinite(t.sum())):

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from trainwise.data import DataSample, shape_of, take, to_device
+from trainwise.data import first_tensor as first_tensor  # the stages' helper, from data
 from trainwise.errors import SetupError
 from trainwise.findings import Finding
 from trainwise.loss_kinds import BINARY, CLASS_INDEX, L1, MSE
@@ -251,19 +252,6 @@ def batches(sample: DataSample, size: int, run: CheckRun, generator: torch.Gener
                 to_device(take(sample.inputs, index), device),
                 to_device(take(sample.targets, index), device),
             )
-
-
-def first_tensor(value: Any) -> torch.Tensor | None:
-    if isinstance(value, torch.Tensor):
-        return value
-    if isinstance(value, (tuple, list)):
-        for v in value:
-            found = first_tensor(v)
-            if found is not None:
-                return found
-    if isinstance(value, dict):
-        return first_tensor(list(value.values()))
-    return None
 
 
 # -- what the loss should be ----------------------------------------------------------------
