@@ -80,7 +80,7 @@ def _synthetic_sweep(configured_lr):
 
 @pytest.mark.silent("lr-too-low")
 def test_too_low_needs_a_flat_loss_at_the_configured_lr():
-    from trainwise.stages.lr_range import descent_start, judge
+    from trainwise.rules.lr import descent_start, judge
 
     falling = _synthetic_sweep(1e-3)  # far under the suggestion, but the loss already falls
     assert falling.suggested_lr / 1e-3 > 100
@@ -96,10 +96,9 @@ class _MeasuredStep:
     name, title = "speed", "Speed profile"
 
     def run(self, run):
-        from trainwise.stages import experiment as ex
         from trainwise.stages.base import StageOutcome
 
-        run.shared[ex.STEP_SECONDS_KEY] = 2.0
+        run.step_seconds = 2.0
         return StageOutcome(summary="2 s per step")
 
 

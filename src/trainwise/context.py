@@ -22,29 +22,39 @@ from trainwise.data import (
     to_device,
 )
 from trainwise.errors import SetupError
+from trainwise.loss_kinds import (
+    BCE,
+    BCE_LOGITS,
+    BINARY,
+    CLASS_INDEX,
+    CROSS_ENTROPY,
+    IGNORE_INDEX,
+    L1,
+    MSE,
+    NLL,
+    OTHER,
+    LossKind,
+)
 from trainwise.spec import Setup
 from trainwise.tracing import Trace, trace_model
 
-# Loss kinds trainwise understands; "other" when the callable matches none of them.
-LOSS_KINDS = ("cross_entropy", "nll", "bce_logits", "bce", "mse", "l1", "other")
-
-_LOSS_CLASSES: dict[type, str] = {
-    nn.CrossEntropyLoss: "cross_entropy",
-    nn.NLLLoss: "nll",
-    nn.BCEWithLogitsLoss: "bce_logits",
-    nn.BCELoss: "bce",
-    nn.MSELoss: "mse",
-    nn.L1Loss: "l1",
-    nn.SmoothL1Loss: "l1",
-    nn.HuberLoss: "l1",
+_LOSS_CLASSES: dict[type, LossKind] = {
+    nn.CrossEntropyLoss: CROSS_ENTROPY,
+    nn.NLLLoss: NLL,
+    nn.BCEWithLogitsLoss: BCE_LOGITS,
+    nn.BCELoss: BCE,
+    nn.MSELoss: MSE,
+    nn.L1Loss: L1,
+    nn.SmoothL1Loss: L1,
+    nn.HuberLoss: L1,
 }
-_LOSS_FUNCTIONS: dict[Any, str] = {
-    F.cross_entropy: "cross_entropy",
-    F.nll_loss: "nll",
-    F.binary_cross_entropy_with_logits: "bce_logits",
-    F.binary_cross_entropy: "bce",
-    F.mse_loss: "mse",
-    F.l1_loss: "l1",
+_LOSS_FUNCTIONS: dict[Any, LossKind] = {
+    F.cross_entropy: CROSS_ENTROPY,
+    F.nll_loss: NLL,
+    F.binary_cross_entropy_with_logits: BCE_LOGITS,
+    F.binary_cross_entropy: BCE,
+    F.mse_loss: MSE,
+    F.l1_loss: L1,
 }
 
 
@@ -139,12 +149,12 @@ class StaticContext:
             return None
         if torch.is_floating_point(y) or y.dim() != 1:
             return None
-        return y[y != -100]
+        return y[y != IGNORE_INDEX]
 
     # -- what the targets and outputs say ---------------------------------------------------
 
     @cached_property
-    def loss_kind(self) -> str:
+    def loss_kind(self) -> LossKind:
         loss = self.setup.loss
         for cls, kind in _LOSS_CLASSES.items():
             if isinstance(loss, cls):
@@ -153,16 +163,16 @@ class StaticContext:
             return _LOSS_FUNCTIONS[loss]
         return self._loss_kind_by_value()
 
-    def _loss_kind_by_value(self) -> str:
+    def _loss_kind_by_value(self) -> LossKind:
         """A custom loss (lambda, wrapper): match its value on the batch against known losses."""
         out, y = self.output, self.batch[1]
         if not isinstance(out, torch.Tensor) or not isinstance(y, torch.Tensor):
-            return "other"
+            return OTHER
         try:
             with torch.no_grad():
                 value = float(self.setup.loss(out, y))
         except Exception:
-            return "other"
+            return OTHER
         for fn, kind in _LOSS_FUNCTIONS.items():
             try:
                 with torch.no_grad():
@@ -171,7 +181,7 @@ class StaticContext:
                 continue
             if abs(ref - value) <= 1e-5 * max(1.0, abs(ref)):
                 return kind
-        return "other"
+        return OTHER
 
     @cached_property
     def task(self) -> str:
@@ -179,11 +189,11 @@ class StaticContext:
             return self.setup.task
         out, y = self.output, self.batch[1]
         if not isinstance(out, torch.Tensor) or not isinstance(y, torch.Tensor):
-            return "classification" if self.loss_kind in ("cross_entropy", "nll") else "regression"
+            return "classification" if self.loss_kind in CLASS_INDEX else "regression"
         integer = not torch.is_floating_point(y)
         if integer and y.dim() == out.dim() - 1:
             return "segmentation" if out.dim() == 4 else "classification"
-        if self.loss_kind in ("bce", "bce_logits") or (
+        if self.loss_kind in BINARY or (
             y.shape == out.shape
             and out.dim() == 2
             and out.shape[1] > 1
@@ -191,7 +201,7 @@ class StaticContext:
             and bool(((y > 0).sum(dim=1) > 1).any())
         ):
             return "multilabel"
-        if self.loss_kind in ("cross_entropy", "nll"):
+        if self.loss_kind in CLASS_INDEX:
             return "classification"
         return "regression"
 
@@ -237,7 +247,7 @@ class StaticContext:
         y, c = self.batch[1], self.num_classes
         if c is None or not isinstance(y, torch.Tensor) or torch.is_floating_point(y):
             return True
-        valid = y[y != -100]  # cross-entropy's default ignore_index
+        valid = y[y != IGNORE_INDEX]
         return bool(((valid >= 0) & (valid < c)).all())
 
     def check_loss_accepts_output(self) -> None:

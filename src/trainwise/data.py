@@ -119,6 +119,20 @@ def take(value: Any, index: torch.Tensor | slice) -> Any:
     return value
 
 
+def first_tensor(value: Any) -> torch.Tensor | None:
+    """The first tensor of a collated value (a tensor, or tuples/dicts of them), else None."""
+    if isinstance(value, torch.Tensor):
+        return value
+    if isinstance(value, (tuple, list)):
+        for v in value:
+            found = first_tensor(v)
+            if found is not None:
+                return found
+    if isinstance(value, dict):
+        return first_tensor(list(value.values()))
+    return None
+
+
 def to_device(value: Any, device: torch.device) -> Any:
     if isinstance(value, torch.Tensor):
         return value.to(device)

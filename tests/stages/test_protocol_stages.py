@@ -19,6 +19,7 @@ from trainwise.stages.input_dependence import InputDependenceStage
 from trainwise.stages.overfit_batch import OverfitBatchStage
 from trainwise.stages.overfit_few import OverfitFewStage
 from trainwise.stages.speed import SpeedStage
+from trainwise.stages.static import StaticStage
 from trainwise.stages.train_eval import MISMATCH, TrainEvalStage
 
 
@@ -376,6 +377,77 @@ def test_experiments_are_skipped_with_the_reason_when_nothing_requires_grad():
     for stage in report.stages[1:]:  # no experiment can run backward(), none aborts the check
         assert stage.status == "skipped", (stage.name, stage.summary)
         assert "frozen-parameters" in stage.summary
+
+
+@pytest.mark.parametrize("part", ["inputs", "targets"])
+def test_experiments_are_skipped_naming_the_part_that_is_not_finite(part):
+    x, y = blobs(n=128)
+    y = y.float()[:, None]
+    (x if part == "inputs" else y)[3, 0] = float("nan")
+    s = setup(lambda: nn.Linear(16, 1), x, y, loss=nn.MSELoss())
+    report = tw.check(s, stages=[StaticStage(), InitLossStage()], quick=True)
+    assert_fires(report, "nonfinite-inputs")
+    init = report.stages[1]
+    assert init.status == "skipped"
+    assert init.summary == f"skipped: the training {part} contain NaN/Inf (nonfinite-inputs)"
+
+
+class _PairInputs(Dataset):
+    """((features, extra), label): inputs that are a tuple of tensors."""
+
+    def __init__(self, x, y):
+        self.x, self.y = x, y
+
+    def __len__(self):
+        return len(self.y)
+
+    def __getitem__(self, i):
+        return (self.x[i], self.x[i, :2]), self.y[i]
+
+
+class _FirstOfPair(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(16, 4)
+
+    def forward(self, inputs):
+        return self.fc(inputs[0])
+
+
+def test_nan_in_the_first_tensor_of_tuple_inputs_is_found_and_stops_the_experiments():
+    x, y = blobs(n=128)
+    x[5, 3] = float("nan")
+    s = tw.Setup(model=_FirstOfPair, train=_PairInputs(x, y), loss=nn.CrossEntropyLoss())
+    report = tw.check(s, stages=[StaticStage(), InitLossStage()], quick=True)
+    assert_fires(report, "nonfinite-inputs", where="train[5]")
+    assert report.stages[1].summary == (
+        "skipped: the training inputs contain NaN/Inf (nonfinite-inputs)"
+    )
+
+
+def test_a_stage_run_alone_skips_on_what_the_static_rules_find():
+    # Without the static stage in the run, the blocking rules are run for the experiments.
+    x, y = blobs(n=128)
+    report = run(setup(mlp, x, y + 1), InitLossStage(), OverfitBatchStage())  # labels 1..4
+    for stage in report.stages:
+        assert stage.status == "skipped"
+        assert stage.summary == (
+            "skipped: labels span 1..4 but the model has 4 outputs (labels-out-of-range): the "
+            "loss cannot be computed"
+        )
+
+
+def test_labels_out_of_range_in_validation_only_do_not_stop_the_training_experiments():
+    x, y = blobs(n=256)
+    vy = y[200:].clone()
+    vy[0] = 7  # 4 outputs
+    report = tw.check(
+        setup(mlp, x[:200], y[:200], val=(x[200:], vy)),
+        stages=[StaticStage(), InitLossStage()],
+        quick=True,
+    )
+    assert_fires(report, "labels-out-of-range", where="val[0]")
+    assert report.stages[1].status == "pass"
 
 
 def test_quick_check_of_a_healthy_setup_is_ready_to_train_with_every_stage():

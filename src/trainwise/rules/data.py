@@ -9,9 +9,8 @@ from torch import nn
 
 from trainwise.context import StaticContext
 from trainwise.data import DataSample
+from trainwise.loss_kinds import IGNORE_INDEX
 from trainwise.rules.registry import Hit, rule
-
-IGNORE_INDEX = -100  # CrossEntropyLoss/NLLLoss skip this label by default
 
 
 @rule(

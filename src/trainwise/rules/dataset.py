@@ -24,7 +24,7 @@ from torch.utils.data import (
 )
 
 from trainwise.context import StaticContext
-from trainwise.data import DataSample, as_pair
+from trainwise.data import DataSample, as_pair, first_tensor
 from trainwise.helpers import class_weights
 from trainwise.rules.registry import Hit, rule
 from trainwise.state import preserved_rng
@@ -112,14 +112,9 @@ def nonfinite_inputs(ctx: StaticContext) -> Iterator[Hit]:
     for split, sample in (("train", ctx.train_sample), ("val", ctx.val_sample)):
         if sample is None:
             continue
-        for part, t in (("inputs", sample.inputs), ("targets", sample.targets)):
-            if not isinstance(t, torch.Tensor) or not torch.is_floating_point(t) or t.dim() == 0:
-                continue
-            if bool(torch.isfinite(t.sum())):
-                continue  # one reduction: any NaN/Inf would make the sum non-finite
+        for part in nonfinite_parts(sample):
+            t = first_tensor(sample.inputs if part == "inputs" else sample.targets)
             bad = ~torch.isfinite(t)
-            if not bool(bad.any()):
-                continue  # finite values whose sum overflowed
             rows = bad.reshape(len(t), -1).any(dim=1)  # (N,)
             first = sample.indices[int(rows.nonzero()[0])]
             nan, inf = int(torch.isnan(t).sum()), int(torch.isinf(t).sum())
@@ -142,6 +137,21 @@ def nonfinite_inputs(ctx: StaticContext) -> Iterator[Hit]:
                     else "Drop or repair the samples whose targets are NaN/Inf."
                 ),
             )
+
+
+def nonfinite_parts(sample: DataSample) -> list[str]:
+    """Which of "inputs" and "targets" hold NaN/Inf: their tensor (for a tuple or dict of
+    tensors, the first), when it holds floats."""
+    parts = []
+    for part, value in (("inputs", sample.inputs), ("targets", sample.targets)):
+        t = first_tensor(value)
+        if not isinstance(t, torch.Tensor) or not torch.is_floating_point(t) or t.dim() == 0:
+            continue
+        if bool(torch.isfinite(t.sum())):
+            continue  # one reduction: any NaN/Inf would make the sum non-finite
+        if bool((~torch.isfinite(t)).any()):  # else finite values whose sum overflowed
+            parts.append(part)
+    return parts
 
 
 @rule(

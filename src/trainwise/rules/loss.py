@@ -7,6 +7,7 @@ from collections.abc import Iterator
 import torch
 
 from trainwise.context import StaticContext
+from trainwise.loss_kinds import BINARY, CLASS_INDEX, IGNORE_INDEX, REGRESSION
 from trainwise.rules.model import output_producer
 from trainwise.rules.registry import Hit, rule
 
@@ -56,7 +57,7 @@ def _output(ctx: StaticContext) -> torch.Tensor | None:
 )
 def multilabel_needs_sigmoid(ctx: StaticContext) -> Iterator[Hit]:
     y, out = _targets(ctx), _output(ctx)
-    if ctx.loss_kind not in ("cross_entropy", "nll") or y is None or out is None:
+    if ctx.loss_kind not in CLASS_INDEX or y is None or out is None:
         return
     if y.dim() != 2 or y.shape[1] < 2 or y.shape[1:] != out.shape[1:]:
         return
@@ -118,7 +119,7 @@ def wrong_loss_for_task(ctx: StaticContext) -> Iterator[Hit]:
         "target_max": float(yf.max()),
         "distinct_targets": int(torch.unique(yf).numel()),
     }
-    if kind in ("mse", "l1") and (integer or ctx.setup.task == "classification"):
+    if kind in REGRESSION and (integer or ctx.setup.task == "classification"):
         classes = int(yf.max()) + 1
         yield Hit(
             f"a regression loss ({kind}) is trained on integer class labels "
@@ -130,7 +131,7 @@ def wrong_loss_for_task(ctx: StaticContext) -> Iterator[Hit]:
             "logits with the integer labels as targets (or cast the targets to float if they "
             "really are quantities).",
         )
-    elif kind in ("mse", "l1") and _one_hot(y, out):
+    elif kind in REGRESSION and _one_hot(y, out):
         yield Hit(
             f"{kind} regresses one-hot class targets over {y.shape[1]} classes; the gradient of "
             "a squared error vanishes for confidently wrong outputs, so classification trains "
@@ -140,7 +141,7 @@ def wrong_loss_for_task(ctx: StaticContext) -> Iterator[Hit]:
             fix="Use `nn.CrossEntropyLoss()` with `y.argmax(dim=1)` as the target.",
             severity="warning",
         )
-    elif kind in ("cross_entropy", "nll") and torch.is_floating_point(y):
+    elif kind in CLASS_INDEX and torch.is_floating_point(y):
         same = y.dim() >= 2 and y.shape[1:] == out.shape[1:]
         if same and _distributions(y):
             return  # soft labels (label smoothing, mixup): a valid use of CrossEntropyLoss
@@ -161,7 +162,7 @@ def wrong_loss_for_task(ctx: StaticContext) -> Iterator[Hit]:
             fix="For continuous targets use `nn.MSELoss()` (or `nn.HuberLoss()`); for classes, "
             "make the targets integer class indices (`y.long()`).",
         )
-    elif kind in ("bce", "bce_logits") and torch.is_floating_point(y):
+    elif kind in BINARY and torch.is_floating_point(y):
         outside = int(((y < 0) | (y > 1)).sum())
         if outside:
             yield Hit(
@@ -258,14 +259,14 @@ def _classes_vs_outputs(ctx: StaticContext, y: torch.Tensor, out: torch.Tensor) 
     if ctx.val_sample is not None and isinstance(ctx.val_sample.targets, torch.Tensor):
         labels.append(ctx.val_sample.targets)
     seen = torch.cat([t.flatten() for t in labels])
-    seen = seen[seen != -100]
+    seen = seen[seen != IGNORE_INDEX]
     if seen.numel() == 0 or int(seen.min()) < 0:
         return
     classes = int(seen.max()) + 1
     distinct = int(torch.unique(seen).numel())
     where = output_producer(ctx)
     evidence = {"outputs": outputs, "classes_in_labels": classes, "distinct_labels": distinct}
-    if outputs == 1 and ctx.loss_kind in ("cross_entropy", "nll"):
+    if outputs == 1 and ctx.loss_kind in CLASS_INDEX:
         yield Hit(
             f"the model has 1 output but cross-entropy needs one logit per class "
             f"({classes} classes in the labels): a softmax over one column is always 1 and the "

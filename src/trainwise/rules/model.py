@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from trainwise.context import StaticContext
+from trainwise.loss_kinds import BCE_LOGITS, CROSS_ENTROPY, NLL
 from trainwise.rules.registry import Hit, rule
 
 _SIGMOID_NAMES = ("sigmoid",)
@@ -80,7 +81,7 @@ def softmax_before_loss(ctx: StaticContext) -> Iterator[Hit]:
         "output_max": float(out.max()),
         "row_sum_mean": float(row_sums.mean()),
     }
-    if kind == "cross_entropy" and form == "probabilities":
+    if kind == CROSS_ENTROPY and form == "probabilities":
         # Softmax outputs p in [0, 1]; CE(softmax(p)) is smallest when p is one-hot:
         # -log(e / (e + C - 1)) = log(1 + (C - 1) / e).
         floor = math.log(1 + (classes - 1) / math.e)
@@ -93,7 +94,7 @@ def softmax_before_loss(ctx: StaticContext) -> Iterator[Hit]:
             fix=f"Remove the softmax at {where} and return raw logits; CrossEntropyLoss applies "
             "log-softmax itself. Use `model(x).softmax(dim=1)` at inference.",
         )
-    elif kind == "cross_entropy" and form == "log-probabilities":
+    elif kind == CROSS_ENTROPY and form == "log-probabilities":
         yield Hit(
             f"the model output is already a log-softmax over {classes} classes and "
             "CrossEntropyLoss applies log-softmax again; this is harmless (log-softmax is "
@@ -104,7 +105,7 @@ def softmax_before_loss(ctx: StaticContext) -> Iterator[Hit]:
             severity="info",
         )
     elif (
-        kind == "bce_logits"
+        kind == BCE_LOGITS
         and form in ("unit-interval", "probabilities")
         and (_produced_by_sigmoid(ctx))
     ):
@@ -116,7 +117,7 @@ def softmax_before_loss(ctx: StaticContext) -> Iterator[Hit]:
             fix=f"Remove the sigmoid at {where}; BCEWithLogitsLoss takes raw logits. Apply "
             "`torch.sigmoid(model(x))` at inference.",
         )
-    elif kind == "nll" and form != "log-probabilities":
+    elif kind == NLL and form != "log-probabilities":
         got = "probabilities (a softmax)" if form == "probabilities" else "raw logits"
         yield Hit(
             f"NLLLoss expects log-probabilities but the model returns {got} "

@@ -4,7 +4,9 @@ Every rule, whatever its family, is registered one way: the @rule decorator on t
 judges it, with its documentation beside that code. What `check` is depends on the category:
 
 - "model" / "data" (static): a function `check(ctx: StaticContext) -> Iterable[Hit]`;
-- "protocol": a function `check(measurement) -> Iterable[Hit]` over one stage's typed result;
+- "protocol": a function `check(measurement) -> Iterable[Hit]` over one stage's typed result
+  (a frozen dataclass of trainwise/measurements.py), named by `reads=`; `judge(measurement)`
+  applies every rule that reads its type, in registration order;
 - "in-flight": a Detector class (rules/inflight.py); the watch makes one instance per watch.
 """
 
@@ -42,6 +44,7 @@ class Rule:
     example: str  # code showing the mistake (and, after a blank line, the repair)
     source: str  # the tip in TIPS.md / the seed, and the paper where one exists
     check: Any = None  # the judge (see the module docstring); None only while being moved
+    reads: type | None = None  # protocol rules: the measurement type `check` judges
 
     def finding(
         self,
@@ -77,6 +80,8 @@ def register(rule: Rule) -> Rule:
         raise ValueError(f"rule {rule.slug!r}: unknown severity {rule.severity!r}")
     if rule.category not in CATEGORIES:
         raise ValueError(f"rule {rule.slug!r}: unknown category {rule.category!r}")
+    if rule.category == "protocol" and rule.reads is None:
+        raise ValueError(f"protocol rule {rule.slug!r} must declare the measurement it `reads`")
     CATALOGUE[rule.slug] = rule
     return rule
 
@@ -91,13 +96,26 @@ def rule(
     fix: str,
     example: str,
     source: str,
+    reads: type | None = None,
 ) -> Callable[[Callable[[Any], Iterable[Hit]]], Rule]:
     """Decorator registering a rule's judge (a check function or a Detector class, see the module
-    docstring) together with its documentation. Returns the Rule; its judge is `Rule.check`."""
+    docstring) together with its documentation. Returns the Rule; its judge is `Rule.check`.
+    A protocol rule names the measurement type it judges in `reads`."""
 
     def wrap(check: Any) -> Rule:
         return register(
-            Rule(slug, severity, category, summary, why, fix, example, source, check=check)
+            Rule(
+                slug,
+                severity,
+                category,
+                summary,
+                why,
+                fix,
+                example,
+                source,
+                check=check,
+                reads=reads,
+            )
         )
 
     return wrap
@@ -120,3 +138,13 @@ def static_rules() -> list[Rule]:
 def rules_of(category: Category) -> list[Rule]:
     """The registered rules of one category, in registration order."""
     return [r for r in CATALOGUE.values() if r.category == category]
+
+
+def judge(measurement: Any) -> list[Finding]:
+    """The findings of every rule that reads this measurement's type, in registration order."""
+    return [
+        r.from_hit(hit)
+        for r in CATALOGUE.values()
+        if r.reads is type(measurement)
+        for hit in r.check(measurement)
+    ]

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from trainwise.rules.lr import judge
 from trainwise.runs.record import Run
 
 log = logging.getLogger("trainwise")
@@ -23,8 +24,6 @@ def write_result(run: Run, result: Any) -> None:
 
 
 def _write(run: Run, result: Any) -> None:
-    from trainwise.stages.lr_range import judge
-
     for i, (lr, loss) in enumerate(zip(result.lrs.tolist(), result.losses.tolist(), strict=True)):
         run.log_metrics(i, {"lr": lr, "train/loss": loss})
     s = result.suggestion

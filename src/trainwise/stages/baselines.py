@@ -1,5 +1,6 @@
 """Short training vs dumb baselines: a bounded run with validation must beat predicting the
-majority class (or the mean target); a linear model on the flattened inputs is the next bar."""
+majority class (or the mean target); a linear model on the flattened inputs is the next bar.
+Judged by `no-better-than-baseline` (rules/protocol.py)."""
 
 from __future__ import annotations
 
@@ -11,18 +12,16 @@ import numpy as np
 import torch
 
 from trainwise.data import DataSample, take
-from trainwise.rules import CATALOGUE
+from trainwise.loss_kinds import REGRESSION
+from trainwise.measurements import ShortTraining
 from trainwise.stages import experiment as ex
-from trainwise.stages.base import CheckRun, StageOutcome
+from trainwise.stages.base import CheckRun, StageOutcome, Trained
 
-SHARED_KEY = "short-training"  # the trained model and a training batch, for train/eval
 VAL_MAX = 256  # validation samples evaluated at each point of the curve (±3% accuracy)
 CURVE_POINTS = 6  # validation evaluations along the short training (the first at step 0)
 QUICK_CURVE_POINTS = 3
 HOLDOUT = 0.2  # of the training sample, when the setup has no validation set
 LINEAR_MAX_FEATURES = 4096
-# A regression model must remove at least 10% of the mean predictor's loss.
-REGRESSION_GAIN = 0.9
 
 
 class BaselinesStage:
@@ -57,10 +56,10 @@ class BaselinesStage:
                     curve.append(_evaluate(run, model, vx, vy, step, train_loss, self.name))
                 if deadline.passed or not math.isfinite(recent[-1]):
                     break
-            run.shared[SHARED_KEY] = (model, x, y)
-        final = curve[-1]
+            run.short_training = Trained(model, x, y)  # for the train-eval stage
         trivial = _trivial(run, train, vx, vy)
         linear = _linear(run, train, val)
+        measured = ShortTraining(step, curve[-1], trivial, linear, len(ex.first_tensor(vy)))
         outcome = StageOutcome(
             metrics={
                 "steps": step,
@@ -68,9 +67,10 @@ class BaselinesStage:
                 "curve": curve,
                 "trivial": trivial,
                 "linear": linear,
-            }
+            },
+            summary=_summary(measured),
+            measurement=measured,
         )
-        outcome = _judge(outcome, final, trivial, linear, len(ex.first_tensor(vy)), step)
         if step < b.train_steps and any(f.severity == "error" for f in outcome.findings):
             # The time budget cut the run short: too few steps to call it a failure.
             return ex.skipped(
@@ -188,7 +188,7 @@ def _linear(run, train, val) -> dict[str, Any]:
                 "name": "logistic regression",
                 "val_accuracy": float((clf.predict(vxf) == vy.numpy()).mean()),
             }
-        if torch.is_floating_point(y) and run.context.loss_kind in ("mse", "l1"):
+        if torch.is_floating_point(y) and run.context.loss_kind in REGRESSION:
             reg = make_pipeline(StandardScaler(), Ridge(alpha=1.0))
             yf = y.reshape(len(y), -1).double().numpy()
             reg.fit(xf, yf)
@@ -197,66 +197,20 @@ def _linear(run, train, val) -> dict[str, Any]:
     return {}
 
 
-def _judge(outcome: StageOutcome, final, trivial, linear, n_val: int, steps: int) -> StageOutcome:
+def _summary(m: ShortTraining) -> str:
+    final, trivial, linear, steps = m.final, m.trivial, m.linear, m.steps
     acc = final.get("val_accuracy")
-    rule = CATALOGUE["no-better-than-baseline"]
     if acc is not None and "val_accuracy" in trivial:
-        base = trivial["val_accuracy"]
-        # Two standard errors of the baseline's accuracy on this many validation samples.
-        margin = 2 * math.sqrt(max(base * (1 - base), 0.01) / n_val)
-        outcome.summary = (
-            f"{steps} steps: val accuracy {acc:.1%} vs {trivial['name']} {base:.1%}"
+        return (
+            f"{steps} steps: val accuracy {acc:.1%} vs {trivial['name']} "
+            f"{trivial['val_accuracy']:.1%}"
             + (f", {linear['name']} {linear['val_accuracy']:.1%}" if linear else "")
             + f"; val loss {ex.fmt(final['val_loss'])}"
         )
-        if acc <= base + margin:
-            outcome.findings.append(
-                rule.finding(
-                    f"After {steps} training steps the model's validation accuracy is {acc:.1%}, "
-                    f"no better than always predicting the {trivial['name']} ({base:.1%}, margin "
-                    f"{margin:.1%} on {n_val} samples); validation loss {ex.fmt(final['val_loss'])} "
-                    f"vs {ex.fmt(trivial['val_loss'])}. Nothing has been learned yet.",
-                    evidence={"val_accuracy": acc, "baseline_accuracy": base, "steps": steps},
-                )
-            )
-        elif linear and acc < linear["val_accuracy"] - margin:
-            outcome.findings.append(
-                rule.finding(
-                    f"After {steps} steps the model reaches {acc:.1%} validation accuracy, below a "
-                    f"{linear['name']} on the flattened inputs ({linear['val_accuracy']:.1%}). A "
-                    "short run may simply need more steps; a long one that stays below it should "
-                    "start from the simpler model.",
-                    evidence={"val_accuracy": acc, "linear_accuracy": linear["val_accuracy"]},
-                    severity="info",
-                )
-            )
-        return outcome
     loss, base = final["val_loss"], trivial.get("val_loss", math.nan)
-    outcome.summary = (
-        f"{steps} steps: val loss {ex.fmt(loss)} vs {trivial['name']} {ex.fmt(base)}"
-        + (f", {linear['name']} {ex.fmt(linear['val_loss'])}" if linear else "")
+    summary = f"{steps} steps: val loss {ex.fmt(loss)} vs {trivial['name']} {ex.fmt(base)}" + (
+        f", {linear['name']} {ex.fmt(linear['val_loss'])}" if linear else ""
     )
     if not math.isfinite(base):
-        outcome.summary += " (no trivial baseline for this loss)"
-        return outcome
-    if not math.isfinite(loss) or loss > REGRESSION_GAIN * base:
-        outcome.findings.append(
-            rule.finding(
-                f"After {steps} training steps the validation loss is {ex.fmt(loss)}, not clearly "
-                f"below the {trivial['name']} predictor's {ex.fmt(base)} (needs < "
-                f"{REGRESSION_GAIN:.0%} of it). Nothing has been learned yet.",
-                evidence={"val_loss": loss, "baseline_loss": base, "steps": steps},
-            )
-        )
-    elif (
-        linear and math.isfinite(linear["val_loss"]) and loss > linear["val_loss"] / REGRESSION_GAIN
-    ):
-        outcome.findings.append(
-            rule.finding(
-                f"After {steps} steps the validation loss is {ex.fmt(loss)}, above a "
-                f"{linear['name']} on the flattened inputs ({ex.fmt(linear['val_loss'])}).",
-                evidence={"val_loss": loss, "linear_loss": linear["val_loss"]},
-                severity="info",
-            )
-        )
-    return outcome
+        summary += " (no trivial baseline for this loss)"
+    return summary

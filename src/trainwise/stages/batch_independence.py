@@ -1,7 +1,8 @@
 """Batch independence: in eval mode, sample i's output must not depend on input j != i.
 
 Measured exactly with autograd: the gradient of a random projection of output row i with
-respect to every input row. The first layer whose output mixes rows is named.
+respect to every input row. The first layer whose output mixes rows is named. Judged by
+`batch-mixing` (rules/protocol.py).
 """
 
 from __future__ import annotations
@@ -12,12 +13,12 @@ import torch
 from torch import nn
 
 from trainwise.data import shape_of
-from trainwise.rules import CATALOGUE
+from trainwise.measurements import BatchLeak
+from trainwise.rules.protocol import LEAK
 from trainwise.stages import experiment as ex
 from trainwise.stages.base import CheckRun, StageOutcome
 
 BATCH_SIZES = (5, 7, 11, 13)  # a batch size no other dimension shares, so dim 0 is the batch
-LEAK = 1e-6  # gradient on other rows, relative to the sample's own; exact zeros when independent
 MAX_LAYERS = 200
 
 
@@ -49,26 +50,21 @@ class BatchIndependenceStage:
                     f"the output {shape_of(out)} or the input has no batch dimension first"
                 )
             leak = _leak(out, root)
-            outcome = StageOutcome(metrics={"batch": b, "leak": leak})
             if leak <= LEAK:
-                outcome.summary = (
-                    f"output rows depend only on their own input (batch of {b}, max relative "
-                    f"cross-sample gradient {leak:.1e})"
+                return StageOutcome(
+                    metrics={"batch": b, "leak": leak},
+                    summary=(
+                        f"output rows depend only on their own input (batch of {b}, max "
+                        f"relative cross-sample gradient {leak:.1e})"
+                    ),
+                    measurement=BatchLeak(b, leak, shape_of(x)),
                 )
-                return outcome
             where = _first_mixing(calls, root, b)
-        outcome.summary = f"outputs mix samples of the batch ({where})"
-        outcome.findings.append(
-            CATALOGUE["batch-mixing"].finding(
-                f"In eval mode, the output for one sample depends on the inputs of other samples "
-                f"in the batch: the gradient of a sample's output reaches other rows with "
-                f"{leak:.2g} of its own magnitude (batch of {b}, input {shape_of(x)}). It first "
-                f"happens at {where}.",
-                where=where,
-                evidence={"relative_gradient": leak, "batch": b},
-            )
+        return StageOutcome(
+            metrics={"batch": b, "leak": leak},
+            summary=f"outputs mix samples of the batch ({where})",
+            measurement=BatchLeak(b, leak, shape_of(x), where),
         )
-        return outcome
 
 
 class _recorded:

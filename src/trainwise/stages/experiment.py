@@ -5,7 +5,8 @@
 - `fresh(run)`: a fresh model and optimizer, optionally with regularization off.
 - `forward` / `train_step`: a crash in the user's model becomes a message naming the stage,
   the layer and the input shape.
-- `blocking_reason(run)`: why an experiment would produce nonsense (labels the loss cannot take).
+- `blocking_reason(run)`: why an experiment would produce nonsense (labels the loss cannot take),
+  read from the static rules' findings.
 - `Budget`: bounded steps and seconds, smaller with `--quick`.
 """
 
@@ -23,7 +24,15 @@ import torch
 from torch import nn
 
 from trainwise.data import DataSample, shape_of, take, to_device
+from trainwise.data import first_tensor as first_tensor  # the stages' helper, from data
 from trainwise.errors import SetupError
+from trainwise.findings import Finding
+from trainwise.loss_kinds import BINARY, CLASS_INDEX, L1, MSE
+from trainwise.rules.data import labels_out_of_range
+from trainwise.rules.dataset import nonfinite_inputs, nonfinite_parts
+from trainwise.rules.optimizer import frozen_parameters
+from trainwise.rules.protocol import SLOW_STEP
+from trainwise.rules.protocol import fmt as fmt  # numbers in summaries read as in messages
 from trainwise.stages.base import CheckRun, StageOutcome
 from trainwise.state import preserved, preserved_rng
 from trainwise.tracing import run_forward
@@ -68,9 +77,8 @@ class Deadline:
 
 def show_progress(run: CheckRun, label: str, done: int, total: int) -> None:
     """Move the second progress bar (set by the protocol runner when it draws one)."""
-    update = run.shared.get("progress")
-    if update is not None:
-        update(label, done, total)
+    if run.progress is not None:
+        run.progress(label, done, total)
 
 
 # -- isolation ------------------------------------------------------------------------------
@@ -246,19 +254,6 @@ def batches(sample: DataSample, size: int, run: CheckRun, generator: torch.Gener
             )
 
 
-def first_tensor(value: Any) -> torch.Tensor | None:
-    if isinstance(value, torch.Tensor):
-        return value
-    if isinstance(value, (tuple, list)):
-        for v in value:
-            found = first_tensor(v)
-            if found is not None:
-                return found
-    if isinstance(value, dict):
-        return first_tensor(list(value.values()))
-    return None
-
-
 # -- what the loss should be ----------------------------------------------------------------
 
 
@@ -272,31 +267,26 @@ def reference_loss(run: CheckRun) -> tuple[float | None, str]:
     ctx = run.context
     kind = ctx.loss_kind
     targets = ctx.train_sample.targets
-    if kind in ("cross_entropy", "nll") and ctx.num_classes:
+    if kind in CLASS_INDEX and ctx.num_classes:
         return math.log(ctx.num_classes), f"log({ctx.num_classes}) for {ctx.num_classes} classes"
-    if kind in ("bce", "bce_logits"):
+    if kind in BINARY:
         return math.log(2.0), "log(2) per label"
     if isinstance(targets, torch.Tensor) and torch.is_floating_point(targets):
         t = targets.double()
-        if kind == "mse":
+        if kind == MSE:
             return float(t.var()), "the target variance"
-        if kind == "l1":
+        if kind == L1:
             return float(
                 (t - t.median()).abs().mean()
             ), "the mean absolute deviation of the targets"
     return None, ""
 
 
-STEP_SECONDS_KEY = "step-seconds"  # the speed stage's median step time, in run.shared
-SLOW_STEP = 1.0  # seconds; seed 003 (8/n): a batch should take under a second
-
-
 def training_skip_reason(run: CheckRun) -> str | None:
     """Why a training experiment should not run: blocking data, or --quick on a slow model."""
     if (reason := blocking_reason(run)) is not None:
         return reason
-    step = run.shared.get(STEP_SECONDS_KEY, 0.0)
-    if run.quick and step > SLOW_STEP:
+    if (step := slow_for_quick(run)) is not None:
         return (
             f"one training step takes {step:.2f}s (slow-step), too slow for --quick; run the "
             "check without --quick for the training experiments"
@@ -304,45 +294,57 @@ def training_skip_reason(run: CheckRun) -> str | None:
     return None
 
 
+def slow_for_quick(run: CheckRun) -> float | None:
+    """The measured step time when --quick should skip training on it (over slow-step's limit),
+    else None. Every training experiment, the LR sweep included, skips at this one threshold."""
+    step = run.step_seconds or 0.0
+    return step if run.quick and step > SLOW_STEP else None
+
+
 def blocking_reason(run: CheckRun) -> str | None:
-    """Why experiments would produce nonsense on this setup, or None.
+    """Why experiments would produce nonsense on this setup, or None, from the static findings.
 
     Labels outside the model's outputs make cross-entropy crash (or silently read memory out of
     bounds on GPU); a model with nothing trainable cannot run backward(); non-finite inputs poison
-    every loss. The static stage reports all three.
+    every loss. The static stage reports all three; each experiment skips, naming the finding.
     """
-    ctx = run.context
-    y = ctx.train_sample.targets
-    c = ctx.num_classes
-    if (
-        c is not None
-        and isinstance(y, torch.Tensor)
-        and not torch.is_floating_point(y)
-        and ctx.loss_kind in ("cross_entropy", "nll")
-    ):
-        valid = y[y != -100]
-        if valid.numel() and (int(valid.min()) < 0 or int(valid.max()) >= c):
-            return (
-                f"labels span {int(valid.min())}..{int(valid.max())} but the model has {c} "
-                "outputs (labels-out-of-range): the loss cannot be computed"
-            )
-    if not any(p.requires_grad for p in ctx.model.parameters()):
+    found: dict[str, Finding] = {}  # the first finding of each rule on the training data
+    for f in static_findings(run):
+        if _on_training_data(f):
+            found.setdefault(f.rule, f)
+    if (f := found.get(labels_out_of_range.slug)) is not None:
+        e = f.evidence
+        return (
+            f"labels span {e['label_min']}..{e['label_max']} but the model has "
+            f"{e['num_outputs']} outputs (labels-out-of-range): the loss cannot be computed"
+        )
+    frozen = found.get(frozen_parameters.slug)
+    if frozen is not None and frozen.evidence.get("trainable") == 0:
         # backward() would raise "element 0 of tensors does not require grad"; the static stage
         # reports the cause (frozen-parameters), so every experiment skips instead of aborting.
         return "no parameter of the model requires grad (frozen-parameters): nothing can train"
-    for name, value in (("inputs", ctx.train_sample.inputs), ("targets", y)):
-        t = first_tensor(value)
-        if t is not None and torch.is_floating_point(t) and not bool(torch.isfinite(t).all()):
-            return f"the training {name} contain NaN/Inf (nonfinite-inputs)"
+    if nonfinite_inputs.slug in found:
+        part = nonfinite_parts(run.context.train_sample)[0]  # the part the finding is about
+        return f"the training {part} contain NaN/Inf (nonfinite-inputs)"
     return None
+
+
+# The static rules whose findings block the experiments (see blocking_reason).
+BLOCKING = (labels_out_of_range, frozen_parameters, nonfinite_inputs)
+
+
+def static_findings(run: CheckRun) -> list[Finding]:
+    """What the static rules found: the static stage's findings, or, when this run has no static
+    stage (a custom list of stages), the blocking rules run once on the run's context."""
+    if run.static_findings is None:
+        run.static_findings = [r.from_hit(hit) for r in BLOCKING for hit in r.check(run.context)]
+    return run.static_findings
+
+
+def _on_training_data(finding: Finding) -> bool:
+    """A finding about the model, or about the training split (not the validation split)."""
+    return not str(finding.where).startswith("val[")
 
 
 def skipped(reason: str) -> StageOutcome:
     return StageOutcome(summary=f"skipped: {reason}", skipped=True)
-
-
-def fmt(value: float) -> str:
-    """A number for a summary line: 3 significant digits."""
-    if value == 0 or not math.isfinite(value):
-        return str(value)
-    return f"{value:.3g}"

@@ -1,5 +1,6 @@
 """Memorizing a few samples with regularization off: the experiment behind the two overfit
-stages, and the evidence that tells why it failed."""
+stages, and the evidence that tells why it failed (judged by cannot-overfit-batch and
+cannot-overfit-few, rules/protocol.py)."""
 
 from __future__ import annotations
 
@@ -11,19 +12,22 @@ from typing import Any
 import torch
 from torch import nn
 
-from trainwise.findings import Finding
-from trainwise.rules import CATALOGUE
+from trainwise.loss_kinds import BINARY, CLASS_INDEX
+from trainwise.measurements import Memorized, Retry
 from trainwise.stages import experiment as ex
 from trainwise.stages.base import CheckRun, StageOutcome
 
 NEAR_ZERO = 0.1  # "near zero": 10% of the know-nothing loss (0.23 for 10-class cross-entropy)
 CLASSIFICATION_FLOOR = 0.2
-SAME_OUTPUT = 1e-5  # relative spread of outputs across samples below which they are "the same"
 LR_RETRIES = (10.0, 0.1)  # the two other LRs that tell "LR too low" from "LR too high"
 
 
 @dataclass
 class Memorization:
+    """One memorization run as it goes (the model included); `record` makes its frozen record
+    for the rules. Its near-zero target is where the experiment stops: reached or not is what
+    the overfit rules judge."""
+
     samples: int
     lr: float
     target: float
@@ -55,7 +59,7 @@ class Memorization:
 def near_zero_target(run: CheckRun, initial: float) -> float:
     reference, _ = ex.reference_loss(run)
     target = NEAR_ZERO * (reference if reference else initial)
-    if run.context.loss_kind in ("cross_entropy", "nll", "bce", "bce_logits"):
+    if run.context.loss_kind in CLASS_INDEX + BINARY:
         # With few classes 10% of log C asks for more confidence than memorizing needs (0.07
         # for two classes): 0.2 nats is a mean probability of ~0.82 on the right label.
         target = max(target, CLASSIFICATION_FLOOR)
@@ -130,9 +134,9 @@ def output_spread(model: nn.Module, x: Any, stage: str) -> float | None:
     return float((out - out[:1]).abs().max() / (out.abs().max() + 1e-12))
 
 
-def judge(
+def measure(
     run: CheckRun,
-    slug: str,
+    kind: type[Memorized],
     what: str,
     x: Any,
     y: Any,
@@ -140,91 +144,77 @@ def judge(
     max_steps: int,
     seconds: float,
 ) -> tuple[StageOutcome, Memorization]:
-    """Run the memorization; on failure, retry at other LRs and gather the evidence."""
+    """Run the memorization; on failure, retry at other LRs and gather the evidence. The outcome
+    carries the record (of type `kind`) for the overfit rule that reads it."""
     result = memorize(run, x, y, stage, max_steps, seconds)
-    outcome = StageOutcome(
-        metrics={
-            "samples": result.samples,
-            "lr": result.lr,
-            "steps": result.steps,
-            "initial_loss": result.initial,
-            "final_loss": result.final,
-            "target": result.target,
-            "curve": _curve(result.losses),
-        }
-    )
+    metrics = {
+        "samples": result.samples,
+        "lr": result.lr,
+        "steps": result.steps,
+        "initial_loss": result.initial,
+        "final_loss": result.final,
+        "target": result.target,
+        "curve": _curve(result.losses),
+    }
     progress = f"loss {ex.fmt(result.initial)} -> {ex.fmt(result.final)}"
     if result.reached:
-        outcome.summary = (
+        summary = (
             f"{what}: {progress} (near zero: <= {ex.fmt(result.target)}) in {result.steps} "
             f"steps at lr {ex.fmt(result.lr)}"
         )
-        return outcome, result
+        return StageOutcome(
+            metrics=metrics, summary=summary, measurement=record(kind, what, result)
+        ), result
     if result.out_of_time and result.finite:
         # A slow model (see the speed stage) or a busy machine: too few steps to judge.
-        outcome.skipped = True
-        outcome.summary = (
+        summary = (
             f"inconclusive: the time budget ({ex.fmt(seconds)}s) ran out after {result.steps} "
             f"of {max_steps} steps ({progress})"
         )
-        return outcome, result
-    causes, severity, evidence = _diagnose(run, result, x, y, stage, max_steps, seconds)
-    outcome.metrics.update(evidence)
-    outcome.summary = (
+        return StageOutcome(metrics=metrics, summary=summary, skipped=True), result
+    retries = tuple(_retry(run, x, y, stage, max_steps, seconds, result))
+    measured = record(kind, what, result, retries, inconsistent_labels(x, y))
+    summary = (
         f"{what}: {progress} after {result.steps} steps at lr {ex.fmt(result.lr)} "
         f"(near zero: <= {ex.fmt(result.target)})"
     )
-    outcome.findings.append(_finding(slug, what, result, causes, severity, evidence))
-    return outcome, result
+    return StageOutcome(
+        metrics={**metrics, **measured.diagnostics}, summary=summary, measurement=measured
+    ), result
 
 
-def _diagnose(run, result: Memorization, x, y, stage, max_steps, seconds):
-    causes: list[str] = []
-    evidence: dict[str, Any] = {}
-    severity = None
-    if not result.finite:
-        causes.append(
-            f"the loss became non-finite at step {result.steps}: the LR is too high or the "
-            "loss has a numerical problem (log of 0, division by 0)"
-        )
+def _retry(run, x, y, stage, max_steps, seconds, result: Memorization):
+    """The memorization at the other LRs worth trying, until one comes near zero."""
     for factor in _retries(result):
         retry = memorize(run, x, y, stage, max_steps, seconds / 2, lr_factor=factor)
-        evidence[f"final_loss_at_lr_x{factor:g}"] = retry.final
+        yield Retry(factor, retry.lr, retry.final, retry.steps, retry.reached)
         if retry.reached:
-            direction = "too low" if factor > 1 else "too high"
-            causes.insert(
-                0,
-                f"at {factor:g}x the LR ({ex.fmt(retry.lr)}) the loss reached "
-                f"{ex.fmt(retry.final)} in {retry.steps} steps: the configured LR "
-                f"({ex.fmt(result.lr)}) is {direction} for this model",
-            )
-            evidence["working_lr"] = retry.lr
-            severity = "warning"  # the setup can learn; its LR needs changing
-            break
-    if result.no_gradient:
-        names = ", ".join(result.no_gradient[:5]) + ("..." if len(result.no_gradient) > 5 else "")
-        causes.append(
-            f"{len(result.no_gradient)} trainable parameters got no gradient ({names}): "
-            "the loss does not reach them (detach, no_grad, an unused branch, a zero init)"
-        )
-        evidence["no_gradient"] = result.no_gradient[:20]
-    if (clash := inconsistent_labels(x, y)) > 0:
-        causes.append(
-            f"{clash} samples share an identical input with a sample of another label: "
-            "no model can fit those; check how labels are matched to inputs"
-        )
-        evidence["inconsistent_samples"] = clash
-    if result.output_spread is not None and result.output_spread < SAME_OUTPUT:
-        causes.append(
-            "the model gives every sample the same output: the input does not reach it "
-            "(see input-independent)"
-        )
-    if not causes:
-        causes.append(
-            "no LR worked and the gradients reach every layer: the model lacks the capacity or "
-            "the architecture does not fit the task (check the output layer and pooling)"
-        )
-    return causes, severity, evidence
+            return
+
+
+def record(
+    kind: type[Memorized],
+    what: str,
+    result: Memorization,
+    retries: tuple[Retry, ...] = (),
+    inconsistent: int = 0,
+) -> Memorized:
+    """The frozen record of a memorization run, of type `kind` (which rule reads it)."""
+    return kind(
+        what=what,
+        samples=result.samples,
+        lr=result.lr,
+        steps=result.steps,
+        initial=result.initial,
+        final=result.final,
+        target=result.target,
+        reached=result.reached,
+        finite=result.finite,
+        retries=retries,
+        no_gradient=tuple(result.no_gradient),
+        inconsistent_samples=inconsistent,
+        output_spread=result.output_spread,
+    )
 
 
 def _retries(result: Memorization) -> tuple[float, ...]:
@@ -237,27 +227,6 @@ def _retries(result: Memorization) -> tuple[float, ...]:
     if losses[-1] < losses[0] and rises <= 0.1 * len(losses):
         return (LR_RETRIES[0],)
     return LR_RETRIES
-
-
-def _finding(slug, what, result: Memorization, causes, severity, evidence) -> Finding:
-    message = (
-        f"With dropout and weight decay off at a constant LR of {ex.fmt(result.lr)}, the loss "
-        f"on {what} went from {ex.fmt(result.initial)} to {ex.fmt(result.final)} in "
-        f"{result.steps} steps; near zero is <= {ex.fmt(result.target)}. Likely cause: "
-        + "; ".join(causes)
-        + "."
-    )
-    return CATALOGUE[slug].finding(
-        message,
-        evidence={
-            "steps": result.steps,
-            "initial_loss": result.initial,
-            "final_loss": result.final,
-            **evidence,
-        },
-        fix=f"{causes[0][0].upper()}{causes[0][1:]}. " + CATALOGUE[slug].fix,
-        severity=severity,
-    )
 
 
 def _curve(losses: list[float], points: int = 8) -> list[float]:

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
+from trainwise.measurements import Memorized, MemorizedBatch
 from trainwise.stages import experiment as ex
-from trainwise.stages.base import CheckRun, StageOutcome
-from trainwise.stages.memorize import judge
-
-SHARED_KEY = "overfit-batch"  # the trained model and its curve, for the input-dependence stage
+from trainwise.stages.base import CheckRun, StageOutcome, Trained, TrainedBatch
+from trainwise.stages.memorize import measure, record
 
 
 class OverfitBatchStage:
@@ -20,16 +19,20 @@ class OverfitBatchStage:
         sample = run.context.train_sample
         size = min(run.setup.effective_batch_size, len(sample))
         x, y = ex.rows(sample, size, run)
+        what = f"one batch of {size}"
         with ex.isolated(run):
-            outcome, result = judge(
+            outcome, result = measure(
                 run,
-                "cannot-overfit-batch",
-                f"one batch of {size}",
+                MemorizedBatch,
+                what,
                 x,
                 y,
                 self.name,
                 b.overfit_steps,
                 b.overfit_seconds,
             )
-        run.shared[SHARED_KEY] = (result, x, y)
+        # The trained model and its record, for the input-dependence stage.
+        run.overfit_batch = TrainedBatch(
+            Trained(result.model, x, y), record(Memorized, what, result)
+        )
         return outcome

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from trainwise.measurements import MemorizedFew
 from trainwise.stages import experiment as ex
 from trainwise.stages.base import CheckRun, StageOutcome
-from trainwise.stages.memorize import judge
+from trainwise.stages.memorize import measure
 
 FEW = 8  # the seed's "5-10 train samples"
 
@@ -27,9 +28,9 @@ class OverfitFewStage:
         )
         x, y = ex.rows(sample, n, run, offset=offset)
         with ex.isolated(run):
-            outcome, _ = judge(
+            outcome, _ = measure(
                 run,
-                "cannot-overfit-few",
+                MemorizedFew,
                 f"{n} samples",
                 x,
                 y,

@@ -45,8 +45,7 @@ def default_stages(quick: bool = False) -> list[Stage]:
 
 def run_protocol(run: CheckRun, stages: Sequence[Stage], show_progress: bool = False) -> Report:
     started = time.perf_counter()
-    results: list[StageResult] = []
-    run.shared["results"] = results  # later stages read earlier ones (e.g. skip on errors)
+    results = run.results  # later stages read earlier ones (e.g. skip on errors)
     progress = (
         Progress(
             SpinnerColumn(),
@@ -63,7 +62,7 @@ def run_protocol(run: CheckRun, stages: Sequence[Stage], show_progress: bool = F
         task = progress.add_task("preflight", total=len(stages)) if show_progress else None
         if show_progress:  # experiments report their steps on a second bar
             steps = progress.add_task("", total=None, visible=False)
-            run.shared["progress"] = lambda label, done, total: progress.update(
+            run.progress = lambda label, done, total: progress.update(
                 steps, description=f"  {label}", completed=done, total=total, visible=True
             )
         for stage in stages:

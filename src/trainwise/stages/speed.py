@@ -1,7 +1,8 @@
 """Speed profile: where a training step's time goes, with the user's own DataLoader settings.
 
 Data wait (next(iterator)), forward, backward and optimizer step are timed per batch over a few
-dozen batches; the first batch (worker start-up, lazy initialization) is left out.
+dozen batches; the first batch (worker start-up, lazy initialization) is left out. The profile
+is judged by `data-loader-bound` and `slow-step` (rules/protocol.py).
 """
 
 from __future__ import annotations
@@ -15,11 +16,11 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset
 
 from trainwise.data import as_pair, to_device
-from trainwise.rules import CATALOGUE
+from trainwise.measurements import LoaderTrial, SpeedProfile
+from trainwise.rules.protocol import LOADER_BOUND, SLOW_STEP, ms
 from trainwise.stages import experiment as ex
 from trainwise.stages.base import CheckRun, StageOutcome
 
-LOADER_BOUND = 0.5  # data wait over half the step: the loader is the bottleneck
 PHASES = ("data", "forward", "backward", "optimizer")
 
 
@@ -27,7 +28,7 @@ class SpeedStage:
     name = "speed"
     title = "Speed profile"
 
-    def __init__(self, slow_step_seconds: float = ex.SLOW_STEP) -> None:
+    def __init__(self, slow_step_seconds: float = SLOW_STEP) -> None:
         self.slow_step_seconds = slow_step_seconds
 
     def run(self, run: CheckRun) -> StageOutcome:
@@ -52,39 +53,38 @@ class SpeedStage:
             if run.setup.torch_device.type == "cpu":
                 judged = min(step, statistics.median(t["cpu"] for t in times))
             share = medians["data"] / step if step > 0 else 0.0
-            run.shared[ex.STEP_SECONDS_KEY] = judged
-            outcome = StageOutcome(
-                metrics={
-                    "batches": len(times),
-                    "step_seconds": step,
-                    "step_seconds_judged": judged,
-                    "data_share": share,
-                    **{f"{p}_seconds": v for p, v in medians.items()},
-                    "num_workers": loader.num_workers,
-                }
-            )
-            outcome.summary = (
-                f"step {_ms(step)}: data {_ms(medians['data'])} ({share:.0%}), forward "
-                f"{_ms(medians['forward'])}, backward {_ms(medians['backward'])}, optimizer "
-                f"{_ms(medians['optimizer'])} (median of {len(times)} batches, "
+            run.step_seconds = judged
+            trial = None
+            if share > LOADER_BOUND:  # the loader is the bottleneck: measure the remedy
+                trial = _loader_trial(run, model, optimizer, loader, b, self.name)
+        measured = SpeedProfile(
+            device=str(run.setup.torch_device),
+            batch_size=loader.batch_size,
+            num_workers=loader.num_workers,
+            phases=medians,
+            step_seconds=step,
+            step_seconds_judged=judged,
+            data_share=share,
+            slow_step_seconds=self.slow_step_seconds,
+            loader_trial=trial,
+        )
+        return StageOutcome(
+            metrics={
+                "batches": len(times),
+                "step_seconds": step,
+                "step_seconds_judged": judged,
+                "data_share": share,
+                **{f"{p}_seconds": v for p, v in medians.items()},
+                "num_workers": loader.num_workers,
+            },
+            summary=(
+                f"step {ms(step)}: data {ms(medians['data'])} ({share:.0%}), forward "
+                f"{ms(medians['forward'])}, backward {ms(medians['backward'])}, optimizer "
+                f"{ms(medians['optimizer'])} (median of {len(times)} batches, "
                 f"num_workers={loader.num_workers})"
-            )
-            if share > LOADER_BOUND:
-                outcome.findings.append(
-                    _loader_bound(run, model, optimizer, loader, medians, share, b, self.name)
-                )
-        if judged > self.slow_step_seconds:
-            breakdown = ", ".join(f"{p} {_ms(v)}" for p, v in medians.items())
-            outcome.findings.append(
-                CATALOGUE["slow-step"].finding(
-                    f"One training step takes {_ms(step)} on {run.setup.torch_device} (batch of "
-                    f"{loader.batch_size}; {_ms(judged)} of CPU time): {breakdown}. Debugging "
-                    "turnaround suffers; the "
-                    f"largest part is {max(medians, key=medians.get)}.",
-                    evidence={"step_seconds": step, "step_seconds_judged": judged, **medians},
-                )
-            )
-        return outcome
+            ),
+            measurement=measured,
+        )
 
 
 def profile(run, model, optimizer, loader, batches, seconds, stage) -> list[dict[str, float]]:
@@ -138,37 +138,19 @@ def _shutdown(iterator: Any) -> None:
         shutdown()
 
 
-def _loader_bound(run, model, optimizer, loader, medians, share, b, stage):
-    step = sum(medians.values())
-    evidence: dict[str, Any] = {"data_share": share, "step_seconds": step, **medians}
-    trial = _suggested(loader)
-    tried = ""
-    if trial is not None:
-        settings, faster = trial
-        times = profile(run, model, optimizer, faster, b.speed_batches, b.speed_seconds, stage)
-        if times:
-            m = {p: statistics.median(t[p] for t in times) for p in PHASES}
-            new_step = sum(m.values())
-            new_share = m["data"] / new_step if new_step > 0 else 0.0
-            evidence.update(
-                {
-                    "suggested": settings,
-                    "suggested_step_seconds": new_step,
-                    "suggested_data_share": new_share,
-                }
-            )
-            tried = (
-                f" Measured with DataLoader({settings}): step {_ms(new_step)}, data wait "
-                f"{new_share:.0%} (speed-up {step / new_step:.2f}x on this machine)."
-                if new_step > 0
-                else ""
-            )
-    return CATALOGUE["data-loader-bound"].finding(
-        f"Waiting for data takes {share:.0%} of the training step ({_ms(medians['data'])} of "
-        f"{_ms(step)}, median over the profiled batches) with num_workers={loader.num_workers}."
-        + tried,
-        evidence=evidence,
-    )
+def _loader_trial(run, model, optimizer, loader, b, stage) -> LoaderTrial | None:
+    """The step profiled again with the suggested loader settings (None when no such loader can
+    be built, or it yielded too few batches)."""
+    suggested = _suggested(loader)
+    if suggested is None:
+        return None
+    settings, faster = suggested
+    times = profile(run, model, optimizer, faster, b.speed_batches, b.speed_seconds, stage)
+    if not times:
+        return None
+    m = {p: statistics.median(t[p] for t in times) for p in PHASES}
+    new_step = sum(m.values())
+    return LoaderTrial(settings, new_step, m["data"] / new_step if new_step > 0 else 0.0)
 
 
 def _suggested(loader: DataLoader) -> tuple[str, DataLoader] | None:
@@ -196,7 +178,3 @@ def _suggested(loader: DataLoader) -> tuple[str, DataLoader] | None:
     except Exception:
         return None
     return settings, faster
-
-
-def _ms(seconds: float) -> str:
-    return f"{seconds * 1000:.1f}ms" if seconds < 1 else f"{seconds:.2f}s"

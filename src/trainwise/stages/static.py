@@ -30,6 +30,7 @@ class StaticStage:
                 note = f"rule {rule.slug} could not run: {type(exc).__name__}: {exc}"
                 log.warning("trainwise: %s", note)
                 outcome.notes.append(note)
+        run.static_findings = outcome.findings  # what the experiments' blocking reasons read
         outcome.summary = (
             f"{len(rules)} rules on {len(ctx.train_sample)} train samples"
             + (f", {len(ctx.val_sample)} val samples" if ctx.val_sample is not None else "")

@@ -1,5 +1,6 @@
 """Train/eval consistency: after a short training, the outputs in eval mode on a training batch
-must stay close to those in train mode (BatchNorm statistics, dropout scaling)."""
+must stay close to those in train mode (BatchNorm statistics, dropout scaling). Judged by
+`train-eval-mismatch` (rules/protocol.py), whose thresholds also decide what is measured here."""
 
 from __future__ import annotations
 
@@ -8,29 +9,19 @@ import copy
 import torch
 from torch import nn
 
-from trainwise.rules import CATALOGUE
+from trainwise.measurements import StaleBatchNorm, TrainEvalGap
+from trainwise.rules.protocol import MISMATCH, stale_statistics
 from trainwise.stages import experiment as ex
 from trainwise.stages.base import CheckRun, StageOutcome
-from trainwise.stages.baselines import SHARED_KEY
 from trainwise.state import preserved
 
-# Relative distance between train-mode and eval-mode outputs. PyTorch's own dropout is switched
-# off for the comparison (inverted dropout matches eval mode in expectation by construction).
-# Healthy models after a short training measured 0.00-0.13 (BN running statistics lag the
-# weights; dropout before BN inflates the running variance); an unscaled custom dropout p=0.5
-# gives ~0.5-1.
-MISMATCH = 0.3
-# BatchNorm running statistics against the batch's own, per channel: a mean off by more than one
-# batch standard deviation, or a variance off by more than 4x, is not lag but stale statistics.
-BN_MEAN_OFF = 1.0
-BN_VAR_RATIO = 4.0
 PASSES = 8  # train-mode passes averaged when the model has custom (possibly random) layers
 TRAIN_STEPS = 50  # when the short-training stage left no model
 # Batches (of the training batch size) that re-estimate BatchNorm's running statistics at the
 # trained weights before the output comparison. After a short training at a high learning rate
 # the running statistics (an average over the last ~1/momentum steps) lag weights that are still
 # moving fast: a healthy BN CNN on digits (SGD 0.05, momentum 0.9, 40 steps) measured output
-# distance 0.48 from that lag alone, with every layer inside the stale-statistics limits above.
+# distance 0.48 from that lag alone, with every layer inside the stale-statistics limits (rules/protocol.py).
 # That lag is gone after a few more steps of real training, so it is not a train/eval mismatch;
 # statistics that do not follow the data at all (momentum 0, frozen BN) are judged before the
 # refresh by `_stale_batchnorm`.
@@ -45,9 +36,9 @@ class TrainEvalStage:
         if (reason := ex.training_skip_reason(run)) is not None:
             return ex.skipped(reason)
         with ex.isolated(run):
-            if SHARED_KEY in run.shared:
-                model, x, y = run.shared[SHARED_KEY]
-                model = copy.deepcopy(model)
+            if run.short_training is not None:
+                trained = run.short_training
+                model, x, y = copy.deepcopy(trained.model), trained.x, trained.y
             else:
                 model, x, y = _train(run, self.name)
             stale = _stale_batchnorm(run, model, x, self.name)
@@ -60,58 +51,22 @@ class TrainEvalStage:
             if passes > 1:
                 train_out, train_loss = _outputs(run, model, x, y, {"": True}, self.name, passes)
             distance = _distance(train_out, eval_out)
-            outcome = StageOutcome(
-                metrics={
-                    "distance": distance,
-                    "loss_train_mode": train_loss,
-                    "loss_eval_mode": eval_loss,
-                    "passes": passes,
-                }
-            )
-            outcome.summary = (
+            layer, share = None, 0.0
+            if stale is None and distance > MISMATCH:  # locate the module responsible
+                layer, share = _responsible(run, model, x, y, eval_out, passes, self.name)
+        return StageOutcome(
+            metrics={
+                "distance": distance,
+                "loss_train_mode": train_loss,
+                "loss_eval_mode": eval_loss,
+                "passes": passes,
+            },
+            summary=(
                 f"eval vs train mode: output distance {distance:.2f} (limit {MISMATCH}), loss "
                 f"{ex.fmt(eval_loss)} vs {ex.fmt(train_loss)}"
-            )
-            if stale is not None:
-                layer, mean_off, var_ratio = stale
-                outcome.findings.append(
-                    CATALOGUE["train-eval-mismatch"].finding(
-                        f"The running statistics of {layer} do not match the batches it "
-                        f"normalizes in training: the running mean is off by {mean_off:.1f} "
-                        f"batch standard deviations and the running variance is "
-                        f"{var_ratio:.2g}x the batch's (mean over channels). Eval mode "
-                        f"normalizes with them: output distance {distance:.2f} to train mode, "
-                        f"loss {ex.fmt(eval_loss)} in eval vs {ex.fmt(train_loss)} in train mode.",
-                        where=layer,
-                        evidence={
-                            "mean_offset_in_std": mean_off,
-                            "variance_ratio": var_ratio,
-                            "distance": distance,
-                            "loss_eval_mode": eval_loss,
-                            "loss_train_mode": train_loss,
-                        },
-                    )
-                )
-                return outcome
-            if distance <= MISMATCH:
-                return outcome
-            layer, share = _responsible(run, model, x, y, eval_out, passes, self.name)
-        outcome.findings.append(
-            CATALOGUE["train-eval-mismatch"].finding(
-                f"On the same training batch after a short training, the outputs in eval mode "
-                f"differ from train mode by {distance:.2f} of their size (loss {ex.fmt(eval_loss)} "
-                f"in eval mode vs {ex.fmt(train_loss)} in train mode). Switching only {layer} to "
-                f"train mode accounts for a distance of {share:.2f}.",
-                where=layer,
-                evidence={
-                    "distance": distance,
-                    "loss_eval_mode": eval_loss,
-                    "loss_train_mode": train_loss,
-                    "layer_distance": share,
-                },
-            )
+            ),
+            measurement=TrainEvalGap(distance, train_loss, eval_loss, passes, stale, layer, share),
         )
-        return outcome
 
 
 def _train(run: CheckRun, stage: str):
@@ -127,7 +82,7 @@ def _train(run: CheckRun, stage: str):
 
 
 @torch.no_grad()
-def _stale_batchnorm(run, model, x, stage) -> tuple[str, float, float] | None:
+def _stale_batchnorm(run, model, x, stage) -> StaleBatchNorm | None:
     """The first BatchNorm whose running statistics are far from its training-mode input's.
 
     The batch passes in train mode with dropout as configured, as in training; the running
@@ -158,8 +113,8 @@ def _stale_batchnorm(run, model, x, stage) -> tuple[str, float, float] | None:
         running_mean, running_var = m.running_mean.float(), m.running_var.float()
         offset = float(((mean - running_mean).abs() / (var + m.eps).sqrt()).mean())
         ratio = float(((running_var + m.eps) / (var + m.eps)).log().mean().exp())
-        if offset > BN_MEAN_OFF or not 1 / BN_VAR_RATIO < ratio < BN_VAR_RATIO:
-            return f"layer '{name}' ({type(m).__name__})", offset, ratio
+        if stale_statistics(offset, ratio):
+            return StaleBatchNorm(f"layer '{name}' ({type(m).__name__})", offset, ratio)
     return None
 
 
