@@ -187,11 +187,12 @@ USER_LAYERS = Signal("{signal}/{layer}", "as logged", E, P.USER, Draw.HEATMAP,
                      "any per-layer signal logged with Run.log_layers")
 USER_HISTOGRAM = Signal("{name}", "histogram", E, P.USER, Draw.HISTOGRAM,
                         "any distribution logged with Run.log_histogram")
-# What each record file may hold, most specific first: the first declaration that matches a
-# key decides how it is drawn.
+# What each record file may hold (the watch's drawn signals, then anything a Run's own
+# log_metrics / log_layers / log_histogram wrote), most specific first: the first declaration
+# that matches a key decides how it is drawn.
 METRICS = (TRAIN_LOSS, VAL_LOSS, TRAIN, VAL, LR_SINGLE, LR, GRAD_NORM, GRAD_NORM_APPLIED,
            DATA_WAIT, COMPUTE, *USER_SPLIT, USER_METRIC)
-LAYERS = (GRAD_NORM_LAYER, UPDATE_RATIO, WEIGHT_NORM, *ACT_STATS, USER_LAYERS)
+LAYERS = (GRAD_NORM_LAYER, UPDATE_RATIO, USER_LAYERS)
 HISTOGRAMS = (ACTIVATIONS, USER_HISTOGRAM)
 ALL = (TRAIN_LOSS, TRAIN, VAL_LOSS, VAL, STEPPED, LR, GRAD_NORM, GRAD_NORM_LAYER,
        GRAD_NORM_APPLIED, CLIPPED, SKIPPED_NONFINITE, BACKWARD_PASSES, GRADS_KEPT, WEIGHT_NORM,
