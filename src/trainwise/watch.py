@@ -376,6 +376,7 @@ class Watch:
         view = self._view
         view.iteration, view.step = self.iteration, self.step
         self._judge(phases)
+        view.memo.clear()
         self.signals.events.pop(VAL_FORWARDS_TRAIN_MODE, None)  # judged once, at its hand-over
         if view.requests:
             self._honour_requests()

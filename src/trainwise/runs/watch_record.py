@@ -38,7 +38,7 @@ class WatchRecord:
     def __init__(self, run: Run) -> None:
         self.run: Run | None = run  # None once finished or switched off
         self.path = run.path
-        self._step_keys: list[str] = []
+        self._columns: list[tuple[str, Any]] = []  # (metrics.jsonl name, Series) per step
         self._known_series = -1
 
     @classmethod
@@ -92,14 +92,15 @@ class WatchRecord:
     def _step(self, signals: Any, t: int, sampled: bool, samples: list[tuple[str, Any]]) -> None:
         run = self.run
         series = signals.series
-        if len(series) != self._known_series:  # a new series appeared: refresh the scalar keys
+        if len(series) != self._known_series:  # a new series appeared: refresh the columns
             self._known_series = len(series)
-            self._step_keys = [k for k in series if _step_curve(k)]
+            self._columns = [
+                (_metric_name(k, signals), s) for k, s in series.items() if _step_curve(k)
+            ]
         row: dict[str, float] = {}
-        for key in self._step_keys:
-            s = series[key]
+        for name, s in self._columns:
             if len(s) and s.steps[-1] == t:
-                row[_metric_name(key, signals)] = s.values[-1]
+                row[name] = s.values[-1]
         if row:
             run.log_metrics(t, row)
         if not sampled:

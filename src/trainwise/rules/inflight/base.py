@@ -47,7 +47,7 @@ class View:
     facts. `request(signal)` asks the watch to produce a signal from now on (honoured after the
     judging round); `producing(signal)` says whether it is being produced."""
 
-    __slots__ = ("history", "model", "iteration", "step", "_on", "requests")
+    __slots__ = ("history", "model", "iteration", "step", "_on", "requests", "memo")
 
     def __init__(self, history: History, model: Watched, on: set[Producer]) -> None:
         self.history = history
@@ -56,6 +56,7 @@ class View:
         self.step = 0  # optimizer steps taken
         self._on = on  # the watch's set of running producers (read only here)
         self.requests: set[Producer] = set()
+        self.memo: dict[Any, Any] = {}  # values several rules derive in one round (cleared after)
 
     def producing(self, signal: Signal) -> bool:
         return signal.producer in self._on
@@ -95,10 +96,24 @@ HISTORY = 1000  # loss-curve rules read the first 10 and the last 1000 steps: bo
 
 
 def train_loss(view: View) -> list[float]:
-    values = view.history.get(TRAIN_LOSS.key).values
-    if len(values) <= HISTORY + 10:
-        return list(values)
-    return list(values[:10]) + list(values[-HISTORY:])
+    """The first 10 and the last HISTORY training losses (one copy per judging round)."""
+    loss = view.memo.get(train_loss)
+    if loss is None:
+        values = view.history.get(TRAIN_LOSS.key).values
+        if len(values) <= HISTORY + 10:
+            loss = list(values)
+        else:
+            loss = list(values[:10]) + list(values[-HISTORY:])
+        view.memo[train_loss] = loss
+    return loss
+
+
+def finite_train_loss(view: View) -> list[float]:
+    """train_loss without its NaN/Inf values."""
+    loss = view.memo.get(finite_train_loss)
+    if loss is None:
+        loss = view.memo[finite_train_loss] = [v for v in train_loss(view) if math.isfinite(v)]
+    return loss
 
 
 def weight_params(view: View) -> list[ParamInfo]:

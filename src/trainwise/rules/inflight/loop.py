@@ -3,6 +3,8 @@ mix-ups, a schedule that ends too early, unbalanced loss terms, replicas out of 
 
 from __future__ import annotations
 
+import math
+
 from trainwise.rules.inflight.base import Detector, Phase, fmt, median
 from trainwise.rules.registry import rule
 from trainwise.signals import (
@@ -189,32 +191,49 @@ class LrScheduleSuspicious(Detector):
     NEAR_ZERO = 1e-3  # LR below 1/1000 of its peak does not move the weights any more
     TAIL = 0.1  # more than 10% of the steps so far spent there
 
+    def __init__(self, rule):
+        super().__init__(rule)
+        # per LR series: (peak, values scanned, first index at <= NEAR_ZERO * peak, their count)
+        self._scans: dict[str, tuple[float, int, int | None, int]] = {}
+
     def check(self, view):
         for key, series in view.history.layers(LR):
-            lrs = list(series.values)
-            if len(lrs) < 20:
+            n = len(series)
+            if n < 20:
                 continue
-            peak = max(lrs)
-            if peak <= 0:
+            peak, first_low, n_low = self._scan(key, series.values)
+            if peak <= 0 or first_low is None:
                 continue
-            low = [i for i, v in enumerate(lrs) if v <= self.NEAR_ZERO * peak]
-            if not low:
-                continue
-            first_low = low[0]
             if view.model.total_steps:
                 early = first_low < 0.9 * view.model.total_steps and view.step > first_low + 10
             else:
-                early = len(lrs) - first_low >= max(20, self.TAIL * len(lrs)) and len(low) > 0.9 * (
-                    len(lrs) - first_low
-                )
+                early = n - first_low >= max(20, self.TAIL * n) and n_low > 0.9 * (n - first_low)
             if early:
                 yield self.finding(
-                    f"the learning rate of {key} fell from {peak:.3g} to {lrs[first_low]:.3g} by "
-                    f"step {series.steps[first_low]} and training went on for "
-                    f"{len(lrs) - first_low} more steps that cannot change the weights",
+                    f"the learning rate of {key} fell from {peak:.3g} to "
+                    f"{series.values[first_low]:.3g} by step {series.steps[first_low]} and "
+                    f"training went on for {n - first_low} more steps that cannot change the weights",
                     where=key,
                     evidence={"peak": peak, "step_near_zero": series.steps[first_low]},
                 )
+
+    def _scan(self, key, values):
+        """(peak, first index at <= NEAR_ZERO * peak, how many there are) over all the values,
+        reading only the ones new since the last call (all again when the peak rose)."""
+        n = len(values)
+        peak, seen, first_low, n_low = self._scans.get(key, (-math.inf, 0, None, 0))
+        if seen < n:
+            new_peak = max(values[seen:n])
+            if new_peak > peak:  # the threshold moved: count from the start
+                peak, seen, first_low, n_low = new_peak, 0, None, 0
+            threshold = self.NEAR_ZERO * peak
+            for i in range(seen, n):
+                if values[i] <= threshold:
+                    n_low += 1
+                    if first_low is None:
+                        first_low = i
+            self._scans[key] = (peak, n, first_low, n_low)
+        return peak, first_low, n_low
 
 
 @rule(

@@ -4,14 +4,28 @@ from __future__ import annotations
 
 import math
 
-from trainwise.rules.inflight.base import Detector, Phase, Watched, fmt, median, train_loss
+from trainwise.rules.inflight.base import (
+    Detector,
+    Phase,
+    Watched,
+    finite_train_loss,
+    fmt,
+    median,
+    train_loss,
+)
 from trainwise.rules.registry import rule
 from trainwise.signals import TRAIN_LOSS, VAL_LOSS
 
 
 def _medians(values: list[float], width: int) -> list[float]:
-    """Medians of consecutive non-overlapping windows (smooths minibatch noise)."""
-    return [median(values[i : i + width]) for i in range(0, len(values) - width + 1, width)]
+    """Medians of consecutive non-overlapping windows (smooths minibatch noise); `median`
+    inlined, as this runs over every window of the history at each judging round."""
+    mid, odd = width // 2, width % 2
+    out = []
+    for i in range(0, len(values) - width + 1, width):
+        window = sorted(values[i : i + width])
+        out.append(window[mid] if odd else 0.5 * (window[mid - 1] + window[mid]))
+    return out
 
 
 def _regularizers(model: Watched) -> str:
@@ -45,7 +59,7 @@ class LossDiverging(Detector):
     MIN_STEPS = 30
 
     def check(self, view):
-        loss = [v for v in train_loss(view) if math.isfinite(v)]
+        loss = finite_train_loss(view)
         if len(loss) < self.MIN_STEPS:
             return
         first, recent = median(loss[:10]), median(loss[-10:])
@@ -79,7 +93,7 @@ class LossOscillating(Detector):
     SPREAD = 0.25  # std over the window above a quarter of the starting loss: not noise
 
     def check(self, view):
-        loss = [v for v in train_loss(view) if math.isfinite(v)]
+        loss = finite_train_loss(view)
         if len(loss) < self.WINDOW + 10:
             return
         first = median(loss[:10])
@@ -115,7 +129,7 @@ class LossPlateau(Detector):
     GAIN = 0.01  # under 1% better than the best before the window
 
     def check(self, view):
-        loss = [v for v in train_loss(view) if math.isfinite(v)]
+        loss = finite_train_loss(view)
         if len(loss) < 2 * self.WINDOW:
             return
         first = median(loss[:10])

@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 import math
+from bisect import bisect_left
 
 from trainwise.rules.inflight.base import HISTORY, Detector, median, weight_params
 from trainwise.rules.registry import rule
-from trainwise.signals import LR, UPDATE_RATIO
+from trainwise.signals import LR, UPDATE_RATIO, Series
+
+
+def _lr_at(lr: Series, t: int, default: float) -> float:
+    """The learning rate at iteration t among the last HISTORY ones (steps are increasing)."""
+    n = len(lr.steps)
+    i = bisect_left(lr.steps, t, max(0, n - HISTORY))
+    return lr.values[i] if i < n and lr.steps[i] == t else default
 
 
 class _UpdateRatio(Detector):
@@ -23,16 +31,17 @@ class _UpdateRatio(Detector):
             lr = view.history.get(LR.at(str(info.group)))
             if len(series) < self.SAMPLES or not len(lr):
                 continue
-            peak_lr.setdefault(info.group, max(lr.values))
-            lr_at = dict(zip(lr.steps[-HISTORY:], lr.values[-HISTORY:], strict=True))
+            if info.group not in peak_lr:
+                peak_lr[info.group] = max(lr.values)
+            peak = peak_lr[info.group]
             # Only steps at >= half the peak LR: a schedule's tail rightly makes updates small.
             vals = [
                 r
                 for t, r in zip(series.steps[-20:], series.values[-20:], strict=True)
-                if lr_at.get(t, 0.0) >= 0.5 * peak_lr[info.group] and math.isfinite(r)
+                if _lr_at(lr, t, 0.0) >= 0.5 * peak and math.isfinite(r)
             ][-5:]
             if len(vals) >= self.SAMPLES:
-                yield info, median(vals), lr_at.get(series.steps[-1], peak_lr[info.group])
+                yield info, median(vals), _lr_at(lr, series.steps[-1], peak)
 
 
 @rule(
