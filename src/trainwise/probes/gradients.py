@@ -32,6 +32,8 @@ def grad_norms(grads: list[torch.Tensor], dtype: torch.dtype = torch.float32) ->
     """(N,) L2 norms in one batched call, accumulated in `dtype` (float32: fp16 grads cannot
     overflow the norm; float64: loss-scaled grads cannot either)."""
     try:
+        if all(g.dtype == dtype for g in grads):  # no cast asked: the faster kernel, same bits
+            return torch.stack(torch._foreach_norm(grads, 2))
         return torch.stack(torch._foreach_norm(grads, 2, dtype=dtype))
     except (RuntimeError, TypeError):  # mixed devices/dtypes or sparse grads: one by one
         return torch.stack([torch.linalg.vector_norm(g, dtype=dtype) for g in grads])
