@@ -28,6 +28,6 @@ class Guard:
                 f"trainwise.watch: the {piece} raised {type(exc).__name__}: {exc}. "
                 "It is switched off; training goes on.",
                 RuntimeWarning,
-                stacklevel=4,
+                stacklevel=3,
             )
             return None

@@ -15,20 +15,29 @@ class Judge:
     def __init__(self, view: View, guard: Guard, on_finding: Callable[[Finding], None]) -> None:
         self.view = view
         self.detectors: list[Detector] = detectors()
+        # per phase set: (the guard's name for a detector, the detector), built once
+        self._by_phases: dict[frozenset[Phase], list[tuple[str, Detector]]] = {}
         self.findings: list[Finding] = []
         self._keys: set[tuple[str, object]] = set()
         self._guard = guard
         self._on_finding = on_finding
+
+    def _of_phases(self, phases: frozenset[Phase]) -> list[tuple[str, Detector]]:
+        """The detectors that run in these phases, in registration order."""
+        chosen = self._by_phases.get(phases)
+        if chosen is None:
+            chosen = self._by_phases[phases] = [
+                (f"detector {d.slug}", d) for d in self.detectors if d.when in phases
+            ]
+        return chosen
 
     def producers(self) -> set[Producer]:
         """Every producer whose signals some active detector reads."""
         return {signal.producer for d in self.detectors for signal in d.reads}
 
     def __call__(self, phases: frozenset[Phase]) -> None:
-        for detector in self.detectors:
-            if detector.when not in phases:
-                continue
-            found = self._guard(f"detector {detector.slug}", _run, detector, self.view)
+        for piece, detector in self._of_phases(phases):
+            found = self._guard(piece, _run, detector, self.view)
             for finding in found or ():
                 key = (finding.rule, finding.where)
                 if key not in self._keys:

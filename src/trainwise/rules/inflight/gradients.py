@@ -36,7 +36,10 @@ class ExplodingGradients(Detector):
         if len(norms) <= self.MIN_HISTORY:
             return
         current = norms.values[-1]
-        history = [v for v in norms.values[-self.WINDOW - 1 : -1] if math.isfinite(v)]
+        window = norms.values[-self.WINDOW - 1 : -1]
+        if math.isfinite(sum(window)) and current < self.SPIKE * min(window):
+            return  # all finite and below 10x the smallest, so below 10x the median: the usual step
+        history = [v for v in window if math.isfinite(v)]
         if len(history) < self.MIN_HISTORY or not math.isfinite(current):
             return
         level = median(history)
