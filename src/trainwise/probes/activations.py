@@ -95,7 +95,8 @@ class ActivationProbe:
         self.stats = True  # ACT_* on sampled steps (off when no rule reads them, no record)
         self.sample = False  # set by the watch for sampled steps
         self.keep_samples = False  # keep the sampled rows of leaf outputs (run record histograms)
-        self.samples: list[tuple[str, torch.Tensor]] = []  # (name, first rows), sampled steps
+        # (name, first rows) on sampled steps: device tensors until the read-out, CPU after it
+        self.samples: list[tuple[str, torch.Tensor]] = []
         self._sums: list[torch.Tensor] = []
         self._sum_names: list[str] = []
         # The last output known finite-or-summed in this forward: (weak ref, version counter).
@@ -168,7 +169,10 @@ class ActivationProbe:
         """Queues the step's tensors for the read-out."""
         sums_slot = pending.add(torch.stack(self._sums)) if self._sums else -1
         stats = [(name, pending.add(s)) for name, s in self._pending_stats]
-        self._slots = (sums_slot, list(self._sum_names), stats)
+        # the sampled rows come back with the step's one transfer (no sync of their own)
+        samples = [(name, pending.add(rows, as_tensor=True)) for name, rows in self.samples]
+        self.samples = []
+        self._slots = (sums_slot, list(self._sum_names), stats, samples)
         self._sums.clear()
         self._sum_names.clear()
         self._pending_stats = []
@@ -179,8 +183,9 @@ class ActivationProbe:
         """The step's numbers into the history: ACT_* per module, the first non-finite output."""
         if self._slots is None:
             return
-        sums_slot, sum_names, stats = self._slots
+        sums_slot, sum_names, stats, samples = self._slots
         self._slots = None
+        self.samples = [(name, values[slot]) for name, slot in samples]  # CPU tensors now
         for name, slot in stats:
             series = self._stat_series.get(name)
             if series is None:
