@@ -119,15 +119,7 @@ class Watch:
         self._pending = Pending()
         self._guard = Guard()
 
-        facts = Watched(
-            params=tuple(self.param_info),
-            trainable=tuple(self.param_info[i] for i in trainable),
-            mode_layers=self._modes.kinds,
-            has_dropout=any(isinstance(m, nn.modules.dropout._DropoutNd) for m in model.modules()),
-            has_conv2d=any(isinstance(m, nn.Conv2d) for m in model.modules()),
-            weight_decay=any(g.get("weight_decay", 0) != 0 for g in optimizer.param_groups),
-            total_steps=total_steps,
-        )
+        facts = _facts(model, optimizer, self.param_info, trainable, self._modes, total_steps)
         self._on: set[Producer] = set()  # the producers running now
         self._view = View(History(self.signals), facts, self._on)
         self._judge = Judge(self._view, self._guard, self._emit)
@@ -254,7 +246,7 @@ class Watch:
             self._record_writer.findings(self._judge.findings)
             self._record_writer.finish(status, error)
         if self.verbose:
-            self._print_summary()
+            _print_summary(self.name, self.iteration, self._judge.findings)
         return self.findings
 
     def __enter__(self) -> Watch:
@@ -388,23 +380,38 @@ class Watch:
             self._printed += 1
             _show(finding, self.iteration)
 
-    def _print_summary(self) -> None:
-        from rich.console import Console
-        from rich.markup import escape
-        from rich.table import Table
 
-        console = Console(stderr=True)
-        findings = dedupe(self._judge.findings)
-        title = f"trainwise.watch{f' [{self.name}]' if self.name else ''}: {self.iteration} steps"
-        if not findings:
-            console.print(f"[green]{escape(title)}, no findings[/green]")
-            return
-        table = Table(title=escape(title), show_lines=False)
-        for col in ("severity", "rule", "where", "message"):
-            table.add_column(col)
-        for f in findings:
-            table.add_row(f.severity, f.rule, escape(str(f.where or "")), escape(f.message))
-        console.print(table)
+def _print_summary(name: str | None, iteration: int, findings: list[Finding]) -> None:
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    console = Console(stderr=True)
+    findings = dedupe(findings)
+    title = f"trainwise.watch{f' [{name}]' if name else ''}: {iteration} steps"
+    if not findings:
+        console.print(f"[green]{escape(title)}, no findings[/green]")
+        return
+    table = Table(title=escape(title), show_lines=False)
+    for col in ("severity", "rule", "where", "message"):
+        table.add_column(col)
+    for f in findings:
+        table.add_row(f.severity, f.rule, escape(str(f.where or "")), escape(f.message))
+    console.print(table)
+
+
+def _facts(model: nn.Module, optimizer: Any, infos: list, trainable: list[int], modes: ModeProbe,
+           total_steps: int | None) -> Watched:  # fmt: skip
+    """The static facts the in-flight rules may read about the watched model."""
+    return Watched(
+        params=tuple(infos),
+        trainable=tuple(infos[i] for i in trainable),
+        mode_layers=modes.kinds,
+        has_dropout=any(isinstance(m, nn.modules.dropout._DropoutNd) for m in model.modules()),
+        has_conv2d=any(isinstance(m, nn.Conv2d) for m in model.modules()),
+        weight_decay=any(g.get("weight_decay", 0) != 0 for g in optimizer.param_groups),
+        total_steps=total_steps,
+    )
 
 
 def _check_arguments(model: Any, optimizer: Any, preset: str, every: Any) -> None:
