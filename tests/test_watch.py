@@ -360,7 +360,7 @@ def test_short_healthy_run_with_validation_is_clean():
 
 # -- reliability ------------------------------------------------------------------------------
 def test_a_failing_detector_is_switched_off_with_one_warning_and_training_goes_on(monkeypatch):
-    from trainwise.rules import inflight
+    from trainwise.rules import get
 
     calls = []
 
@@ -368,7 +368,8 @@ def test_a_failing_detector_is_switched_off_with_one_warning_and_training_goes_o
         calls.append(1)
         raise ZeroDivisionError("boom")
 
-    monkeypatch.setattr(inflight.ExplodingGradients, "check", broken)
+    # the rule's judge is its Detector class
+    monkeypatch.setattr(get("exploding-gradients").check, "check", broken)
     model = mlp()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
     with warnings.catch_warnings(record=True) as caught:

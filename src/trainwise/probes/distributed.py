@@ -3,6 +3,8 @@
 A fingerprint is (norm, sum) per parameter. Replicas kept in sync by DDP hold bit-identical
 parameters, so identical fingerprints; replicas trained apart drift after their first step.
 The gather is a collective: it runs on optimizer steps, which every rank takes in lockstep.
+
+Writes: REPLICA_SPREAD (largest spread) and the event REPLICAS (per parameter), sampled steps.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import torch
 import torch.distributed as dist
 
 from trainwise.probes.gradients import grad_norms
+from trainwise.signals import REPLICA_SPREAD, REPLICAS, ReplicaSpread, Signals
 
 
 def active() -> bool:
@@ -33,3 +36,8 @@ def replica_spread(params: list[torch.Tensor]) -> list[float]:
         spread = (stacked.amax(0) - stacked.amin(0)) / stacked.abs().amax(0).clamp_min(1e-12)
         n = len(params)
         return torch.maximum(spread[:n], spread[n:]).tolist()
+
+
+def write(t: int, spread: list[float], signals: Signals) -> None:
+    signals.events[REPLICAS] = ReplicaSpread(t, tuple(spread))
+    signals.add(REPLICA_SPREAD.key, t, max(spread, default=0.0))

@@ -1,19 +1,39 @@
 """Gradient norms per parameter, measured when backward ends (before any clipping) and again
 when the optimizer steps (what it applies), plus the bookkeeping that tells a missing
 `zero_grad()` from intended gradient accumulation.
+
+Writes: GRAD_NORM, GRAD_NORM_LAYER, GRAD_NORM_APPLIED, CLIPPED, SKIPPED_NONFINITE,
+BACKWARD_PASSES, GRADS_KEPT, and the events NONFINITE_GRAD and GRAD_PARAMS.
 """
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from trainwise.probes.pending import Pending
+from trainwise.signals import (
+    BACKWARD_PASSES,
+    CLIPPED,
+    GRAD_NORM,
+    GRAD_NORM_APPLIED,
+    GRAD_NORM_LAYER,
+    GRAD_PARAMS,
+    GRADS_KEPT,
+    NONFINITE_GRAD,
+    SKIPPED_NONFINITE,
+    NonfiniteGrad,
+    Signals,
+)
 
 
 def grad_norms(grads: list[torch.Tensor], dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """(N,) L2 norms in one batched call, accumulated in `dtype` (float32: fp16 grads cannot
     overflow the norm; float64: loss-scaled grads cannot either)."""
     try:
+        if all(g.dtype == dtype for g in grads):  # no cast asked: the faster kernel, same bits
+            return torch.stack(torch._foreach_norm(grads, 2))
         return torch.stack(torch._foreach_norm(grads, 2, dtype=dtype))
     except (RuntimeError, TypeError):  # mixed devices/dtypes or sparse grads: one by one
         return torch.stack([torch.linalg.vector_norm(g, dtype=dtype) for g in grads])
@@ -22,8 +42,15 @@ def grad_norms(grads: list[torch.Tensor], dtype: torch.dtype = torch.float32) ->
 class GradientProbe:
     """Per-parameter gradient norms, one batched reduction per backward and one per step."""
 
-    def __init__(self, params: list[torch.Tensor], scaler=None, n_reference: int = 4) -> None:
+    def __init__(
+        self, params: list[torch.Tensor], names: list[str], scaler=None, n_reference: int = 4
+    ) -> None:
         self.params = params
+        self.names = names
+        self._layer_keys = [GRAD_NORM_LAYER.at(n) for n in names]  # built once, not per step
+        self._layer_series: dict[str, object] = {}
+        self._slots: tuple[int, int] = (-1, -1)
+        self._last_mask: list[bool] | None = None
         # A GradScaler multiplies the loss (so every grad) by its scale until unscale_: with it,
         # the norms at backward end are divided by the scale that backward used.
         self.scaler = scaler
@@ -114,11 +141,77 @@ class GradientProbe:
 
     # -- read-out --------------------------------------------------------------------------
     def collect(self, pending: Pending) -> None:
-        if self._raw is not None:
-            pending.add("grad_raw", self._raw)
-        if self._applied is not None:
-            pending.add("grad_applied", self._applied)
+        """Queues the step's norms (N,) for the read-out."""
+        raw = pending.add(self._raw) if self._raw is not None else -1
+        applied = pending.add(self._applied) if self._applied is not None else -1
+        self._slots = (raw, applied)
         self._raw = self._applied = None
 
-    def masks(self) -> tuple[list[bool], list[bool]]:
-        return self._raw_mask, self._applied_mask
+    def write_counts(self, t: int, signals: Signals) -> None:
+        """Backward passes of the step, and whether its first backward added to old grads."""
+        signals.add(BACKWARD_PASSES.key, t, float(self.backward_passes))
+        self.backward_passes = 0
+        if self.kept_across_steps is not None:
+            signals.add(GRADS_KEPT.key, t, float(self.kept_across_steps))
+            self.kept_across_steps = None
+
+    def write(self, values: list[list[float]], t: int, signals: Signals, stepped: bool) -> None:
+        """The step's gradient norms into the history. `stepped`: the optimizer stepped."""
+        add = signals.add
+        raw_slot, applied_slot = self._slots
+        self._slots = (-1, -1)
+        raw_mask, applied_mask = self._raw_mask, self._applied_mask
+        raw = values[raw_slot] if raw_slot >= 0 else None
+        applied = values[applied_slot] if applied_slot >= 0 else None
+        if applied is None and stepped and self.applied_is_raw:
+            applied = raw  # nothing touched the grads between backward and step
+        raw_total = math.nan
+        if raw is not None:
+            scale = 1.0  # the probe already unscaled when it was given the scaler
+            if self.scaler is None and applied is not None:
+                scale = _unscale_factor(raw, applied)
+            raw_total = math.sqrt(sum(v * v for v in raw)) / scale
+            add(GRAD_NORM.key, t, raw_total)
+            layer_series = self._layer_series
+            keys = self._layer_keys
+            it = iter(raw)
+            for i, m in enumerate(raw_mask):
+                if m:
+                    series = layer_series.get(i)
+                    if series is None:
+                        series = layer_series[i] = signals.series_of(keys[i])
+                    series.append(t, next(it) / scale)
+            if not stepped and not math.isfinite(raw_total):
+                add(SKIPPED_NONFINITE.key, t, 1.0)  # e.g. GradScaler skipped this step
+        if applied is not None:
+            total = math.sqrt(sum(v * v for v in applied))
+            add(GRAD_NORM_APPLIED.key, t, total)
+            if applied is not raw and raw is not None and total < (1 - 1e-3) * raw_total:
+                add(CLIPPED.key, t, 1.0)  # the loop clips: the step used less
+            if not math.isfinite(total) and NONFINITE_GRAD not in signals.events:
+                names = [n for n, m in zip(self.names, applied_mask, strict=True) if m]
+                bad = tuple(n for n, v in zip(names, applied, strict=True) if not math.isfinite(v))
+                signals.events[NONFINITE_GRAD] = NonfiniteGrad(t, bad, total)
+        mask = raw_mask or applied_mask
+        if mask and mask is not self._last_mask:  # a new mask list comes with each backward
+            self._last_mask = mask
+            signals.events[GRAD_PARAMS] = tuple(
+                n for n, m in zip(self.names, mask, strict=True) if m
+            )
+
+
+def _unscale_factor(raw: list[float], applied: list[float]) -> float:
+    """The GradScaler factor between the norms at backward end and at the step, else 1.
+
+    `unscale_` divides every grad by the loss scale, a power of two; clipping multiplies them
+    by an arbitrary coefficient. A uniform ratio that is an exact power of two >= 2 is the scale.
+    """
+    raw_total = math.sqrt(sum(v * v for v in raw))
+    applied_total = math.sqrt(sum(v * v for v in applied))
+    if not (math.isfinite(raw_total) and math.isfinite(applied_total)) or applied_total <= 0:
+        return 1.0
+    ratio = raw_total / applied_total
+    exponent = math.log2(ratio) if ratio > 0 else 0.0
+    if exponent >= 1 - 1e-6 and abs(exponent - round(exponent)) < 1e-4:
+        return 2.0 ** round(exponent)
+    return 1.0

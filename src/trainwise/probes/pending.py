@@ -1,8 +1,10 @@
 """Tensors measured during one step, read back to the host in a single transfer.
 
-Probes add device tensors (0-d or 1-d) under a key while the step runs; `read()` concatenates
-them per device and copies each block to the CPU once. That copy is the step's one device sync;
-afterwards no tensor is referenced, so nothing outlives its step.
+Probes add device tensors (0-d or 1-d) while the step runs and keep the slot `add` returns;
+`read()` concatenates them per device and copies each block to the CPU once. That copy is the
+step's one device sync; afterwards no device tensor is referenced, so nothing outlives its step.
+A slot added with `as_tensor=True` comes back as a float32 CPU tensor (e.g. the sampled values
+of a histogram), every other slot as a list of floats.
 """
 
 from __future__ import annotations
@@ -12,33 +14,38 @@ import torch
 
 class Pending:
     def __init__(self) -> None:
-        self._items: list[tuple[str, torch.Tensor]] = []
+        self._items: list[tuple[torch.Tensor, bool]] = []
 
-    def add(self, key: str, tensor: torch.Tensor) -> None:
-        self._items.append((key, tensor.detach().reshape(-1)))
+    def add(self, tensor: torch.Tensor, as_tensor: bool = False) -> int:
+        """Queues a tensor for the read-out; returns its slot in `read()`'s list."""
+        self._items.append((tensor.detach().reshape(-1), as_tensor))
+        return len(self._items) - 1
 
     def __bool__(self) -> bool:
         return bool(self._items)
 
-    def read(self) -> dict[str, list[float]]:
-        """{key: values}; clears the pending tensors. One device->host copy per device."""
+    def read(self) -> list:
+        """The values of every slot, in slot order; clears the queue. One copy per device."""
         items, self._items = self._items, []
         if not items:
-            return {}
+            return []
+        values: list = [None] * len(items)
         by_device: dict[torch.device, list[int]] = {}
-        for i, (_, t) in enumerate(items):
+        for i, (t, _) in enumerate(items):
             by_device.setdefault(t.device, []).append(i)
-        values: list[list[float]] = [[] for _ in items]
         with torch.no_grad():
-            for indices in by_device.values():
-                flat = torch.cat([items[i][1].float() for i in indices])
-                host = flat.cpu().tolist()  # SYNC: the one device->host transfer of the step
+            for indices in by_device.values():  # one block per device (usually one)
+                # SYNC: the one device->host transfer of the step (per device)
+                host = torch.cat([items[i][0].float() for i in indices]).cpu()
+                numbers = host.tolist() if not any(items[i][1] for i in indices) else None
                 at = 0
                 for i in indices:
-                    n = items[i][1].numel()
-                    values[i] = host[at : at + n]
+                    n = items[i][0].numel()
+                    if numbers is not None:
+                        values[i] = numbers[at : at + n]
+                    elif items[i][1]:
+                        values[i] = host[at : at + n]  # a view of the host copy, no device
+                    else:
+                        values[i] = host[at : at + n].tolist()
                     at += n
-        out: dict[str, list[float]] = {}
-        for (key, _), vals in zip(items, values, strict=True):
-            out.setdefault(key, []).extend(vals)
-        return out
+        return values

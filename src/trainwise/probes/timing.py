@@ -4,11 +4,15 @@ A step is timed from the end of the previous step (its `watch.log()` or optimize
 first forward of this one (data wait: fetching the batch, moving it, `zero_grad`), and from that
 forward to this step's end (compute: forward, backward, optimizer). On an accelerator the end
 of the step is taken after the step's one sync, so queued kernels are counted as compute.
+
+Writes: DATA_WAIT, COMPUTE.
 """
 
 from __future__ import annotations
 
 import time
+
+from trainwise.signals import COMPUTE, DATA_WAIT, Signals
 
 
 class StepTimer:
@@ -37,3 +41,9 @@ class StepTimer:
         if start is None or last is None:
             return None
         return max(0.0, start - last), now - start
+
+    def write(self, t: int, signals: Signals) -> None:
+        timing = self.step_ended()
+        if timing is not None:
+            signals.add(DATA_WAIT.key, t, timing[0])
+            signals.add(COMPUTE.key, t, timing[1])

@@ -11,11 +11,13 @@ Shapes read (any of them may be absent; its section is then left out):
       the metrics or one level down) -> the LR range test plot;
     * {"x": [...], "y": [...]} dicts, or lists of >= 3 numbers -> a curve per entry
       (e.g. an overfit stage's per-step losses).
-- metrics.jsonl: scalars per step; "train/X" and "val/X" share one plot "X", other names get
-  a plot each.
-- layers.jsonl: {"step", "signal", "values": {layer: v}} -> one heatmap per signal
-  (grad_norm, update_ratio, ...), layers in first-seen order.
-- histograms.jsonl: {"step", "name", "edges", "counts"} -> one histogram-over-time per name.
+- metrics.jsonl: scalars per step. What is drawn and in which panel comes from the signal
+  declarations (trainwise.signals.METRICS): a key declared a curve is drawn in its declared
+  panel ("train/X" and "val/X" share the panel "X"); a key declared Draw.NONE is not drawn.
+- layers.jsonl: {"step", "signal", "values": {layer: v}} -> one heatmap per signal declared a
+  heatmap (grad_norm, update_ratio, any Run.log_layers family), layers in first-seen order.
+- histograms.jsonl: {"step", "name", "edges", "counts"} -> one histogram-over-time per name
+  declared a histogram (activations/<module>, any Run.log_histogram name).
 - curves.json: named curves; kind "lr_find" (or the name "lr_find") -> the LR plot.
 - findings.json: findings; an evidence value that is a list of >= 3 numbers, or an
   {"x", "y"} dict, is drawn next to the finding.
@@ -30,8 +32,8 @@ from typing import Any
 
 from trainwise.runs.describe import flatten
 from trainwise.runs.store import RunRecord
+from trainwise.signals import HISTOGRAMS, METRICS, Draw, declared, layer_family
 
-SPLIT_PREFIXES = ("train", "val", "valid", "validation", "test")
 MIN_CURVE_POINTS = 3
 
 
@@ -99,14 +101,19 @@ def _finding(f: dict[str, Any]) -> dict[str, Any]:
 
 
 def _metric_curves(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """{"loss": {"train/loss": ([steps], [values]), "val/loss": ...}, "lr": {...}} -> plots."""
+    """{"loss": {"train/loss": ([steps], [values]), "val/loss": ...}, "lr": {...}} -> plots.
+
+    Each key is drawn as its declaration says: in the panel `Signal.panel(key)`, or not at all.
+    """
     groups: dict[str, dict[str, tuple[list, list]]] = {}
     for row in rows:
         for key, value in row.items():
             if key in ("step", "t"):
                 continue
-            prefix, _, rest = key.partition("/")
-            base = rest if rest and prefix in SPLIT_PREFIXES else key
+            signal = declared(key, METRICS)
+            if signal is None or signal.draw is not Draw.CURVE:
+                continue
+            base = signal.panel(key)
             xs, ys = groups.setdefault(base, {}).setdefault(key, ([], []))
             xs.append(row["step"])
             ys.append(value)
@@ -131,6 +138,9 @@ def _heatmaps(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per signal: layers (rows) x logged steps (columns); a missing value stays None."""
     by_signal: dict[str, dict[str, Any]] = {}
     for row in rows:
+        signal = layer_family(row["signal"])
+        if signal is None or signal.draw is not Draw.HEATMAP:
+            continue  # declared bookkeeping (weight_norm, act_*): not drawn
         entry = by_signal.setdefault(row["signal"], {"steps": [], "cells": {}})
         entry["steps"].append(row["step"])
         for layer, value in row["values"].items():
@@ -147,7 +157,8 @@ def _heatmaps(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def _histograms(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     by_name: dict[str, dict[str, list]] = {}
     for row in rows:
-        if not row.get("counts"):
+        signal = declared(row["name"], HISTOGRAMS)
+        if not row.get("counts") or signal is None or signal.draw is not Draw.HISTOGRAM:
             continue
         entry = by_name.setdefault(row["name"], {"steps": [], "edges": [], "counts": []})
         entry["steps"].append(row["step"])

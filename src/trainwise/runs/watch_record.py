@@ -1,9 +1,9 @@
 """The run record of a `trainwise.watch`: what the watch measured, written as training goes.
 
-Every closed step: one `log_metrics` line with the step's scalars (train/..., lr, grad_norm,
-timing). On the watch's sampled steps (every `every` steps): per-layer grad norm and
-update/weight ratio (the report's heatmaps) and a histogram of each leaf module's output (the
-rows the activation probe samples). Validation metrics when the loop logs them, findings as
+Every closed step: one `log_metrics` line with the step's signals declared per-step curves
+(train/..., lr, grad_norm, timing; trainwise.signals). On the watch's sampled steps (every
+`every` steps): the per-layer signals declared heatmaps (grad norm, update/weight ratio) and the
+histograms of each leaf module's output (the rows the activation probe samples). Validation metrics when the loop logs them, findings as
 they fire. The record must never stop or slow the user's training: any exception here switches
 recording off with one RuntimeWarning, and the watch goes on.
 """
@@ -15,20 +15,30 @@ import weakref
 from typing import Any
 
 from trainwise.runs.record import Run, start
+from trainwise.signals import ACTIVATIONS, ALL, LR, LR_SINGLE, Cadence, Draw, Signal, declared
 
-# Per-step scalars copied from the watch's signals; the rest (stepped, backward_passes, ...)
-# is bookkeeping for the detectors.
-STEP_SCALARS = ("grad_norm", "grad_norm_applied", "data_wait_s", "compute_s")
-LAYER_SIGNALS = ("grad_norm", "update_ratio")  # per-layer families drawn as heatmaps
+# What the record draws, from the declarations: per-step curves go to metrics.jsonl (one row per
+# step), per-layer heatmaps to layers.jsonl and histograms to histograms.jsonl on sampled steps.
+# Signals declared Draw.NONE are the rules' bookkeeping and are not written.
+DRAWN: tuple[Signal, ...] = tuple(s for s in ALL if s.draw is not Draw.NONE)
+HEATMAPS: tuple[Signal, ...] = tuple(s for s in ALL if s.draw is Draw.HEATMAP)
+
+
+def _step_curve(key: str) -> bool:
+    """A concrete key the record writes in each step's metrics row."""
+    signal = declared(key, ALL)
+    return signal is not None and signal.draw is Draw.CURVE and signal.cadence is Cadence.STEP
 
 
 class WatchRecord:
     """Writes one watch's record. Holds no reference to the watch (see `finalizer`)."""
 
+    draws = DRAWN  # the watch runs the probes of these (their producers) even without a rule
+
     def __init__(self, run: Run) -> None:
         self.run: Run | None = run  # None once finished or switched off
         self.path = run.path
-        self._step_keys: list[str] = []
+        self._columns: list[tuple[str, Any]] = []  # (metrics.jsonl name, Series) per step
         self._known_series = -1
 
     @classmethod
@@ -82,28 +92,27 @@ class WatchRecord:
     def _step(self, signals: Any, t: int, sampled: bool, samples: list[tuple[str, Any]]) -> None:
         run = self.run
         series = signals.series
-        if len(series) != self._known_series:  # a new series appeared: refresh the scalar keys
+        if len(series) != self._known_series:  # a new series appeared: refresh the columns
             self._known_series = len(series)
-            self._step_keys = [
-                k for k in series if k.startswith(("train/", "lr/")) or k in STEP_SCALARS
+            self._columns = [
+                (_metric_name(k, signals), s) for k, s in series.items() if _step_curve(k)
             ]
         row: dict[str, float] = {}
-        for key in self._step_keys:
-            s = series[key]
-            if s.steps and s.steps[-1] == t:
-                row[_metric_name(key, signals)] = s.values[-1]
+        for name, s in self._columns:
+            if len(s) and s.steps[-1] == t:
+                row[name] = s.values[-1]
         if row:
             run.log_metrics(t, row)
         if not sampled:
             return
-        for family in LAYER_SIGNALS:
+        for signal in HEATMAPS:
             layers = {
-                layer: s.values[-1] for layer, s in signals.layers(family) if s.steps[-1] == t
+                layer: s.values[-1] for layer, s in signals.layers(signal) if s.steps[-1] == t
             }
             if layers:
-                run.log_layers(t, family, layers)
+                run.log_layers(t, signal.family, layers)
         for module, output in samples:
-            run.log_histogram(t, f"activations/{module}", output)
+            run.log_histogram(t, ACTIVATIONS.at(module), output)
 
     def _guard(self, fn, *args) -> None:
         if self.run is None:
@@ -121,8 +130,8 @@ class WatchRecord:
 
 def _metric_name(key: str, signals: Any) -> str:
     # One parameter group: "lr" (what the runs table and the report expect); else lr/groupN.
-    if key == "lr/group0" and "lr/group1" not in signals:
-        return "lr"
+    if key == LR.at("0") and LR.at("1") not in signals:
+        return LR_SINGLE.key
     return key
 
 

@@ -1,0 +1,33 @@
+"""Runs trainwise's own code inside the user's training: a piece that raises is switched off
+with one warning and training goes on."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+from trainwise.errors import SetupError
+
+
+class Guard:
+    def __init__(self) -> None:
+        self.disabled: set[str] = set()
+
+    def __call__(self, piece: str, fn: Callable[..., Any], *args: Any) -> Any:
+        """fn(*args), or None once `piece` has raised (it is then switched off for good)."""
+        if piece in self.disabled:
+            return None
+        try:
+            return fn(*args)
+        except SetupError:
+            raise  # the user's own mistake (a non-scalar metric): say so
+        except Exception as exc:  # noqa: BLE001 - trainwise must never stop the user's training
+            self.disabled.add(piece)
+            warnings.warn(
+                f"trainwise.watch: the {piece} raised {type(exc).__name__}: {exc}. "
+                "It is switched off; training goes on.",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+            return None

@@ -1,0 +1,50 @@
+"""The judging loop of a watch: runs the in-flight rules at their phase, keeps one finding per
+(rule, where), and hands each new finding on (printing, the run record)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from trainwise.findings import Finding
+from trainwise.guard import Guard
+from trainwise.rules.inflight import Detector, Phase, View, detectors
+from trainwise.signals import Producer
+
+
+class Judge:
+    def __init__(self, view: View, guard: Guard, on_finding: Callable[[Finding], None]) -> None:
+        self.view = view
+        self.detectors: list[Detector] = detectors()
+        # per phase set: (the guard's name for a detector, the detector), built once
+        self._by_phases: dict[frozenset[Phase], list[tuple[str, Detector]]] = {}
+        self.findings: list[Finding] = []
+        self._keys: set[tuple[str, object]] = set()
+        self._guard = guard
+        self._on_finding = on_finding
+
+    def _of_phases(self, phases: frozenset[Phase]) -> list[tuple[str, Detector]]:
+        """The detectors that run in these phases, in registration order."""
+        chosen = self._by_phases.get(phases)
+        if chosen is None:
+            chosen = self._by_phases[phases] = [
+                (f"detector {d.slug}", d) for d in self.detectors if d.when in phases
+            ]
+        return chosen
+
+    def producers(self) -> set[Producer]:
+        """Every producer whose signals some active detector reads."""
+        return {signal.producer for d in self.detectors for signal in d.reads}
+
+    def __call__(self, phases: frozenset[Phase]) -> None:
+        for piece, detector in self._of_phases(phases):
+            found = self._guard(piece, _run, detector, self.view)
+            for finding in found or ():
+                key = (finding.rule, finding.where)
+                if key not in self._keys:
+                    self._keys.add(key)
+                    self.findings.append(finding)
+                    self._on_finding(finding)
+
+
+def _run(detector: Detector, view: View) -> list[Finding]:
+    return list(detector.check(view))

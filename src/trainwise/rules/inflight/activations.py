@@ -1,0 +1,73 @@
+"""Activations (sampled steps): ReLU layers whose units died, sigmoid/tanh layers pinned at their limits."""
+
+from __future__ import annotations
+
+from trainwise.rules.inflight.base import Detector, median
+from trainwise.rules.registry import rule
+from trainwise.signals import ACT_DEAD_FRAC, ACT_SAT_FRAC, Signal
+
+
+class _ActivationShare(Detector):
+    family: Signal = ACT_DEAD_FRAC  # the per-module share this rule reads
+    SHARE = 0.5  # half of the units gone: the layer works at half its width or worse
+    SAMPLES = 3
+
+    def check(self, view):
+        for layer, series in view.history.layers(self.family):
+            recent = series.finite_last(5)
+            if len(recent) < self.SAMPLES or median(recent) < self.SHARE:
+                continue
+            yield self.finding(
+                self.message(layer, median(recent), len(recent)),
+                where=layer,
+                evidence={"share": median(recent), "samples": len(recent)},
+            )
+
+
+@rule(
+    "dead-relu",
+    severity="warning",
+    category="in-flight",
+    summary="Half or more of a ReLU layer's units output 0 for every input",
+    why="A ReLU unit whose input is negative for every sample passes no gradient and never recovers. "
+    "A too-high learning rate or a large negative bias kills them in a few steps; the layer then "
+    "works at a fraction of its width.",
+    fix="Lower the learning rate, use LeakyReLU (negative_slope=0.01) or GELU, check the bias init, "
+    "add normalization before the activation.",
+    example="optimizer = torch.optim.SGD(model.parameters(), lr=5.0)  # kills the ReLUs\n\n"
+    "optimizer = torch.optim.SGD(model.parameters(), lr=0.05); act = nn.LeakyReLU(0.01)",
+    source="seed 002 (LeakyReLU); TIPS.md In flight",
+)
+class DeadRelu(_ActivationShare):
+    family = ACT_DEAD_FRAC
+    reads = (ACT_DEAD_FRAC,)
+
+    def message(self, layer, share, n):
+        return (
+            f"{share:.0%} of the units of `{layer}` output 0 for every input of the batch "
+            f"(median of {n} sampled steps)"
+        )
+
+
+@rule(
+    "saturated-activations",
+    severity="warning",
+    category="in-flight",
+    summary="Sigmoid/tanh outputs pinned at their limits, where the gradient is ~0",
+    why="A sigmoid at 0.99 passes back 1% of the gradient it passes at 0.5; when most units of a "
+    "layer sit at the limits the layer stops learning. Large inputs (no normalization, big init "
+    "or learning rate) push them there.",
+    fix="Normalize the inputs of the layer (BatchNorm/LayerNorm), scale the init down, or use ReLU.",
+    example="nn.Sequential(nn.Linear(64, 256), nn.Tanh())  # raw inputs in 0..255\n\n"
+    "nn.Sequential(nn.Linear(64, 256), nn.LayerNorm(256), nn.Tanh())  # and normalized inputs",
+    source="seed 001 (activation functions); TIPS.md In flight",
+)
+class SaturatedActivations(_ActivationShare):
+    family = ACT_SAT_FRAC
+    reads = (ACT_SAT_FRAC,)
+
+    def message(self, layer, share, n):
+        return (
+            f"{share:.0%} of the outputs of `{layer}` sit within 1% of the activation's "
+            f"limits, where its gradient is nearly 0 (median of {n} sampled steps)"
+        )
