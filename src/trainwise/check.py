@@ -73,7 +73,7 @@ def _setup_config(setup: Setup) -> dict[str, Any]:
     optimizer factory gives, and nothing the user owns is touched)."""
     try:
         optimizer = setup.build_optimizer(setup.build_model().parameters())
+        return describe_setup(setup, optimizer)
     except Exception as exc:  # the check itself reports a broken factory; keep the record
         log.debug("trainwise: optimizer settings unavailable: %s", exc)
         return describe_setup(setup)
-    return describe_setup(setup, optimizer)

@@ -43,13 +43,21 @@ def host() -> dict[str, Any]:
     }
 
 
+def count_parameters(params: Any) -> int:
+    """Elements of the parameters, those of lazy modules not yet initialized counted as 0
+    (their numel() raises until the first forward)."""
+    from torch.nn.parameter import is_lazy
+
+    return sum(0 if is_lazy(p) else p.numel() for p in params)
+
+
 def describe_optimizer(optimizer: torch.optim.Optimizer) -> dict[str, Any]:
     """The optimizer's class and each parameter group's settings (lr, betas, weight decay...),
     with the parameters themselves replaced by their count."""
     groups = []
     for group in optimizer.param_groups:
         settings = {k: plain(v) for k, v in group.items() if k != "params"}
-        settings["num_params"] = sum(p.numel() for p in group["params"])
+        settings["num_params"] = count_parameters(group["params"])
         groups.append(settings)
     return {"class": type(optimizer).__name__, "param_groups": groups}
 

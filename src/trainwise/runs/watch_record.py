@@ -14,6 +14,7 @@ import warnings
 import weakref
 from typing import Any
 
+from trainwise.runs.describe import count_parameters
 from trainwise.runs.record import Run, start
 from trainwise.signals import ACTIVATIONS, ALL, LR, LR_SINGLE, Cadence, Draw, Signal, declared
 
@@ -48,7 +49,7 @@ class WatchRecord:
             first = next(model.parameters(), None)
             config = {
                 "model": type(model).__name__,
-                "parameters": sum(p.numel() for p in model.parameters()),
+                "parameters": count_parameters(model.parameters()),
                 "watch": {"preset": preset, "every": every},
             }
             run = start(
