@@ -62,8 +62,8 @@ FOLDERS = ("broken", "healthy", "examples")  # examples are healthy: EXPECT = []
 
 
 def case_name(path: Path) -> str:
-    """"examples/vae": what the table shows and what -k matches (not the absolute path, whose
-    folders, e.g. a worktree named "...-real", would match every case)."""
+    """The name, e.g. "examples/vae": what the table shows and -k matches (not the absolute path,
+    whose folders, e.g. a worktree named "...-real", would match every case)."""
     return path.relative_to(LOOPS).with_suffix("").as_posix()
 
 
