@@ -1,9 +1,10 @@
 """The broken-loop suite: real training loops with `trainwise.watch` attached.
 
 A case is `loops/broken/<name>.py` (a loop with one mistake, as a person makes it),
-`loops/healthy/<name>.py`, or `loops/examples/<name>.py` (an official PyTorch example adapted to
-small offline data: healthy too), defining `EXPECT` (the slugs that must fire; `[]` for a healthy loop,
-which must raise no error and no warning) and `main(quick, verbose) -> list[Finding]`.
+`loops/healthy/<name>.py`, or `loops/examples/<name>.py` (an official PyTorch example adapted
+to small offline data: healthy too), defining `EXPECT` (the slugs that must fire; `[]` for a
+healthy loop, which must raise no error and no warning) and `main(quick, verbose) ->
+list[Finding]`.
 Prints the per-case table, recall (broken loops whose expected slugs fired) and false alarms
 (error/warning findings on healthy loops).
 
