@@ -1,13 +1,18 @@
 """The broken-loop suite: real training loops with `trainwise.watch` attached.
 
-A case is `loops/broken/<name>.py` (a loop with one mistake, as a person makes it) or
-`loops/healthy/<name>.py`, defining `EXPECT` (the slugs that must fire; `[]` for a healthy loop,
-which must raise no error and no warning) and `main(quick, verbose) -> list[Finding]`.
+A case is `loops/broken/<name>.py` (a loop with one mistake, as a person makes it),
+`loops/reported/<name>.py` (a silent bug reported in public, with its source: the watch must
+learn to catch these, issue 12), `loops/healthy/<name>.py`, or `loops/examples/<name>.py` (an
+official PyTorch example adapted to small offline data, or a clean loop validated at some
+cadence: healthy too), defining `EXPECT` (the slugs that must fire; `[]` for a
+healthy loop, which must raise no error and no warning) and `main(quick, verbose) ->
+list[Finding]`.
 Prints the per-case table, recall (broken loops whose expected slugs fired) and false alarms
 (error/warning findings on healthy loops).
 
     python benchmarks/loops/run.py            # every case
-    python benchmarks/loops/run.py -k healthy  # only cases whose path contains "healthy"
+    python benchmarks/loops/run.py -k healthy  # only cases whose name contains "healthy"
+    python benchmarks/loops/run.py -k examples/vae  # names are "<folder>/<file stem>"
     python benchmarks/loops/run.py --no-ddp    # skip the 2-process torchrun case
 """
 
@@ -16,8 +21,9 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import time
+import traceback
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -35,6 +41,7 @@ class CaseResult:
     alarms: list[str]  # error/warning findings on a healthy loop
     seconds: float
     crashed: str = ""
+    findings: list = field(default_factory=list)  # every Finding, for --findings
 
     @property
     def healthy(self) -> bool:
@@ -54,13 +61,25 @@ def load(path: Path):
     return module
 
 
+# broken: the bugs the watch catches today (tests/test_watch_loops.py runs them in CI);
+# reported: silent bugs reported in public that it must learn to catch (issue 12);
+# healthy and examples: clean loops (EXPECT = []), examples from the official PyTorch examples.
+FOLDERS = ("broken", "reported", "healthy", "examples")
+
+
+def case_name(path: Path) -> str:
+    """The name, e.g. "examples/vae": what the table shows and -k matches (not the absolute path,
+    whose folders, e.g. a worktree named "...-real", would match every case)."""
+    return path.relative_to(LOOPS).with_suffix("").as_posix()
+
+
 def cases(keyword: str = "", ddp: bool = True) -> list[Path]:
-    paths = sorted(LOOPS.glob("broken/*.py")) + sorted(LOOPS.glob("healthy/*.py"))
-    return [p for p in paths if keyword in str(p) and (ddp or "ddp" not in p.stem)]
+    paths = [p for folder in FOLDERS for p in sorted(LOOPS.glob(f"{folder}/*.py"))]
+    return [p for p in paths if keyword in case_name(p) and (ddp or "ddp" not in p.stem)]
 
 
 def run_case(path: Path, quick: bool = True) -> CaseResult:
-    name = str(path.relative_to(LOOPS).with_suffix(""))
+    name = case_name(path)
     module = load(path)
     expected = list(module.EXPECT)
     torch.manual_seed(0)
@@ -71,21 +90,39 @@ def run_case(path: Path, quick: bool = True) -> CaseResult:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             findings = module.main(quick=quick)
-    except Exception as exc:  # a broken case is a defect of the suite: show it, go on
+    except Exception as exc:  # a crash: in the suite, or the watch breaking training
+        where = traceback.extract_tb(exc.__traceback__)[-1]  # the innermost frame raising it
+        at = f" (at {Path(where.filename).name}:{where.lineno})"
         return CaseResult(
-            name, expected, [], [], time.perf_counter() - t0, f"{type(exc).__name__}: {exc}"
+            name, expected, [], [], time.perf_counter() - t0, f"{type(exc).__name__}: {exc}{at}"
         )
     finally:
         torch.set_num_threads(threads)
     fired = sorted({f.rule for f in findings})
     alarms = sorted({f.rule for f in findings if f.severity in ("error", "warning")})
     return CaseResult(
-        name, expected, fired, alarms if not expected else [], time.perf_counter() - t0
+        name,
+        expected,
+        fired,
+        alarms if not expected else [],
+        time.perf_counter() - t0,
+        findings=list(findings),
     )
 
 
 def run_suite(quick: bool = True, keyword: str = "", ddp: bool = True) -> list[CaseResult]:
     return [run_case(p, quick) for p in cases(keyword, ddp)]
+
+
+def print_findings(results: list[CaseResult], console: Console) -> None:
+    """Every finding of every case: severity, slug, where, message (the step is in it)."""
+    for r in results:
+        for f in r.findings:
+            console.print(
+                f"{r.case}: {f.severity} [{f.rule}] {f.where or ''}: {f.message}",
+                markup=False,
+                highlight=False,
+            )
 
 
 def print_results(results: list[CaseResult], console: Console) -> None:
@@ -113,11 +150,15 @@ def print_results(results: list[CaseResult], console: Console) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("-k", default="", help="only cases whose path contains this")
+    parser.add_argument("-k", default="", help="only cases whose name contains this")
     parser.add_argument("--no-ddp", action="store_true", help="skip the torchrun case")
+    parser.add_argument("--findings", action="store_true", help="print every finding too")
     args = parser.parse_args()
     results = run_suite(keyword=args.k, ddp=not args.no_ddp)
-    print_results(results, Console())
+    console = Console(width=200)
+    print_results(results, console)
+    if args.findings:
+        print_findings(results, console)
     return 0 if all(r.ok for r in results) else 1
 
 
