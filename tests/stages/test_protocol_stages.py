@@ -468,3 +468,31 @@ def test_quick_check_of_a_healthy_setup_is_ready_to_train_with_every_stage():
         (s.name, s.summary) for s in report.stages
     ]
     assert report.verdict == "ready to train"
+
+
+class _Words(Dataset):
+    """Inputs that are no tensors at all: the model turns each word into a token id itself."""
+
+    words = ["a", "bb", "ccc", "dddd"] * 16
+
+    def __len__(self):
+        return len(self.words)
+
+    def __getitem__(self, i):
+        return self.words[i], len(self.words[i]) - 1
+
+
+class _WordLengths(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(8, 4)
+
+    def forward(self, words):  # a list of B strings -> (B, 4) logits
+        return self.emb(torch.tensor([len(w) for w in words]))
+
+
+def test_batch_independence_skips_inputs_without_a_tensor():
+    s = tw.Setup(model=_WordLengths, train=_Words(), loss=nn.CrossEntropyLoss(), batch_size=8)
+    report = tw.check(s, stages=[BatchIndependenceStage()], quick=True, record=False)
+    (stage,) = report.stages
+    assert stage.status == "skipped" and "tensor input" in stage.summary  # was: crashed

@@ -31,8 +31,10 @@ class BatchIndependenceStage:
             return ex.skipped(reason)
         sample = run.context.train_sample
         x0 = ex.first_tensor(sample.inputs)
+        if x0 is None:  # no tensor among the inputs: nothing to perturb
+            return ex.skipped("needs at least 5 samples in a tensor input")
         sizes = [b for b in BATCH_SIZES if b <= len(sample) and b not in tuple(x0.shape[1:])]
-        if x0 is None or not sizes:
+        if not sizes:
             return ex.skipped("needs at least 5 samples in a tensor input")
         b = sizes[0]
         x, _ = ex.rows(sample, b, run)
