@@ -481,3 +481,25 @@ def test_signals_are_plain_numbers_for_a_run_record(tmp_path):
     record = watch.signals.to_dict()
     assert record["train/loss"]["steps"] == [0, 1, 2]
     assert all(isinstance(v, float) for v in record["grad_norm"]["values"])
+
+
+def test_an_error_inside_backward_switches_the_gradient_probe_off_not_training(monkeypatch):
+    # The gradient probe's end-of-backward callback runs inside the autograd engine, outside
+    # any try of the watch's: a failure there must not come out of loss.backward().
+    from trainwise.probes.gradients import GradientProbe
+
+    def fails(self):
+        raise RuntimeError("injected failure")
+
+    monkeypatch.setattr(GradientProbe, "_backward_done", fails)
+    model = mlp()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    watch = tw.watch(model, optimizer, verbose=False, record=False)
+    x, y = torch.randn(8, 8), torch.randint(0, 3, (8,))
+    with pytest.warns(RuntimeWarning, match="gradient probe raised RuntimeError: injected"):
+        for _ in range(3):
+            optimizer.zero_grad()
+            F.cross_entropy(model(x), y).backward()
+            optimizer.step()
+            watch.log(loss=1.0)
+    watch.close()

@@ -280,17 +280,8 @@ def _escaped(error: Exception) -> str:
 
 # Known failures of today's watch, each to be fixed by issue 12; strict, so a fix that makes one
 # pass turns its mark into a failure until the mark is removed.
-_NORMS_FORCE_FLOAT32 = (
-    "issue 12: the gradient probe's norm forces float32 and raises out of backward() "
-    "(probes/gradients.py)"
-)
-KNOWN_TO_CHANGE_TRAINING = {
-    "float64": _NORMS_FORCE_FLOAT32,
-    "mixed_dtype": _NORMS_FORCE_FLOAT32,
-    "complex_params": _NORMS_FORCE_FLOAT32,
-}
+KNOWN_TO_CHANGE_TRAINING: dict[str, str] = {}
 KNOWN_TO_SWITCH_A_PROBE_OFF = {
-    **KNOWN_TO_CHANGE_TRAINING,
     "only_frozen_tensors": "issue 12: the update probe raises on an empty list of trainable "
     "tensors and is switched off",
 }

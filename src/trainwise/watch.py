@@ -109,7 +109,8 @@ class Watch:
         self.iteration = 0  # training iterations seen (one per step, skipped steps included)
         self.step = 0  # optimizer steps taken
 
-        self._grads = GradientProbe(self.params, names, scaler)
+        self._guard = Guard()  # before the probes: the gradient probe's hooks run through it
+        self._grads = GradientProbe(self.params, names, scaler, guard=self._guard)
         self._updates = UpdateProbe(
             [self.params[i] for i in trainable], [names[i] for i in trainable]
         )
@@ -117,7 +118,6 @@ class Watch:
         self._modes = ModeProbe(model)
         self._timer = StepTimer()
         self._pending = Pending()
-        self._guard = Guard()
 
         facts = _facts(model, optimizer, self.param_info, trainable, self._modes, total_steps)
         self._on: set[Producer] = set()  # the producers running now

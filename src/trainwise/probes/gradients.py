@@ -9,6 +9,8 @@ BACKWARD_PASSES, GRADS_KEPT, and the events NONFINITE_GRAD and GRAD_PARAMS.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import Any
 
 import torch
 
@@ -30,23 +32,44 @@ from trainwise.signals import (
 
 def grad_norms(grads: list[torch.Tensor], dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """(N,) L2 norms in one batched call, accumulated in `dtype` (float32: fp16 grads cannot
-    overflow the norm; float64: loss-scaled grads cannot either)."""
+    overflow the norm; float64: loss-scaled grads cannot either). Tensors wider than `dtype`
+    (float64, complex) are reduced in their own precision and the norm is cast: torch refuses
+    to narrow a reduction's input."""
     try:
         if all(g.dtype == dtype for g in grads):  # no cast asked: the faster kernel, same bits
             return torch.stack(torch._foreach_norm(grads, 2))
         return torch.stack(torch._foreach_norm(grads, 2, dtype=dtype))
-    except (RuntimeError, TypeError):  # mixed devices/dtypes or sparse grads: one by one
-        return torch.stack([torch.linalg.vector_norm(g, dtype=dtype) for g in grads])
+    except (RuntimeError, TypeError):  # mixed devices/dtypes, wider or sparse grads: one by one
+        return torch.stack([_norm(g, dtype) for g in grads])
+
+
+def _norm(g: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """One tensor's L2 norm as a real 0-d tensor of `dtype`."""
+    if g.is_complex() or (g.is_floating_point() and g.dtype.itemsize > dtype.itemsize):
+        return torch.linalg.vector_norm(g).to(dtype)  # (complex -> real norm)
+    return torch.linalg.vector_norm(g, dtype=dtype)
+
+
+PIECE = "gradient probe"  # the name under which the watch's guard switches it off
 
 
 class GradientProbe:
     """Per-parameter gradient norms, one batched reduction per backward and one per step."""
 
     def __init__(
-        self, params: list[torch.Tensor], names: list[str], scaler=None, n_reference: int = 4
+        self,
+        params: list[torch.Tensor],
+        names: list[str],
+        scaler=None,
+        n_reference: int = 4,
+        guard: Callable[..., Any] | None = None,
     ) -> None:
         self.params = params
         self.names = names
+        # The hooks and the end-of-backward callback run inside the user's backward(), outside
+        # any caller's try: each runs through `guard(piece, fn, *args)`, which switches the probe
+        # off on an exception instead of letting it out of backward().
+        self._guard = guard or (lambda _piece, fn, *args: fn(*args))
         self._layer_keys = [GRAD_NORM_LAYER.at(n) for n in names]  # built once, not per step
         self._layer_series: dict[str, object] = {}
         self._slots: tuple[int, int] = (-1, -1)
@@ -72,9 +95,11 @@ class GradientProbe:
     def attach(self) -> None:
         for p in self.params:
             if p.requires_grad:
-                self._handles.append(p.register_post_accumulate_grad_hook(self._on_accumulated))
+                self._handles.append(
+                    p.register_post_accumulate_grad_hook(self._guarded_accumulated)
+                )
         for i, p in enumerate(self._reference):
-            self._handles.append(p.register_hook(self._make_first_grad_hook(i)))
+            self._handles.append(p.register_hook(self._guarded(self._make_first_grad_hook(i))))
 
     def detach(self) -> None:
         for h in self._handles:
@@ -82,11 +107,22 @@ class GradientProbe:
         self._handles.clear()
 
     # -- backward --------------------------------------------------------------------------
+    def _guarded(self, fn: Callable[..., Any]) -> Callable[..., None]:
+        def run(*args: Any) -> None:  # None: a tensor hook returning a value would replace it
+            self._guard(PIECE, fn, *args)
+
+        return run
+
+    def _guarded_accumulated(self, param: torch.Tensor) -> None:
+        self._guard(PIECE, self._on_accumulated, param)
+
     def _on_accumulated(self, _param: torch.Tensor) -> None:
         if not self._queued:
             self._queued = True
             # Runs once when this backward finishes, after every grad is accumulated.
-            torch.autograd.Variable._execution_engine.queue_callback(self._backward_done)
+            torch.autograd.Variable._execution_engine.queue_callback(
+                self._guarded(self._backward_done)
+            )
 
     def _backward_done(self) -> None:
         self._queued = False
