@@ -38,6 +38,7 @@ from trainwise.probes import (
     optimizer_params,
 )
 from trainwise.probes import distributed as dist_probe
+from trainwise.probes.gradients import PIECE as GRADIENT_PROBE
 from trainwise.rules.inflight import Phase, View, Watched
 from trainwise.signals import (
     LR,
@@ -148,7 +149,7 @@ class Watch:
             optimizer.register_step_post_hook(self._post_step),
             model.register_forward_pre_hook(self._forward_pre),
         ]
-        self._guard("gradient probe", self._grads.attach)
+        self._guard(GRADIENT_PROBE, self._grads.attach)
         if self._acts.check_finite or self._acts.stats:
             self._guard("activation probe", self._acts.attach)
         if self._record_writer is not None:
@@ -238,7 +239,7 @@ class Watch:
         self._run_judge(ALL_PHASES)
         for h in self._handles:
             h.remove()
-        self._guard("gradient probe", self._grads.detach)
+        self._guard(GRADIENT_PROBE, self._grads.detach)
         self._guard("activation probe", self._acts.detach)
         self._updates.discard()
         self._closed = True
@@ -283,7 +284,7 @@ class Watch:
             # The step starts before any forward: a closure (LBFGS, Lightning) runs forward and
             # backward inside step(). Decide sampling here so before/after measure the same.
             self._sampled = self.iteration % self.every == 0
-        self._guard("gradient probe", self._grads.before_step)
+        self._guard(GRADIENT_PROBE, self._grads.before_step)
         if self._sampled and Producer.UPDATES in self._on:
             self._guard("update probe", self._updates.before_step)
 
@@ -293,7 +294,7 @@ class Watch:
         self.step += 1
         self._stepped = True
         self._timer.optimizer_stepped()
-        self._guard("gradient probe", self._grads.after_step)
+        self._guard(GRADIENT_PROBE, self._grads.after_step)
         if self._sampled:
             if Producer.UPDATES in self._on:
                 self._guard("update probe", self._updates.after_step, self._pending)
@@ -325,7 +326,7 @@ class Watch:
         takes the step, the rules judge."""
         t = self.iteration
         self._guard("activation probe", self._acts.collect, self._pending)
-        self._guard("gradient probe", self._grads.collect, self._pending)
+        self._guard(GRADIENT_PROBE, self._grads.collect, self._pending)
         values = self._pending.read()  # the step's one device sync
         self._write(t, values)
         if self._record_writer is not None:
