@@ -8,12 +8,16 @@ judges it, with its documentation beside that code. What `check` is depends on t
   (a frozen dataclass of trainwise/measurements.py), named by `reads=`; `judge(measurement)`
   applies every rule that reads its type, in registration order;
 - "in-flight": a Detector class (rules/inflight.py); the watch makes one instance per watch.
+
+A static or protocol rule may also be judged in flight: `also_in_flight(slug)` decorates a
+Detector class that reports under that rule's slug (frozen-parameters is checked before training
+and again while it runs, whatever the parameters' requires_grad when the watch started).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from trainwise.findings import SEVERITIES, Finding, Severity
@@ -45,6 +49,7 @@ class Rule:
     source: str  # the tip in TIPS.md / the seed, and the paper where one exists
     check: Any = None  # the judge (see the module docstring); None only while being moved
     reads: type | None = None  # protocol rules: the measurement type `check` judges
+    in_flight: Any = None  # a Detector class judging a static/protocol rule while training runs
 
     def finding(
         self,
@@ -119,6 +124,26 @@ def rule(
         )
 
     return wrap
+
+
+def also_in_flight(slug: str) -> Callable[[type], type]:
+    """Decorator on a Detector class: the watch also judges rule `slug` (registered before, in
+    another category) while training runs; its findings carry that slug and documentation."""
+
+    def wrap(detector: type) -> type:
+        rule = get(slug)
+        if rule.category == "in-flight" or rule.in_flight is not None:
+            raise ValueError(f"rule {slug!r} is already judged in flight")
+        CATALOGUE[slug] = replace(rule, in_flight=detector)
+        return detector
+
+    return wrap
+
+
+def in_flight_rules() -> list[Rule]:
+    """Every rule the watch judges, in registration order: the in-flight ones and those of
+    other categories with an `in_flight` detector."""
+    return [r for r in CATALOGUE.values() if r.category == "in-flight" or r.in_flight is not None]
 
 
 def get(slug: str) -> Rule:

@@ -11,7 +11,7 @@ one judging round are reported (non-finite values before the symptoms they cause
 import importlib
 
 from trainwise.rules.inflight.base import Detector, Phase, View, Watched
-from trainwise.rules.registry import rules_of
+from trainwise.rules.registry import in_flight_rules
 
 FAMILIES = ("nonfinite", "gradients", "activations", "updates", "loss", "loop")
 for _family in FAMILIES:  # importing a family registers its rules
@@ -19,8 +19,11 @@ for _family in FAMILIES:  # importing a family registers its rules
 
 
 def detectors() -> list[Detector]:
-    """Fresh detectors (some keep state) for one watched run, one per in-flight rule."""
-    return [rule.check(rule) for rule in rules_of("in-flight")]
+    """Fresh detectors (some keep state) for one watched run, one per rule judged in flight."""
+    return [
+        (rule.check if rule.category == "in-flight" else rule.in_flight)(rule)
+        for rule in in_flight_rules()
+    ]
 
 
 __all__ = ["Detector", "Phase", "View", "Watched", "detectors"]
