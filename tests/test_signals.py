@@ -14,7 +14,7 @@ from torch import nn
 import trainwise as tw
 from trainwise import signals
 from trainwise.rules.inflight import Detector
-from trainwise.rules.registry import rules_of
+from trainwise.rules.registry import in_flight_rules, rules_of
 from trainwise.signals import ALL, Draw, declared
 
 SRC = Path(tw.__file__).parent
@@ -43,12 +43,16 @@ def test_inflight_rules_never_import_the_watch():
 
 
 def test_every_inflight_rule_is_a_detector_reading_declared_signals():
-    rules = rules_of("in-flight")
-    assert len(rules) == 20
+    assert len(rules_of("in-flight")) == 22
+    rules = in_flight_rules()  # + the static/protocol rules also judged in flight
+    assert {r.slug for r in rules} - {r.slug for r in rules_of("in-flight")} == {
+        "frozen-parameters"
+    }
     for rule in rules:
-        assert isinstance(rule.check, type) and issubclass(rule.check, Detector), rule.slug
-        assert rule.check.reads, f"{rule.slug} declares no signal it reads"
-        assert set(rule.check.reads) <= set(ALL), rule.slug
+        detector = rule.check if rule.category == "in-flight" else rule.in_flight
+        assert isinstance(detector, type) and issubclass(detector, Detector), rule.slug
+        assert detector.reads, f"{rule.slug} declares no signal it reads"
+        assert set(detector.reads) <= set(ALL), rule.slug
 
 
 def _train(watch, model, optimizer, steps=25):

@@ -281,10 +281,7 @@ def _escaped(error: Exception) -> str:
 # Known failures of today's watch, each to be fixed by issue 12; strict, so a fix that makes one
 # pass turns its mark into a failure until the mark is removed.
 KNOWN_TO_CHANGE_TRAINING: dict[str, str] = {}
-KNOWN_TO_SWITCH_A_PROBE_OFF = {
-    "only_frozen_tensors": "issue 12: the update probe raises on an empty list of trainable "
-    "tensors and is switched off",
-}
+KNOWN_TO_SWITCH_A_PROBE_OFF: dict[str, str] = {}
 
 
 def _cases(known_failures: dict[str, str]) -> list:
@@ -317,3 +314,44 @@ def test_watch_keeps_every_probe_on(case):
     _, error, switched_off = _watched(case)
     assert error is None, _escaped(error)
     assert switched_off == [], "\n".join(switched_off)
+
+
+# -- seeing, not only surviving -----------------------------------------------------------------
+def _measured(case: str, preset: str = "full") -> dict[str, list[int]]:
+    """Trains the case watched with every probe on every step: {signal key: its iterations}."""
+    torch.manual_seed(0)
+    model, optimizer, step = CASES[case]()
+    with tw.watch(model, optimizer, preset=preset, record=False, verbose=False) as watch:
+        for i in range(STEPS):
+            watch.log(loss=step(i).detach())
+    return {key: list(s.steps) for key, s in watch.signals.series.items()}
+
+
+def test_sparse_gradients_are_measured():
+    steps = _measured("sparse_gradients")
+    assert steps["grad_norm/emb.weight"] == list(range(STEPS))
+    assert steps["update_ratio/emb.weight"] == list(range(STEPS))
+
+
+def test_sparse_gradient_norm_is_the_dense_norm():
+    from trainwise.probes.gradients import grad_norms
+
+    emb = nn.Embedding(10, 4, sparse=True)
+    emb(torch.tensor([1, 1, 2, 7])).pow(2).sum().backward()  # index 1 twice: values to coalesce
+    dense = torch.randn(3)
+    norms = grad_norms([emb.weight.grad, dense])
+    assert torch.allclose(norms, torch.stack([emb.weight.grad.to_dense().norm(), dense.norm()]))
+
+
+@pytest.mark.parametrize("case", ["add_param_group_later", "module_replaced_later"])
+def test_tensors_and_modules_added_after_the_start_are_measured(case):
+    steps = _measured(case)
+    # the head joins at iteration 2: its gradient, update and output are measured from then on
+    for key in ("grad_norm/2.weight", "update_ratio/2.weight", "act_mean/2"):
+        assert set(range(2, STEPS)) <= set(steps[key]), key
+
+
+def test_frozen_tensors_the_optimizer_holds_are_measured():
+    steps = _measured("only_frozen_tensors")
+    # their update ratio (0: frozen) is measured, so weights-not-updating can judge them
+    assert steps["update_ratio/0.weight"] == list(range(STEPS))

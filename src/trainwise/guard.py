@@ -23,11 +23,18 @@ class Guard:
         except SetupError:
             raise  # the user's own mistake (a non-scalar metric): say so
         except Exception as exc:  # noqa: BLE001 - trainwise must never stop the user's training
-            self.disabled.add(piece)
-            warnings.warn(
-                f"trainwise.watch: the {piece} raised {type(exc).__name__}: {exc}. "
-                "It is switched off; training goes on.",
-                RuntimeWarning,
-                stacklevel=3,
-            )
+            self.switch_off(piece, exc)
             return None
+
+    def switch_off(self, piece: str, exc: Exception) -> None:
+        """Switches `piece` off for good, with one warning (for hot hooks that catch their own
+        exceptions rather than pay a call through the guard on every module)."""
+        if piece in self.disabled:
+            return
+        self.disabled.add(piece)
+        warnings.warn(
+            f"trainwise.watch: the {piece} raised {type(exc).__name__}: {exc}. "
+            "It is switched off; training goes on.",
+            RuntimeWarning,
+            stacklevel=4,
+        )

@@ -49,6 +49,7 @@ class Producer(Enum):
     MODES = "probes.modes (train/eval mode of BatchNorm/Dropout layers)"
     TIMING = "probes.timing"
     REPLICAS = "probes.distributed (parameter fingerprints across ranks)"
+    WRITES = "probes.writes (parameter fingerprints at each optimizer step's start and end)"
     USER = "a Run's own log_metrics / log_layers / log_histogram (any record)"
 
 
@@ -141,6 +142,11 @@ WEIGHT_NORM = Signal("weight_norm/{param}", "L2 norm", SAMP, P.UPDATES, Draw.NON
                      "each trainable parameter's norm after the step")
 UPDATE_RATIO = Signal("update_ratio/{param}", "ratio", SAMP, P.UPDATES, Draw.HEATMAP,
                       "norm of the step's change / norm of the parameter")
+# -- who writes the weights (every step) ------------------------------------------------------
+WRITTEN_OUTSIDE = Signal("written_outside", "count", S, P.WRITES, Draw.NONE,
+                         "tensors changed between the previous step's end and this step's start")
+FROZEN_MOVED = Signal("frozen_moved", "count", S, P.WRITES, Draw.NONE,
+                      "requires_grad=False tensors the optimizer holds that its step changed")
 # -- activations (sampled) --------------------------------------------------------------------
 ACT_MEAN = Signal("act_mean/{module}", "as output", SAMP, P.ACTIVATION_STATS, Draw.NONE,
                   "mean of a leaf module's output (first sampled rows)")
@@ -175,6 +181,10 @@ REPLICAS = Signal("replicas", "event", SAMP, P.REPLICAS, Draw.NONE,
                   "per-parameter replica spread at a sampled step")
 VAL_FORWARDS_TRAIN_MODE = Signal("val_forwards_train_mode", "count", E, P.MODES, Draw.NONE,
                                  "no-grad forwards run with BatchNorm/Dropout in train mode")
+WRITTEN_OUTSIDE_NAMES = Signal("written_outside_names", "event", E, P.WRITES, Draw.NONE,
+                               "the tensors written outside the optimizer, latest time")
+FROZEN_MOVED_NAMES = Signal("frozen_moved_names", "event", E, P.WRITES, Draw.NONE,
+                            "the frozen tensors an optimizer step changed, latest time")
 # -- what any record may hold besides the watch's own (Run.log_metrics/log_layers/...) -------------
 SPLITS = ("train", "val", "valid", "validation", "test")  # share a panel: train/X with val/X
 USER_SPLIT = tuple(
@@ -198,7 +208,8 @@ ALL = (TRAIN_LOSS, TRAIN, VAL_LOSS, VAL, STEPPED, LR, GRAD_NORM, GRAD_NORM_LAYER
        GRAD_NORM_APPLIED, CLIPPED, SKIPPED_NONFINITE, BACKWARD_PASSES, GRADS_KEPT, WEIGHT_NORM,
        UPDATE_RATIO, *ACT_STATS, ACTIVATIONS, EVAL_MODE_LAYERS, DATA_WAIT, COMPUTE,
        REPLICA_SPREAD, NONFINITE_OUTPUT, NONFINITE_GRAD, GRAD_PARAMS, REPLICAS,
-       VAL_FORWARDS_TRAIN_MODE)  # the watch's own signals
+       VAL_FORWARDS_TRAIN_MODE, WRITTEN_OUTSIDE, FROZEN_MOVED, WRITTEN_OUTSIDE_NAMES,
+       FROZEN_MOVED_NAMES)  # the watch's own signals
 # fmt: on
 
 
@@ -231,6 +242,19 @@ class NonfiniteGrad:
     step: int
     params: tuple[str, ...]  # the parameters whose applied gradient is non-finite
     total: float
+
+
+@dataclass(frozen=True)
+class WrittenOutside:
+    step: int  # the iteration whose optimizer step found them changed
+    params: tuple[str, ...]  # the tensors written since the previous step ended
+    after_eval: bool  # a validation (no-grad forward, watch.log_val) ran in that gap
+
+
+@dataclass(frozen=True)
+class FrozenMoved:
+    step: int
+    params: tuple[str, ...]  # requires_grad=False tensors the optimizer's step changed
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,9 @@ from trainwise.probes import (
 )
 from trainwise.probes import distributed as dist_probe
 from trainwise.probes.gradients import PIECE as GRADIENT_PROBE
+from trainwise.probes.params import clean_name
+from trainwise.probes.writes import PIECE as WRITE_PROBE
+from trainwise.probes.writes import WriteProbe
 from trainwise.rules.inflight import Phase, View, Watched
 from trainwise.signals import (
     LR,
@@ -60,15 +63,17 @@ class Preset:
 
     every: int
     check_finite: bool  # sum of every module output each step, to name the first non-finite one
+    watch_writes: bool  # fingerprint the weights at each step's start and end (probes.writes)
 
 
 PRESETS = {
     # every step: loss, grad norms (global, per layer), LR, timing, non-finite grads
-    "cheap": Preset(every=100, check_finite=False),
-    # + every module output checked for NaN/Inf each step; weights/updates/activations every 20
-    "standard": Preset(every=20, check_finite=True),
+    "cheap": Preset(every=100, check_finite=False, watch_writes=False),
+    # + every module output checked for NaN/Inf and the weights fingerprinted at each step's
+    # start and end (who writes them); weights/updates/activations every 20
+    "standard": Preset(every=20, check_finite=True, watch_writes=True),
     # everything every step
-    "full": Preset(every=1, check_finite=True),
+    "full": Preset(every=1, check_finite=True, watch_writes=True),
 }
 MAX_PRINTED = 20  # findings printed while training runs; all are kept in watch.findings
 JUDGE_EVERY = 10  # window detectors run every this many steps (and at close)
@@ -101,28 +106,21 @@ class Watch:
         self.verbose = verbose and dist_probe.rank() == 0
         self.scaler, self.total_steps = scaler, total_steps
 
-        pairs = optimizer_params(model, optimizer)
-        self.params = [p for p, _ in pairs]
-        self.param_info = [info for _, info in pairs]
-        names = [info.name for info in self.param_info]
-        trainable = [i for i, p in enumerate(self.params) if p.requires_grad]
         self.signals = Signals()
         self.iteration = 0  # training iterations seen (one per step, skipped steps included)
         self.step = 0  # optimizer steps taken
 
-        self._guard = Guard()  # before the probes: the gradient probe's hooks run through it
-        self._grads = GradientProbe(self.params, names, scaler, guard=self._guard)
-        self._updates = UpdateProbe(
-            [self.params[i] for i in trainable], [names[i] for i in trainable]
-        )
-        self._acts = ActivationProbe(model)
+        self._guard = Guard()  # before the probes: their hooks run through it
+        self._acts = ActivationProbe(model, guard=self._guard)
         self._modes = ModeProbe(model)
         self._timer = StepTimer()
         self._pending = Pending()
-
-        facts = _facts(model, optimizer, self.param_info, trainable, self._modes, total_steps)
+        self._writes = WriteProbe()
+        self._grads: GradientProbe | None = None
         self._on: set[Producer] = set()  # the producers running now
-        self._view = View(History(self.signals), facts, self._on)
+        self._view = View(History(self.signals), None, self._on)
+        self._tracked = False
+        self._track_params()  # the optimizer's tensors now; again whenever they change
         self._judge = Judge(self._view, self._guard, self._emit)
         self._printed = 0
         self._in_iteration = False
@@ -155,6 +153,55 @@ class Watch:
         if self._record_writer is not None:
             self._record_writer.finalizer(self)
 
+    # -- what is watched: the optimizer's groups, whatever their requires_grad ----------------
+    def _signature(self) -> tuple:
+        """Changes when a group is added or a tensor is frozen or unfrozen (cheap: per step)."""
+        groups = self.optimizer.param_groups
+        return (
+            tuple(len(g["params"]) for g in groups),
+            tuple(p.requires_grad for p in self.params) if self._tracked else (),
+        )
+
+    def _track_params(self) -> None:
+        """Reads the optimizer's parameters and what requires grad, and points every probe at
+        them: at the start, and again when `add_param_group` adds tensors (a module replaced
+        and handed to the optimizer, gradual unfreezing) or a tensor is frozen or unfrozen."""
+        model, optimizer = self.model, self.optimizer
+        pairs = optimizer_params(model, optimizer)
+        self.params = [p for p, _ in pairs]
+        self.param_info = [info for _, info in pairs]
+        names = [info.name for info in self.param_info]
+        trainable = [i for i, p in enumerate(self.params) if p.requires_grad]
+        frozen = [not p.requires_grad for p in self.params]
+        rebuilt = self._grads is not None
+        if rebuilt:  # the probes follow: hooks on the new tensors and the new modules
+            self._guard(GRADIENT_PROBE, self._grads.detach)
+            self._guard("activation probe", self._acts.rescan)
+            self._modes = ModeProbe(model)
+        self._grads = GradientProbe(self.params, names, self.scaler, guard=self._guard)
+        if rebuilt:
+            self._guard(GRADIENT_PROBE, self._grads.attach)
+        self._updates = UpdateProbe(self.params, names)
+        held = {id(p) for p in self.params}
+        others = [(n, p) for n, p in _model_params(model) if id(p) not in held]
+        self._writes.track(
+            self.params + [p for _, p in others],
+            names + [n for n, _ in others],
+            frozen + [False] * len(others),
+        )
+        self._view.model = _facts(
+            model, optimizer, self.param_info, trainable, self._modes, self.total_steps,
+            untracked=tuple(n for n, p in others if p.requires_grad),
+        )  # fmt: skip
+        self._tracked = True
+        self._signature_now = self._signature()
+
+    def _follow_params(self) -> None:
+        """At the start of each iteration: re-read what is watched if the optimizer's groups
+        or the tensors' requires_grad changed since the last look."""
+        if self._signature() != self._signature_now:
+            self._track_params()
+
     def _drawn_producers(self) -> set[Producer]:
         """The producers of what the run record draws (its curves, heatmaps, histograms)."""
         if self._record_writer is None:
@@ -170,6 +217,8 @@ class Watch:
         acts.check_finite = self.preset.check_finite and Producer.OUTPUT_CHECK in self._on
         if not acts.check_finite:
             self._on.discard(Producer.OUTPUT_CHECK)  # the preset leaves it off ("cheap")
+        if not self.preset.watch_writes:
+            self._on.discard(Producer.WRITES)
 
     def _honour_requests(self) -> None:
         """A rule asked for a signal (the cheap preset's output check after a non-finite loss)."""
@@ -197,6 +246,7 @@ class Watch:
         values = {VAL.at(key): _as_float(key, value) for key, value in metrics.items()}
         for key, value in values.items():
             self.signals.add(key, self.iteration, value)
+        self._writes.saw_eval()
         if self._record_writer is not None:
             self._record_writer.metrics(self.iteration, values)
         self._modes.hand_over(self.signals)
@@ -242,6 +292,7 @@ class Watch:
         self._guard(GRADIENT_PROBE, self._grads.detach)
         self._guard("activation probe", self._acts.detach)
         self._updates.discard()
+        self._writes.discard()
         self._closed = True
         if self._record_writer is not None:
             self._record_writer.findings(self._judge.findings)
@@ -267,10 +318,12 @@ class Watch:
             return
         if not torch.is_grad_enabled():
             self._modes.no_grad_forward()
+            self._writes.saw_eval()
             return
         if self._stepped:  # the previous step was never logged: close its record now
             self._guard("step read-out", self._flush)
         if not self._in_iteration:
+            self._guard("parameter tracking", self._follow_params)
             self._in_iteration = True
             self._timer.forward_started()
             self._sampled = self.iteration % self.every == 0
@@ -283,7 +336,10 @@ class Watch:
         if not self._in_iteration:
             # The step starts before any forward: a closure (LBFGS, Lightning) runs forward and
             # backward inside step(). Decide sampling here so before/after measure the same.
+            self._guard("parameter tracking", self._follow_params)
             self._sampled = self.iteration % self.every == 0
+        if Producer.WRITES in self._on:
+            self._guard(WRITE_PROBE, self._writes.before_step, self._pending)
         self._guard(GRADIENT_PROBE, self._grads.before_step)
         if self._sampled and Producer.UPDATES in self._on:
             self._guard("update probe", self._updates.before_step)
@@ -295,6 +351,8 @@ class Watch:
         self._stepped = True
         self._timer.optimizer_stepped()
         self._guard(GRADIENT_PROBE, self._grads.after_step)
+        if Producer.WRITES in self._on:
+            self._guard(WRITE_PROBE, self._writes.after_step, self._pending)
         if self._sampled:
             if Producer.UPDATES in self._on:
                 self._guard("update probe", self._updates.after_step, self._pending)
@@ -360,6 +418,7 @@ class Watch:
         guard("gradient read-out", self._grads.write, values, t, signals, stepped)
         guard("update read-out", self._updates.write, values, t, signals)
         guard("activation read-out", self._acts.write, values, t, signals)
+        guard("weight-write read-out", self._writes.write, values, t, signals)
         if self._replicas is not None:
             dist_probe.write(t, self._replicas, signals)
             self._replicas = None
@@ -401,12 +460,21 @@ def _print_summary(name: str | None, iteration: int, findings: list[Finding]) ->
     console.print(table)
 
 
+def _model_params(model: nn.Module) -> list[tuple[str, torch.Tensor]]:
+    """(name, tensor) of each distinct parameter of the model, wrapper prefixes removed."""
+    return [(clean_name(n), p) for n, p in model.named_parameters()]
+
+
 def _facts(model: nn.Module, optimizer: Any, infos: list, trainable: list[int], modes: ModeProbe,
-           total_steps: int | None) -> Watched:  # fmt: skip
-    """The static facts the in-flight rules may read about the watched model."""
+           total_steps: int | None, untracked: tuple[str, ...] = ()) -> Watched:  # fmt: skip
+    """The facts the in-flight rules may read about the watched model (taken again whenever
+    the optimizer's tensors or their requires_grad change)."""
+    chosen = set(trainable)
     return Watched(
         params=tuple(infos),
         trainable=tuple(infos[i] for i in trainable),
+        frozen=tuple(info for i, info in enumerate(infos) if i not in chosen),
+        untracked_trainable=untracked,
         mode_layers=modes.kinds,
         has_dropout=any(isinstance(m, nn.modules.dropout._DropoutNd) for m in model.modules()),
         has_conv2d=any(isinstance(m, nn.Conv2d) for m in model.modules()),

@@ -83,13 +83,14 @@ def output_stats(module: nn.Module, y: torch.Tensor) -> torch.Tensor:
     return torch.stack([mean, std, zero.float(), sat.float(), dead.float()])
 
 
+PIECE = "activation probe"  # the name under which the watch's guard switches it off
+
+
 class ActivationProbe:
-    def __init__(self, model: nn.Module) -> None:
-        self.modules: list[tuple[str, nn.Module]] = [
-            (clean_name(name) or "(model)", m) for name, m in model.named_modules()
-        ]
-        self.kinds = {name: type(m).__name__ for name, m in self.modules}
-        self._leaf = {id(m) for _, m in self.modules if not any(True for _ in m.children())}
+    def __init__(self, model: nn.Module, guard=None) -> None:
+        self.model = model
+        self._guard = guard  # a trainwise.guard.Guard: a hook that raises switches the probe off
+        self._scan()
         self._handles = []
         self.check_finite = True
         self.stats = True  # ACT_* on sampled steps (off when no rule reads them, no record)
@@ -106,9 +107,24 @@ class ActivationProbe:
         self._slots: tuple[int, list[str], list[tuple[str, int]]] | None = None
         self._stat_series: dict[str, list] = {}
 
+    def _scan(self) -> None:
+        self.modules: list[tuple[str, nn.Module]] = [
+            (clean_name(name) or "(model)", m) for name, m in self.model.named_modules()
+        ]
+        self.kinds = {name: type(m).__name__ for name, m in self.modules}
+        self._leaf = {id(m) for _, m in self.modules if not any(True for _ in m.children())}
+
     def attach(self) -> None:
         for name, m in self.modules:
             self._handles.append(m.register_forward_hook(self._make_hook(name, m)))
+
+    def rescan(self) -> None:
+        """The model's modules again (one was replaced after the watch started), hooks moved."""
+        attached = self.attached
+        self.detach()
+        self._scan()
+        if attached:
+            self.attach()
 
     @property
     def attached(self) -> bool:
@@ -128,6 +144,18 @@ class ActivationProbe:
         f32 = torch.float32
 
         def hook(_module, args, out) -> None:
+            # A forward hook runs inside the user's forward: whatever fails here switches the
+            # probe off (one warning) and never reaches the user. (A try costs nothing until it
+            # raises, unlike a call through the guard on every module of every forward.)
+            try:
+                measure(args, out)
+            except Exception as exc:  # noqa: BLE001 - training must never break because of us
+                self.detach()
+                if self._guard is None:
+                    raise
+                self._guard.switch_off(PIECE, exc)
+
+        def measure(args, out) -> None:
             check = self.check_finite
             sample = self.sample and is_leaf and self.stats
             if not (check or sample) or not grad_enabled() or is_compiling():

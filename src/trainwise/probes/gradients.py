@@ -35,6 +35,8 @@ def grad_norms(grads: list[torch.Tensor], dtype: torch.dtype = torch.float32) ->
     overflow the norm; float64: loss-scaled grads cannot either). Tensors wider than `dtype`
     (float64, complex) are reduced in their own precision and the norm is cast: torch refuses
     to narrow a reduction's input."""
+    if any(g.is_sparse for g in grads):  # nn.Embedding(sparse=True): no batched kernel
+        return torch.stack([_norm(g, dtype) for g in grads])
     try:
         if all(g.dtype == dtype for g in grads):  # no cast asked: the faster kernel, same bits
             return torch.stack(torch._foreach_norm(grads, 2))
@@ -45,12 +47,15 @@ def grad_norms(grads: list[torch.Tensor], dtype: torch.dtype = torch.float32) ->
 
 def _norm(g: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """One tensor's L2 norm as a real 0-d tensor of `dtype`."""
+    if g.is_sparse:  # duplicate indices add up: the norm is that of the coalesced values
+        g = g.coalesce().values()
     if g.is_complex() or (g.is_floating_point() and g.dtype.itemsize > dtype.itemsize):
         return torch.linalg.vector_norm(g).to(dtype)  # (complex -> real norm)
     return torch.linalg.vector_norm(g, dtype=dtype)
 
 
 PIECE = "gradient probe"  # the name under which the watch's guard switches it off
+USED, ADDED_TO, RESET = "used by the last step", "added to since", "reset since"
 
 
 class GradientProbe:
@@ -86,11 +91,12 @@ class GradientProbe:
         self.applied_is_raw = False  # the step applied the grads of backward end, untouched
         self._applied: torch.Tensor | None = None
         self._applied_mask: list[bool] = []
-        # missing-zero-grad: the grad versions seen right after the last optimizer step.
+        # missing-zero-grad: for a few reference tensors, what happened to the grads the last
+        # step used, judged when the next step starts (see _before_accumulation).
         self._reference = [p for p in params if p.requires_grad][:n_reference]
-        self._versions: list[int | None] | None = None
-        self._awaiting_first_backward = False
-        self.kept_across_steps: int | None = None  # 1: this step's backward added to old grads
+        self._grad_state: list[str] = []  # per reference: USED, ADDED_TO or RESET
+        self._expected: list[tuple[int, int] | None] = []  # (id, version) of its grad, as left
+        self.kept_across_steps: int | None = None  # 1: this step's grads include the last one's
 
     def attach(self) -> None:
         for p in self.params:
@@ -99,7 +105,10 @@ class GradientProbe:
                     p.register_post_accumulate_grad_hook(self._guarded_accumulated)
                 )
         for i, p in enumerate(self._reference):
-            self._handles.append(p.register_hook(self._guarded(self._make_first_grad_hook(i))))
+            self._handles.append(p.register_hook(self._guarded(self._before_accumulation(i))))
+            self._handles.append(
+                p.register_post_accumulate_grad_hook(self._guarded(self._after_accumulation(i)))
+            )
 
     def detach(self) -> None:
         for h in self._handles:
@@ -128,7 +137,7 @@ class GradientProbe:
         self._queued = False
         self.backward_passes += 1
         with torch.no_grad():
-            mask = [p.grad is not None and not p.grad.is_sparse for p in self.params]
+            mask = [p.grad is not None for p in self.params]
             grads = [p.grad for p, m in zip(self.params, mask, strict=True) if m]
             self._raw = self._unscaled(grads) if grads else None
             self._raw_mask = mask
@@ -143,24 +152,37 @@ class GradientProbe:
             return grad_norms(grads)
         return (grad_norms(grads, torch.float64) / scale.double()).float()
 
-    def _make_first_grad_hook(self, i: int):
+    # missing-zero-grad: a reference tensor's grad after a step is USED; the next backward
+    # either finds it reset (None, or changed by zero_grad since we last saw it: RESET) or adds
+    # to it untouched (ADDED_TO). A reset later in the same gap clears ADDED_TO: in a GAN the
+    # generator's backward passes through the discriminator after D's step, and D's zero_grad()
+    # before its next backward discards that. What counts is the state when the next step runs.
+    def _before_accumulation(self, i: int):
         def hook(_grad: torch.Tensor) -> None:
             # Called with the incoming gradient, before it is added to p.grad.
-            if not self._awaiting_first_backward or self._versions is None:
+            if i >= len(self._grad_state) or self._grad_state[i] == RESET:
                 return
-            p, version = self._reference[i], self._versions[i]
-            if version is None:  # this parameter had no grad at the step: cannot tell
-                return
-            self._awaiting_first_backward = False
-            reset = p.grad is None or p.grad._version != version
-            self.kept_across_steps = 0 if reset else 1
+            g = self._reference[i].grad
+            untouched = g is not None and (id(g), g._version) == self._expected[i]
+            self._grad_state[i] = ADDED_TO if untouched else RESET
+
+        return hook
+
+    def _after_accumulation(self, i: int):
+        def hook(param: torch.Tensor) -> None:
+            if i < len(self._grad_state) and self._grad_state[i] == ADDED_TO:
+                self._expected[i] = (id(param.grad), param.grad._version)  # as this backward left it
 
         return hook
 
     # -- optimizer step --------------------------------------------------------------------
     def before_step(self) -> None:
+        states = self._grad_state
+        if states and any(state != USED for state in states):  # some backward ran since
+            self.kept_across_steps = 1 if ADDED_TO in states else 0
+        self._grad_state = []
         with torch.no_grad():
-            mask = [p.grad is not None and not p.grad.is_sparse for p in self.params]
+            mask = [p.grad is not None for p in self.params]
             grads = [p.grad for p, m in zip(self.params, mask, strict=True) if m]
             self._applied_mask = mask
             self.applied_is_raw = (
@@ -172,8 +194,9 @@ class GradientProbe:
 
     def after_step(self) -> None:
         # The grads as the step left them; any reset (zero_grad, set to None) changes this.
-        self._versions = [None if p.grad is None else p.grad._version for p in self._reference]
-        self._awaiting_first_backward = True
+        self._expected = [None if p.grad is None else (id(p.grad), p.grad._version)
+                          for p in self._reference]  # fmt: skip
+        self._grad_state = [USED if e is not None else RESET for e in self._expected]
 
     # -- read-out --------------------------------------------------------------------------
     def collect(self, pending: Pending) -> None:

@@ -3,7 +3,8 @@
 The update is measured, not inferred: the parameters are copied before the optimizer step and
 subtracted after it, so momentum, Adam's scaling and weight decay are all included.
 
-Writes: WEIGHT_NORM and UPDATE_RATIO per trainable parameter.
+Writes: WEIGHT_NORM and UPDATE_RATIO per parameter the optimizer holds (frozen ones included:
+their ratio must stay 0).
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ class UpdateProbe:
         self._slots: tuple[int, int] | None = None
 
     def before_step(self) -> None:
+        if not self.params:
+            return
         with torch.no_grad():
             self._before = [p.detach().clone() for p in self.params]
 

@@ -13,7 +13,7 @@ import importlib
 from trainwise.rules.inflight.base import Detector, Phase, View, Watched
 from trainwise.rules.registry import in_flight_rules
 
-FAMILIES = ("nonfinite", "gradients", "activations", "updates", "loss", "loop")
+FAMILIES = ("nonfinite", "weights", "gradients", "activations", "updates", "loss", "loop")
 for _family in FAMILIES:  # importing a family registers its rules
     importlib.import_module(f"{__name__}.{_family}")
 

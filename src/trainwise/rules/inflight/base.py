@@ -31,10 +31,13 @@ class Phase(Enum):
 
 @dataclass(frozen=True)
 class Watched:
-    """Static facts about the watched model and optimizer, taken when the watch starts."""
+    """Facts about the watched model and optimizer, taken when the watch starts and again when
+    the optimizer's tensors or their requires_grad change."""
 
     params: tuple[ParamInfo, ...]  # every parameter the optimizer holds, in its order
     trainable: tuple[ParamInfo, ...]  # those that require grad
+    frozen: tuple[ParamInfo, ...]  # those that do not (requires_grad=False)
+    untracked_trainable: tuple[str, ...]  # the model's trainable tensors the optimizer lacks
     mode_layers: tuple[str, ...]  # class names of the BatchNorm/Dropout layers, model order
     has_dropout: bool
     has_conv2d: bool

@@ -25,11 +25,13 @@ from trainwise.signals import (
     severity="error",
     category="in-flight",
     summary="Parameters the optimizer holds do not change (or never get a gradient)",
-    why="A parameter that requires grad and is held by the optimizer but never changes is dead weight: "
-    "the learning rate is 0, the forward detaches it (.detach(), .data, torch.no_grad), or it is "
-    "replaced by a copy that the optimizer does not hold.",
-    fix="Check the learning rate, remove the .detach()/no_grad in forward, and build the optimizer "
-    "after moving and wrapping the model.",
+    why="A parameter held by the optimizer that never changes is dead weight. The usual cause is "
+    "requires_grad=False (a freeze loop that caught more than intended: frozen-parameters names "
+    "those); then a learning rate of 0, a forward that detaches it (.detach(), .data, "
+    "torch.no_grad), or a copy of the module that the optimizer does not hold.",
+    fix="Check `requires_grad` of the tensors named, the learning rate, remove the "
+    ".detach()/no_grad in forward, and build the optimizer after freezing, replacing the head, "
+    "moving and wrapping the model.",
     example="h = self.encoder(x).detach()  # the encoder never learns\n\nh = self.encoder(x)",
     source="beyond: TrainCheck (OSDI 2025), training invariants; TIPS.md In flight",
 )

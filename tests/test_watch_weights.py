@@ -1,0 +1,220 @@
+"""Who moves the weights, in flight: tensors the optimizer holds but cannot train, writes outside
+the optimizer, frozen tensors that still move, and grads kept across steps (issue 12, items 2
+and 4). Each rule is shown firing on the mistake and silent on the deliberate pattern it looks
+like."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import trainwise as tw
+from helpers import assert_fires, assert_silent
+
+OUTSIDE = "weights-changed-outside-optimizer"
+FROZEN_MOVING = "frozen-weights-changing"
+FROZEN = "frozen-parameters"
+ZERO_GRAD = "missing-zero-grad"
+
+
+def _data(i: int):
+    g = torch.Generator().manual_seed(i)
+    return torch.randn(16, 8, generator=g), torch.randint(0, 3, (16,), generator=g)
+
+
+def _mlp() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 3))
+
+
+def _step(model, optimizer, i, set_to_none=True):
+    x, y = _data(i)
+    optimizer.zero_grad(set_to_none=set_to_none)
+    loss = F.cross_entropy(model(x), y)
+    loss.backward()
+    optimizer.step()
+    return loss
+
+
+def _validate(model):
+    with torch.no_grad():
+        x, y = _data(10_000)
+        return F.cross_entropy(model(x), y)
+
+
+def _run_with_ema_validation(backup_of):
+    """Trains 40 steps, validating with EMA weights every 10; `backup_of(model)` keeps the
+    training weights to restore after validating."""
+    model = _mlp()
+    ema = copy.deepcopy(model)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    with tw.watch(model, optimizer, record=False, verbose=False) as watch:
+        for i in range(40):
+            watch.log(loss=_step(model, optimizer, i))
+            with torch.no_grad():
+                for e, p in zip(ema.parameters(), model.parameters(), strict=True):
+                    e.lerp_(p, 0.1)
+            if i % 10 == 9:
+                backup = backup_of(model)
+                model.load_state_dict(ema.state_dict())
+                watch.log_val(loss=_validate(model))
+                model.load_state_dict(backup)
+    return watch.findings
+
+
+@pytest.mark.fires(OUTSIDE)
+def test_ema_weights_left_in_the_model_after_validation():
+    found = _run_with_ema_validation(lambda m: m.state_dict())  # references: restores nothing
+    finding = assert_fires(found, OUTSIDE, where="0.weight", severity="warning")
+    assert finding.evidence["after_validation"] is True
+    assert finding.evidence["step"] == 10  # the first step after the first validation
+    assert set(finding.evidence["params"]) == {"0.weight", "0.bias", "2.weight", "2.bias"}
+
+
+@pytest.mark.silent(OUTSIDE)
+def test_ema_swapped_in_and_restored_from_a_copy():
+    found = _run_with_ema_validation(lambda m: copy.deepcopy(m.state_dict()))
+    assert_silent(found, OUTSIDE)
+
+
+@pytest.mark.silent(OUTSIDE)
+def test_weight_clipping_every_step_is_only_noted():
+    # WGAN's critic: weights clamped by hand after every step, on purpose
+    model = _mlp()
+    optimizer = torch.optim.RMSprop(model.parameters(), lr=5e-3)
+    with tw.watch(model, optimizer, record=False, verbose=False) as watch:
+        for i in range(30):
+            watch.log(loss=_step(model, optimizer, i))
+            with torch.no_grad():
+                for p in model.parameters():
+                    p.clamp_(-0.01, 0.01)
+    assert all(f.severity == "info" for f in watch.findings if f.rule == OUTSIDE)
+    assert_fires(watch.findings, OUTSIDE, where="(every step)", severity="info")
+
+
+def _freeze_midway(release_grads: bool, steps: int = 30):
+    model = _mlp()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    with tw.watch(model, optimizer, record=False, verbose=False) as watch:
+        for i in range(steps):
+            if i == 10:  # freeze the first layer
+                for p in model[0].parameters():
+                    p.requires_grad_(False)
+                    if release_grads:
+                        p.grad = None
+            # set_to_none=False: the frozen layer keeps a zero grad, so AdamW still moves it
+            watch.log(loss=_step(model, optimizer, i, set_to_none=False))
+    return model, watch.findings
+
+
+@pytest.mark.fires(FROZEN_MOVING)
+def test_a_frozen_layer_with_zero_grads_still_moves():
+    _, found = _freeze_midway(release_grads=False)
+    finding = assert_fires(found, FROZEN_MOVING, where="0.weight", severity="warning")
+    assert finding.evidence["params"] == ["0.weight", "0.bias"]
+    assert finding.evidence["step"] == 10
+    assert_silent(found, FROZEN)  # a freeze mid-training is deliberate: only the drift is news
+
+
+@pytest.mark.silent(FROZEN_MOVING)
+def test_a_frozen_layer_whose_grads_are_dropped_stays_put():
+    model, found = _freeze_midway(release_grads=True)
+    assert_silent(found, FROZEN_MOVING)
+    assert_silent(found, OUTSIDE)
+
+
+@pytest.mark.silent(FROZEN_MOVING)
+def test_a_momentum_teacher_outside_the_optimizer_is_not_a_frozen_layer_moving():
+    # BYOL/MoCo: a frozen copy updated by EMA every step, held by no optimizer
+    class Pair(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.student = _mlp()
+            self.teacher = copy.deepcopy(self.student).requires_grad_(False)
+
+        def forward(self, x):
+            return self.student(x) + self.teacher(x).detach()
+
+    model = Pair()
+    optimizer = torch.optim.SGD(model.student.parameters(), lr=0.1)
+    with tw.watch(model, optimizer, record=False, verbose=False) as watch:
+        for i in range(30):
+            watch.log(loss=_step(model, optimizer, i))
+            with torch.no_grad():
+                for t, s in zip(
+                    model.teacher.parameters(), model.student.parameters(), strict=True
+                ):
+                    t.lerp_(s, 0.01)
+    assert_silent(watch.findings, FROZEN_MOVING)
+    assert all(f.severity == "info" for f in watch.findings if f.rule == OUTSIDE)
+
+
+@pytest.mark.fires(FROZEN)
+def test_an_optimizer_holding_only_frozen_tensors_is_reported_in_flight():
+    model = _mlp()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    for p in model.parameters():  # frozen before the watch starts: it still sees them
+        p.requires_grad = False
+    model[2] = nn.Linear(16, 3)  # a new head the optimizer does not hold
+    with tw.watch(model, optimizer, record=False, verbose=False) as watch:
+        for i in range(3):
+            watch.log(loss=_step(model, optimizer, i))
+            if i == 0:
+                first = list(watch.findings)
+    finding = assert_fires(first, FROZEN, where="(all parameters)", severity="error")
+    assert "0.weight" in finding.evidence["frozen_held"]
+    assert finding.evidence["trainable_not_held"] == ["2.weight", "2.bias"]
+    assert "requires_grad=False" in finding.message
+
+
+@pytest.mark.silent(FROZEN)
+def test_a_frozen_backbone_left_out_of_the_optimizer_is_fine():
+    model = _mlp()
+    for p in model[0].parameters():
+        p.requires_grad = False
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
+    with tw.watch(model, optimizer, record=False, verbose=False) as watch:
+        for i in range(12):
+            watch.log(loss=_step(model, optimizer, i))
+    assert_silent(watch.findings, FROZEN)
+    assert_silent(watch.findings, OUTSIDE)
+    assert_silent(watch.findings, FROZEN_MOVING)
+
+
+def _gan(reset_d: bool):
+    """A GAN step order: D steps on real and fake, then G's loss backpropagates through D (after
+    D's step, adding to D's grads), and D's zero_grad() comes before D's next backward."""
+    torch.manual_seed(0)
+    d = nn.Sequential(nn.Linear(4, 16), nn.LeakyReLU(0.2), nn.Linear(16, 1))
+    g = nn.Sequential(nn.Linear(2, 16), nn.ReLU(), nn.Linear(16, 4))
+    opt_d = torch.optim.Adam(d.parameters(), lr=2e-4, betas=(0.5, 0.999))
+    opt_g = torch.optim.Adam(g.parameters(), lr=2e-4, betas=(0.5, 0.999))
+    bce = nn.BCEWithLogitsLoss()
+    with tw.watch(d, opt_d, record=False, verbose=False) as watch:
+        for i in range(30):
+            real = torch.randn(16, 4, generator=torch.Generator().manual_seed(i)) + 2
+            fake = g(torch.randn(16, 2))
+            if reset_d:
+                d.zero_grad()
+            loss_d = bce(d(real), torch.ones(16, 1)) + bce(d(fake.detach()), torch.zeros(16, 1))
+            loss_d.backward()
+            opt_d.step()
+            watch.log(loss=loss_d)
+            g.zero_grad()
+            bce(d(fake), torch.ones(16, 1)).backward()  # reaches D's params too
+            opt_g.step()
+    return watch.findings
+
+
+@pytest.mark.silent(ZERO_GRAD)
+def test_generator_backward_through_the_discriminator_is_not_a_missing_zero_grad():
+    assert_silent(_gan(reset_d=True), ZERO_GRAD)
+
+
+@pytest.mark.fires(ZERO_GRAD)
+def test_a_discriminator_never_reset_is_a_missing_zero_grad():
+    assert_fires(_gan(reset_d=False), ZERO_GRAD, severity="error")
