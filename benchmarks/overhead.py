@@ -31,6 +31,7 @@ import statistics
 import tempfile
 import time
 import warnings
+from dataclasses import replace
 
 import torch
 import torch.nn.functional as F
@@ -39,6 +40,7 @@ from rich.table import Table
 from torch import nn
 
 import trainwise as tw
+from trainwise.watch import PRESETS
 
 RECORDED = "watch standard + record"
 
@@ -175,6 +177,10 @@ class WithCockpit(Runner):
         self.global_step += 1
 
 
+NO_WRITES, NO_WRITES_PRESET = "watch standard, no write probe", "standard-without-writes"
+PRESETS[NO_WRITES_PRESET] = replace(PRESETS["standard"], watch_writes=False)
+
+
 def make_runners(
     model_name: str, cockpit: bool, record_dir: str
 ) -> tuple[list[Runner], dict[str, str]]:
@@ -184,6 +190,9 @@ def make_runners(
     data = batches(model_name)
     runners = [Runner("bare", make, init, data)]
     runners += [Watched(f"watch {p}", make, init, data, p) for p in ("cheap", "standard", "full")]
+    # standard without its weight fingerprints at each step's start and end (probes.writes):
+    # what watching who writes the weights costs
+    runners.append(Watched(NO_WRITES, make, init, data, NO_WRITES_PRESET))
     # the default: standard with its run record (files + TensorBoard thread, in CPU time too)
     runners.append(Watched(RECORDED, make, init, data, "standard", record_dir))
     skipped = {}
@@ -269,6 +278,8 @@ def main() -> None:
         table.add_row(*row)
         recorded = result[RECORDED][0] / result["watch standard"][0]
         console.print(f"{name}: the run record costs {recorded:.3f}x a standard watch without it")
+        writes = result["watch standard"][0] / result[NO_WRITES][0]
+        console.print(f"{name}: the write probe costs {writes:.3f}x a standard watch without it")
     console.print(table)
     console.print(
         "targets: standard (default) <= 1.03x, full <= 1.15x, below Cockpit at equal "

@@ -201,6 +201,20 @@ def module_replaced_later():
     return model, opt, step
 
 
+class SignDescent(torch.optim.Optimizer):
+    """A hand-written optimizer whose groups have no "lr" (a step size named otherwise)."""
+
+    def __init__(self, params, step_size=1e-2):
+        super().__init__(params, {"step_size": step_size})
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is not None:
+                    p.add_(p.grad.sign(), alpha=-group["step_size"])
+
+
 OPTIMIZERS: dict[str, Callable] = {
     "sgd_nesterov": lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9, nesterov=True),
     "adam": lambda p: torch.optim.Adam(p, lr=1e-2),
@@ -216,6 +230,7 @@ OPTIMIZERS: dict[str, Callable] = {
     "asgd": lambda p: torch.optim.ASGD(p, lr=1e-2),
     "rprop": lambda p: torch.optim.Rprop(p, lr=1e-2),
     "adafactor": lambda p: torch.optim.Adafactor(p, lr=1e-2),
+    "custom_without_lr": lambda p: SignDescent(p),
 }
 
 

@@ -18,6 +18,7 @@ rule that raises is switched off with one warning; training goes on.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -75,6 +76,7 @@ PRESETS = {
     # everything every step
     "full": Preset(every=1, check_finite=True, watch_writes=True),
 }
+WATCH_HOOKS = "watch's step and forward hooks"  # the guard's name for the watch's own hooks
 MAX_PRINTED = 20  # findings printed while training runs; all are kept in watch.findings
 JUDGE_EVERY = 10  # window detectors run every this many steps (and at close)
 STEP = frozenset({Phase.STEP})
@@ -143,9 +145,10 @@ class Watch:
             )
         self._switch_on(self._judge.producers() | self._drawn_producers())
         self._handles = [
-            optimizer.register_step_pre_hook(self._pre_step),
-            optimizer.register_step_post_hook(self._post_step),
-            model.register_forward_pre_hook(self._forward_pre),
+            # The watch's own hooks run inside the user's step() and forward(): guarded too.
+            optimizer.register_step_pre_hook(self._guarded(self._pre_step)),
+            optimizer.register_step_post_hook(self._guarded(self._post_step)),
+            model.register_forward_pre_hook(self._guarded(self._forward_pre)),
         ]
         self._guard(GRADIENT_PROBE, self._grads.attach)
         if self._acts.check_finite or self._acts.stats:
@@ -313,6 +316,12 @@ class Watch:
             self._close("failed", f"{exc_type.__name__}: {exc}")
 
     # -- hooks -----------------------------------------------------------------------------
+    def _guarded(self, hook):
+        def run(*args: Any) -> None:  # None: a hook returning a value would replace the inputs
+            self._guard(WATCH_HOOKS, hook, *args)
+
+        return run
+
     def _forward_pre(self, module: nn.Module, args: Any) -> None:
         if self._closed:
             return
@@ -339,7 +348,7 @@ class Watch:
             self._guard("parameter tracking", self._follow_params)
             self._sampled = self.iteration % self.every == 0
         if Producer.WRITES in self._on:
-            self._guard(WRITE_PROBE, self._writes.before_step, self._pending)
+            self._guard(WRITE_PROBE, self._writes.before_step, self._pending, self._sampled)
         self._guard(GRADIENT_PROBE, self._grads.before_step)
         if self._sampled and Producer.UPDATES in self._on:
             self._guard("update probe", self._updates.before_step)
@@ -360,7 +369,7 @@ class Watch:
                 self._replicas = self._guard(
                     "replica probe", dist_probe.replica_spread, self.params
                 )
-        self._lrs = [float(g["lr"]) for g in optimizer.param_groups]
+        self._lrs = [float(g.get("lr", math.nan)) for g in optimizer.param_groups]
 
     # -- the end of a step -----------------------------------------------------------------
     def _add_metric(self, key: str, value: Any) -> None:

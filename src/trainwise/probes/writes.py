@@ -9,9 +9,12 @@ step starts and when it ends.
   momentum and weight decay still apply).
 
 A norm is not a hash, but every real write (a copy, an average, a decay, a clamp that bites)
-changes it; recomputing it over unchanged values gives the same bits. Two batched reductions
-per step (`torch._foreach_norm`); the comparisons stay on the device and come back with the
-step's one read-out.
+changes it; recomputing it over unchanged values gives the same bits. Cost: one batched
+reduction (`torch._foreach_norm`) when each step ends, and one when the next starts only where
+there is something to compare: after a validation (a no-grad forward or watch.log_val ran in the
+gap, where swapped-in weights are left behind) and on sampled steps (which also compare the
+step's own start and end, for frozen tensors). The comparisons stay on the device and come back
+with the step's one read-out.
 
 Writes: WRITTEN_OUTSIDE and FROZEN_MOVED (counts per step), and the events
 WRITTEN_OUTSIDE_NAMES and FROZEN_MOVED_NAMES (the tensors, at the latest step they moved).
@@ -67,9 +70,12 @@ class WriteProbe:
         if not self.params:
             return None
         with torch.no_grad():
-            return grad_norms([p.detach() for p in self.params])  # (N,) float32
+            return grad_norms(self.params)  # (N,) float32 (no graph: under no_grad)
 
-    def before_step(self, pending: Pending) -> None:
+    def before_step(self, pending: Pending, sampled: bool) -> None:
+        if not (sampled or self._eval_in_gap):
+            self._at_start = self._at_end = None  # nothing to compare this time: no reduction
+            return
         now = self._fingerprints()
         if now is not None and self._at_end is not None and now.shape == self._at_end.shape:
             self._slots = (pending.add(_differ(now, self._at_end).float()), self._slots[1])

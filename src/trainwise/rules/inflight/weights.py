@@ -97,8 +97,10 @@ class FrozenParametersInFlight(Detector):
 class WeightsChangedOutsideOptimizer(Detector):
     reads = (WRITTEN_OUTSIDE, WRITTEN_OUTSIDE_NAMES)
     when = Phase.STEP
+    # Gaps between steps are compared after each validation and on sampled steps (probes.writes).
     HABIT_GAPS = 10  # gaps compared before a write in (nearly) every one is called a habit
     HABIT_SHARE = 0.9
+    MIN_GAPS, OCCASIONAL_SHARE = 3, 0.5  # a write in at most half of >= 3 gaps: not a habit
 
     def __init__(self, rule):
         super().__init__(rule)
@@ -124,8 +126,9 @@ class WeightsChangedOutsideOptimizer(Detector):
                 severity="info",
             )
             return
-        if gaps < self.HABIT_GAPS and writes == gaps:
-            return  # every gap so far: too early to tell a habit from an accident
+        occasional = gaps >= self.MIN_GAPS and writes <= self.OCCASIONAL_SHARE * gaps
+        if not (event.after_eval or occasional):
+            return  # a write in most gaps so far: too early to tell a habit from an accident
         new = [n for n in names if n not in self.warned]
         if not new:
             return
