@@ -14,7 +14,7 @@ from torch import nn
 import trainwise as tw
 from trainwise import signals
 from trainwise.rules.inflight import Detector
-from trainwise.rules.registry import rules_of
+from trainwise.rules.registry import in_flight_rules, rules_of
 from trainwise.signals import ALL, Draw, declared
 
 SRC = Path(tw.__file__).parent
@@ -45,6 +45,12 @@ def test_inflight_rules_never_import_the_watch():
 def test_every_inflight_rule_is_a_detector_reading_declared_signals():
     rules = rules_of("in-flight")
     assert len(rules) == 20
+    judged = in_flight_rules()  # + the rules of other categories judged in flight too
+    assert "train-eval-mismatch" in {r.slug for r in judged} - {r.slug for r in rules}
+    for rule in judged:
+        if rule not in rules:
+            assert issubclass(rule.in_flight, Detector) and rule.in_flight.reads, rule.slug
+            assert set(rule.in_flight.reads) <= set(ALL), rule.slug
     for rule in rules:
         assert isinstance(rule.check, type) and issubclass(rule.check, Detector), rule.slug
         assert rule.check.reads, f"{rule.slug} declares no signal it reads"

@@ -58,6 +58,14 @@ BROKEN = [
     pytest.param(
         "broken/recon_plus_classifier", marks=pytest.mark.fires("loss-weights-unbalanced")
     ),
+    # reported in public (issue 12), caught since:
+    pytest.param(
+        "reported/spectral_norm_eval_first", marks=pytest.mark.fires("train-eval-mismatch")
+    ),
+    pytest.param(
+        "reported/batchnorm_input_layer_eval_first",
+        marks=pytest.mark.fires("train-eval-mismatch"),
+    ),
 ]
 
 
@@ -75,6 +83,7 @@ def test_broken_loop_fires_its_rule(case):
     "loss-diverging", "loss-oscillating", "loss-plateau", "overfitting", "underfitting",
     "weights-not-updating", "missing-zero-grad", "eval-mode-during-training",
     "train-mode-during-eval", "lr-schedule-suspicious", "loss-weights-unbalanced",
+    "train-eval-mismatch",
 )  # fmt: skip
 @pytest.mark.parametrize("case", [p.stem for p in sorted(LOOPS.glob("healthy/*.py"))])
 def test_healthy_loop_raises_nothing(case):
