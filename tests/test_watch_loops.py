@@ -66,6 +66,7 @@ BROKEN = [
         "reported/batchnorm_input_layer_eval_first",
         marks=pytest.mark.fires("train-eval-mismatch"),
     ),
+    pytest.param("reported/stale_graph_retain_graph", marks=pytest.mark.fires("stale-gradients")),
 ]
 
 
@@ -83,7 +84,7 @@ def test_broken_loop_fires_its_rule(case):
     "loss-diverging", "loss-oscillating", "loss-plateau", "overfitting", "underfitting",
     "weights-not-updating", "missing-zero-grad", "eval-mode-during-training",
     "train-mode-during-eval", "lr-schedule-suspicious", "loss-weights-unbalanced",
-    "train-eval-mismatch",
+    "train-eval-mismatch", "stale-gradients",
 )  # fmt: skip
 @pytest.mark.parametrize("case", [p.stem for p in sorted(LOOPS.glob("healthy/*.py"))])
 def test_healthy_loop_raises_nothing(case):
