@@ -43,10 +43,11 @@ def test_inflight_rules_never_import_the_watch():
 
 
 def test_every_inflight_rule_is_a_detector_reading_declared_signals():
-    assert len(rules_of("in-flight")) == 22
+    assert len(rules_of("in-flight")) == 23
     rules = in_flight_rules()  # + the static/protocol rules also judged in flight
     assert {r.slug for r in rules} - {r.slug for r in rules_of("in-flight")} == {
-        "frozen-parameters"
+        "frozen-parameters",
+        "train-eval-mismatch",
     }
     for rule in rules:
         detector = rule.check if rule.category == "in-flight" else rule.in_flight

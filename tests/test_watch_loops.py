@@ -64,6 +64,14 @@ BROKEN = [
 # Silent bugs reported in public (each case's docstring cites its report), issue 12.
 REPORTED = [
     pytest.param(
+        "reported/spectral_norm_eval_first", marks=pytest.mark.fires("train-eval-mismatch")
+    ),
+    pytest.param(
+        "reported/batchnorm_input_layer_eval_first",
+        marks=pytest.mark.fires("train-eval-mismatch"),
+    ),
+    pytest.param("reported/stale_graph_retain_graph", marks=pytest.mark.fires("stale-gradients")),
+    pytest.param(
         "reported/ema_restore_overwrites_weights",
         marks=pytest.mark.fires("weights-changed-outside-optimizer"),
     ),
@@ -91,6 +99,7 @@ def test_broken_loop_fires_its_rule(case):
     "loss-diverging", "loss-oscillating", "loss-plateau", "overfitting", "underfitting",
     "weights-not-updating", "missing-zero-grad", "eval-mode-during-training",
     "train-mode-during-eval", "lr-schedule-suspicious", "loss-weights-unbalanced",
+    "train-eval-mismatch", "stale-gradients",
 )  # fmt: skip
 @pytest.mark.parametrize("case", [p.stem for p in sorted(LOOPS.glob("healthy/*.py"))])
 def test_healthy_loop_raises_nothing(case):

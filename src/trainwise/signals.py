@@ -50,6 +50,7 @@ class Producer(Enum):
     TIMING = "probes.timing"
     REPLICAS = "probes.distributed (parameter fingerprints across ranks)"
     WRITES = "probes.writes (parameter fingerprints at each optimizer step's start and end)"
+    FIRST_FORWARDS = "probes.first_forwards (module output RMS, forwards before the first step)"
     USER = "a Run's own log_metrics / log_layers / log_histogram (any record)"
 
 
@@ -185,6 +186,9 @@ WRITTEN_OUTSIDE_NAMES = Signal("written_outside_names", "event", E, P.WRITES, Dr
                                "the tensors written outside the optimizer, latest time")
 FROZEN_MOVED_NAMES = Signal("frozen_moved_names", "event", E, P.WRITES, Draw.NONE,
                             "the frozen tensors an optimizer step changed, latest time")
+FIRST_FORWARDS = Signal("first_forwards", "event", E, P.FIRST_FORWARDS, Draw.NONE,
+                        "each module's output RMS in the first no-grad forward before training "
+                        "and in the first training forward (once, at the first step)")
 # -- what any record may hold besides the watch's own (Run.log_metrics/log_layers/...) -------------
 SPLITS = ("train", "val", "valid", "validation", "test")  # share a panel: train/X with val/X
 USER_SPLIT = tuple(
@@ -209,7 +213,7 @@ ALL = (TRAIN_LOSS, TRAIN, VAL_LOSS, VAL, STEPPED, LR, GRAD_NORM, GRAD_NORM_LAYER
        UPDATE_RATIO, *ACT_STATS, ACTIVATIONS, EVAL_MODE_LAYERS, DATA_WAIT, COMPUTE,
        REPLICA_SPREAD, NONFINITE_OUTPUT, NONFINITE_GRAD, GRAD_PARAMS, REPLICAS,
        VAL_FORWARDS_TRAIN_MODE, WRITTEN_OUTSIDE, FROZEN_MOVED, WRITTEN_OUTSIDE_NAMES,
-       FROZEN_MOVED_NAMES)  # the watch's own signals
+       FROZEN_MOVED_NAMES, FIRST_FORWARDS)  # the watch's own signals
 # fmt: on
 
 
@@ -255,6 +259,42 @@ class WrittenOutside:
 class FrozenMoved:
     step: int
     params: tuple[str, ...]  # requires_grad=False tensors the optimizer's step changed
+
+
+@dataclass(frozen=True)
+class ModuleGap:
+    """One module's output (and input) RMS in the first no-grad forward before training (eval)
+    and in the first training forward, at the same weights. NaN: not measured (no floating
+    tensor). A module called several times per forward is measured at its first call."""
+
+    module: str
+    kind: str  # the module's class name
+    leaf: bool  # no child modules
+    eval_out: float
+    train_out: float
+    eval_in: float
+    train_in: float
+
+    def jump(self) -> float:
+        """log(eval/train) of the output minus that of the input: what this module does
+        differently in the two forwards (0 when it does the same to a different input; the
+        output's log-ratio when the input is not a floating tensor). NaN when not measured."""
+        out = _log_ratio(self.eval_out, self.train_out)
+        into = _log_ratio(self.eval_in, self.train_in)
+        return out - (into if math.isfinite(into) else 0.0)
+
+
+def _log_ratio(a: float, b: float) -> float:
+    if a > 0 and b > 0 and math.isfinite(a) and math.isfinite(b):
+        return math.log(a / b)
+    return math.nan
+
+
+@dataclass(frozen=True)
+class FirstForwards:
+    step: int  # the iteration of the first training forward
+    eval_forwards: int  # no-grad forwards of the whole model seen before it
+    modules: tuple[ModuleGap, ...]  # in the order of the first training forward's calls
 
 
 @dataclass(frozen=True)

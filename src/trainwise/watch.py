@@ -39,6 +39,8 @@ from trainwise.probes import (
     optimizer_params,
 )
 from trainwise.probes import distributed as dist_probe
+from trainwise.probes.first_forwards import PIECE as FIRST_FORWARD_PROBE
+from trainwise.probes.first_forwards import FirstForwardProbe
 from trainwise.probes.gradients import PIECE as GRADIENT_PROBE
 from trainwise.probes.params import clean_name
 from trainwise.probes.writes import PIECE as WRITE_PROBE
@@ -115,6 +117,7 @@ class Watch:
         self._guard = Guard()  # before the probes: their hooks run through it
         self._acts = ActivationProbe(model, guard=self._guard)
         self._modes = ModeProbe(model)
+        self._first = FirstForwardProbe(model, guard=self._guard)  # until the first step only
         self._timer = StepTimer()
         self._pending = Pending()
         self._writes = WriteProbe()
@@ -153,6 +156,8 @@ class Watch:
         self._guard(GRADIENT_PROBE, self._grads.attach)
         if self._acts.check_finite or self._acts.stats:
             self._guard("activation probe", self._acts.attach)
+        if Producer.FIRST_FORWARDS in self._on:
+            self._guard(FIRST_FORWARD_PROBE, self._first.attach)
         if self._record_writer is not None:
             self._record_writer.finalizer(self)
 
@@ -294,6 +299,7 @@ class Watch:
             h.remove()
         self._guard(GRADIENT_PROBE, self._grads.detach)
         self._guard("activation probe", self._acts.detach)
+        self._first.detach()
         self._updates.discard()
         self._writes.discard()
         self._closed = True
@@ -394,6 +400,9 @@ class Watch:
         t = self.iteration
         self._guard("activation probe", self._acts.collect, self._pending)
         self._guard(GRADIENT_PROBE, self._grads.collect, self._pending)
+        if self._first.attached:  # the first step: its numbers come back now, its hooks go
+            self._guard(FIRST_FORWARD_PROBE, self._first.collect, self._pending, t)
+            self._first.detach()
         values = self._pending.read()  # the step's one device sync
         self._write(t, values)
         if self._record_writer is not None:
@@ -428,6 +437,7 @@ class Watch:
         guard("update read-out", self._updates.write, values, t, signals)
         guard("activation read-out", self._acts.write, values, t, signals)
         guard("weight-write read-out", self._writes.write, values, t, signals)
+        guard("first-forward read-out", self._first.write, values, signals)
         if self._replicas is not None:
             dist_probe.write(t, self._replicas, signals)
             self._replicas = None

@@ -1,4 +1,5 @@
-"""Gradient magnitudes: spikes of the global norm, and early layers starved of gradient."""
+"""Gradient magnitudes: spikes of the global norm, early layers starved of gradient, and gradients
+that never change (a stale graph)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,15 @@ import math
 
 from trainwise.rules.inflight.base import Detector, Phase, fmt, median, percentile, weight_params
 from trainwise.rules.registry import rule
-from trainwise.signals import CLIPPED, GRAD_NORM, GRAD_NORM_LAYER
+from trainwise.signals import (
+    CLIPPED,
+    GRAD_NORM,
+    GRAD_NORM_LAYER,
+    LR,
+    STEPPED,
+    TRAIN_LOSS,
+    UPDATE_RATIO,
+)
 
 
 @rule(
@@ -110,3 +119,103 @@ class VanishingGradients(Detector):
             where=early[0],
             evidence={"early_rms": rms_early, "late_rms": rms_late, "early_layers": early},
         )
+
+
+@rule(
+    "stale-gradients",
+    severity="error",
+    category="in-flight",
+    summary="Every gradient is bit-identical from step to step while the weights move: the loss "
+    "comes from a stale graph",
+    why="A gradient depends on the weights it is taken at: once the optimizer has moved them, the "
+    "next backward gives different numbers. Bit-identical gradients over several steps while the "
+    "learning rate is non-zero mean backward runs through the same graph again and again: the "
+    "model's output (or the loss) was computed once outside the loop, and the 'backward through "
+    "the graph a second time' error was silenced with retain_graph=True. The optimizer then "
+    "pushes the weights along one direction forever, and the logged loss never changes.",
+    fix="Run the forward pass inside the loop, once per step, and drop retain_graph=True unless "
+    "you really backpropagate one graph twice within a step.",
+    example="output = model(x)  # once\nfor step in range(n):\n    loss = loss_fn(output, y)\n"
+    "    loss.backward(retain_graph=True)\n    optimizer.step()\n\n"
+    "for step in range(n):\n    optimizer.zero_grad()\n    loss = loss_fn(model(x), y)\n"
+    "    loss.backward()\n    optimizer.step()",
+    source="https://discuss.pytorch.org/t/runtimeerror-trying-to-backward-through-the-graph-a-"
+    "second-time-but-the-buffers-have-already-been-freed-specify-retain-graph-true-when-"
+    "calling-backward-the-first-time/6795 (the error and the retain_graph=True answer); beyond: "
+    "TrainCheck (OSDI 2025), training invariants (gradients change as the weights change)",
+)
+class StaleGradients(Detector):
+    """Per-parameter gradient norms bit-identical over STEPS+1 consecutive iterations, every
+    parameter that got a gradient, while the optimizer stepped with a non-zero learning rate and
+    the sampled updates are non-zero. Float norms of gradients taken at different weights are
+    never bit-identical in practice (full-batch, deterministic training included); the same graph
+    gives the same bits. With a zero learning rate (or updates rounding to nothing) the weights
+    do not move, the gradients rightly repeat, and weights-not-updating is the finding."""
+
+    reads = (GRAD_NORM, GRAD_NORM_LAYER, STEPPED, LR, UPDATE_RATIO, TRAIN_LOSS)
+    STEPS = 5  # five repeats in a row: ~impossible by chance across every parameter
+
+    def __init__(self, rule):
+        super().__init__(rule)
+        self.fired = False
+
+    def check(self, view):
+        if self.fired:
+            return
+        k = self.STEPS + 1
+        total = view.history.get(GRAD_NORM.key)
+        if len(total) < k:
+            return
+        window = list(total.steps[-k:])
+        norms = total.values[-k:]
+        if window != list(range(window[0], window[0] + k)):
+            return  # not consecutive iterations
+        if not (math.isfinite(norms[0]) and norms[0] > 0) or any(v != norms[0] for v in norms):
+            return  # the cheap screen: the global norm changed (or is zero / non-finite)
+        params = []
+        for name, series in view.history.layers(GRAD_NORM_LAYER):
+            if series.steps[-1] != window[-1]:
+                continue  # no gradient at the latest step (frozen or unused here)
+            if len(series) < k or list(series.steps[-k:]) != window:
+                return
+            vals = series.values[-k:]
+            if any(v != vals[0] for v in vals):
+                return
+            params.append(name)
+        if not params or not self._weights_moved(view, window):
+            return
+        self.fired = True
+        loss = [v for t, v in _tail(view.history.get(TRAIN_LOSS.key), k) if t in window]
+        same_loss = len(loss) == k and all(v == loss[0] for v in loss)
+        yield self.finding(
+            f"the gradients of all {len(params)} parameters that get one are bit-identical over "
+            f"the last {k} steps ({window[0]}-{window[-1]}, global norm {fmt(norms[0])}) while the "
+            "optimizer moves the weights"
+            + (f", and the logged loss is identical too ({fmt(loss[0])})" if same_loss else "")
+            + ": backward runs through the same stale graph every step (an output or loss "
+            "computed once outside the loop, backward(retain_graph=True))",
+            evidence={
+                "grad_norm": norms[0],
+                "steps": [window[0], window[-1]],
+                "parameters": params[:20],
+                "loss_identical": same_loss,
+            },
+        )
+
+    @staticmethod
+    def _weights_moved(view, window) -> bool:
+        """The optimizer stepped at a non-zero learning rate in the window, and the latest
+        sampled updates (when any) are not all zero."""
+        steps = _tail(view.history.get(STEPPED.key), 2 * len(window))
+        stepped = [v for t, v in steps if t in window]
+        if not stepped or not all(stepped):
+            return False
+        lrs = [s.values[-1] for _, s in view.history.layers(LR) if len(s)]
+        if not lrs or not any(lr > 0 for lr in lrs):
+            return False
+        ratios = [s.values[-1] for _, s in view.history.layers(UPDATE_RATIO) if len(s)]
+        return not ratios or any(r > 0 for r in ratios)
+
+
+def _tail(series, n):
+    return zip(series.steps[-n:], series.values[-n:], strict=True)

@@ -6,17 +6,20 @@ from __future__ import annotations
 import math
 
 from trainwise.rules.inflight.base import Detector, Phase, fmt, median
-from trainwise.rules.registry import rule
+from trainwise.rules.registry import also_in_flight, rule
 from trainwise.signals import (
     BACKWARD_PASSES,
     EVAL_MODE_LAYERS,
+    FIRST_FORWARDS,
     GRAD_PARAMS,
     GRADS_KEPT,
     LR,
     REPLICAS,
     TRAIN,
+    TRAIN_LOSS,
     UPDATE_RATIO,
     VAL_FORWARDS_TRAIN_MODE,
+    VAL_LOSS,
 )
 
 
@@ -316,3 +319,105 @@ class DdpOutOfSync(Detector):
                 where=bad[0][0],
                 evidence={"step": t, "parameters": [n for n, _ in bad[:20]]},
             )
+
+
+import trainwise.rules.protocol  # noqa: E402,F401 - registers train-eval-mismatch, judged below
+
+BN_HINT = (
+    "BatchNorm normalizes with its running statistics in eval mode; before any training batch "
+    "they are mean 0 and variance 1, whatever the data"
+)
+SN_HINT = (
+    "torch.nn.utils.spectral_norm starts its power iteration at the first train-mode forward; "
+    "an eval-mode forward before it divides the weight by a sigma estimated from random vectors"
+)
+
+
+@also_in_flight("train-eval-mismatch")
+class TrainEvalMismatchInFlight(Detector):
+    """The validation before training against the first training step, at the same weights.
+
+    A baseline validation (watch.log_val at iteration 0) and the first training loss see the
+    same weights and data of the same distribution: they agree within a small factor (dropout,
+    a different batch). Orders of magnitude apart, some module computes something else in the
+    no-grad (eval) forward; the first-forward probe names it: the module whose output/input
+    RMS ratio, eval over train, jumps (its input agreed, its output does not)."""
+
+    reads = (FIRST_FORWARDS, VAL_LOSS, TRAIN_LOSS)
+    when = Phase.STEP
+    # The losses disagree by 10x or more, either way (measured: 194x, 78x; healthy loops ~1x).
+    RATIO = 10.0
+    JUMP = math.log(3.0)  # a module's eval/train output ratio 3x its input's (dropout p=0.5: 1.4x)
+
+    def __init__(self, rule):
+        super().__init__(rule)
+        self.done = False
+
+    def check(self, view):
+        if self.done or view.iteration == 0:
+            return
+        self.done = True  # judged once, at the first step
+        first = view.history.event(FIRST_FORWARDS)
+        val, train = view.history.get(VAL_LOSS.key), view.history.get(TRAIN_LOSS.key)
+        if first is None or not len(val) or not len(train):
+            return
+        if val.steps[0] != 0 or train.steps[0] != first.step:
+            return  # no validation before training, or the first training loss was not logged
+        v, t = val.values[0], train.values[0]
+        if not (math.isfinite(v) and math.isfinite(t) and v > 0 and t > 0):
+            return
+        ratio = v / t
+        if 1 / self.RATIO < ratio < self.RATIO:
+            return
+        gaps = [g for g in first.modules if g.leaf and math.isfinite(g.jump())]
+        gaps = gaps or [g for g in first.modules if math.isfinite(g.jump())]
+        causes = sorted(
+            (g for g in gaps if abs(g.jump()) >= self.JUMP), key=lambda g: -abs(g.jump())
+        )
+        if not causes:
+            return  # the inputs differ, not the modules: a data matter, not this rule's
+        named = causes[:5]
+        listed = ", ".join(f"`{g.module}` ({g.kind}, {math.exp(g.jump()):.3g}x)" for g in named)
+        hints = []
+        if any("spectral_norm" in g.kind for g in named):
+            hints.append(SN_HINT)
+        if any("BatchNorm" in g.kind for g in named):
+            hints.append(BN_HINT)
+        yield self.finding(
+            f"the validation before training gave loss {fmt(v)} but the first training step, at "
+            f"the same weights, gave {fmt(t)} ({ratio:.3g}x). In the no-grad forward these "
+            f"modules map their input to an output of another scale than in training "
+            f"(eval/train ratio of the output over that of the input): {listed}"
+            + (". " + "; ".join(hints) if hints else ""),
+            where=named[0].module,
+            evidence={
+                "val_loss_before_training": v,
+                "first_train_loss": t,
+                "ratio": ratio,
+                "modules": {g.module: math.exp(g.jump()) for g in causes[:20]},
+                "eval_forwards": first.eval_forwards,
+            },
+            fix=_mismatch_fix(named),
+        )
+
+
+def _mismatch_fix(named) -> str:
+    fixes = []
+    if any("spectral_norm" in g.kind for g in named):
+        fixes.append(
+            "use torch.nn.utils.parametrizations.spectral_norm (it runs its power iteration "
+            "when applied), or run one train-mode forward under torch.no_grad() before the "
+            "first evaluation"
+        )
+    if any("BatchNorm" in g.kind for g in named):
+        fixes.append(
+            "normalize the inputs in the data pipeline instead of relying on a BatchNorm layer "
+            "whose running statistics have not seen a batch, and read validations only after "
+            "~1/momentum training steps (or set track_running_stats=False)"
+        )
+    if not fixes:
+        fixes.append(
+            "look at the named modules: they compute something else in eval/no-grad mode "
+            "before any training step (lazy initialization, running statistics)"
+        )
+    return "; ".join(fixes).capitalize() + "."
