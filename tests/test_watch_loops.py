@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import assert_fires
+from helpers import assert_clean, assert_fires
 from tips_slugs import IN_FLIGHT
 
 LOOPS = Path(__file__).parents[1] / "benchmarks" / "loops"
@@ -107,6 +107,25 @@ def test_healthy_loop_raises_nothing(case):
     # GradScaler skipping its first steps: no finding at all, not even an info.
     result = _run(f"healthy/{case}")
     assert result.fired == [], f"healthy loop {case} raised {result.fired}"
+
+
+# Official examples and clean loops validated at different cadences (every step on a random
+# batch, every 10 steps, every epoch): the loss-curve rules judge trends over windows of steps,
+# so how often a run validates must not raise an alarm. Infos are allowed (e.g. a note that
+# there are too few validations to judge yet); errors and warnings are not.
+EXAMPLES = [
+    "examples/val_every_step",
+    "examples/val_every_10_steps",
+    "examples/val_every_epoch",
+    "examples/vae",  # an ELBO: train and validation close, converging at ~60% of its start
+]
+
+
+@pytest.mark.silent("overfitting", "underfitting", "loss-plateau")
+@pytest.mark.parametrize("case", EXAMPLES)
+def test_example_loop_raises_no_warning(case):
+    result = _run(case)
+    assert_clean(result.findings)
 
 
 def test_every_inflight_slug_has_a_broken_loop():

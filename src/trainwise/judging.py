@@ -1,11 +1,13 @@
 """The judging loop of a watch: runs the in-flight rules at their phase, keeps one finding per
-(rule, where), and hands each new finding on (printing, the run record)."""
+(rule, where), and hands each new finding on (printing, the run record). A later finding of the
+same (rule, where) at a higher severity replaces the earlier one and is handed on too: a rule
+may note thin evidence as info and warn once the evidence is there."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-from trainwise.findings import Finding
+from trainwise.findings import SEVERITIES, Finding
 from trainwise.guard import Guard
 from trainwise.rules.inflight import Detector, Phase, View, detectors
 from trainwise.signals import Producer
@@ -18,7 +20,7 @@ class Judge:
         # per phase set: (the guard's name for a detector, the detector), built once
         self._by_phases: dict[frozenset[Phase], list[tuple[str, Detector]]] = {}
         self.findings: list[Finding] = []
-        self._keys: set[tuple[str, object]] = set()
+        self._keys: dict[tuple[str, object], int] = {}  # -> index in findings
         self._guard = guard
         self._on_finding = on_finding
 
@@ -40,10 +42,17 @@ class Judge:
             found = self._guard(piece, _run, detector, self.view)
             for finding in found or ():
                 key = (finding.rule, finding.where)
-                if key not in self._keys:
-                    self._keys.add(key)
+                at = self._keys.get(key)
+                if at is None:
+                    self._keys[key] = len(self.findings)
                     self.findings.append(finding)
                     self._on_finding(finding)
+                elif _RANK[finding.severity] < _RANK[self.findings[at].severity]:
+                    self.findings[at] = finding  # the same mistake, now with more evidence
+                    self._on_finding(finding)
+
+
+_RANK = {severity: rank for rank, severity in enumerate(SEVERITIES)}  # 0 is the worst
 
 
 def _run(detector: Detector, view: View) -> list[Finding]:
