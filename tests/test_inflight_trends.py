@@ -24,6 +24,8 @@ WEIGHT = ParamInfo("fc.weight", group=0, numel=4096, ndim=2, position=0, module_
 WATCHED = Watched(
     params=(WEIGHT,),
     trainable=(WEIGHT,),
+    frozen=(),
+    untracked_trainable=(),
     mode_layers=(),
     has_dropout=False,
     has_conv2d=False,

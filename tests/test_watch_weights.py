@@ -220,3 +220,29 @@ def test_generator_backward_through_the_discriminator_is_not_a_missing_zero_grad
 @pytest.mark.fires(ZERO_GRAD)
 def test_a_discriminator_never_reset_is_a_missing_zero_grad():
     assert_fires(_gan(reset_d=False), ZERO_GRAD, severity="error")
+
+
+@pytest.mark.silent(FROZEN, FROZEN_MOVING)
+def test_a_discriminator_frozen_while_the_generator_trains_is_not_frozen():
+    # The WGAN-GP habit: D's requires_grad is switched off for G's step and on again for D's.
+    torch.manual_seed(0)
+    d = nn.Sequential(nn.Linear(4, 16), nn.LeakyReLU(0.2), nn.Linear(16, 1))
+    g = nn.Sequential(nn.Linear(2, 16), nn.ReLU(), nn.Linear(16, 4))
+    opt_d = torch.optim.Adam(d.parameters(), lr=1e-4, betas=(0.5, 0.9))
+    opt_g = torch.optim.Adam(g.parameters(), lr=1e-4, betas=(0.5, 0.9))
+    with tw.watch(d, opt_d, record=False, verbose=False) as watch:
+        for i in range(30):
+            d.requires_grad_(True)
+            real = torch.randn(16, 4, generator=torch.Generator().manual_seed(i)) + 2
+            d.zero_grad()
+            loss_d = d(g(torch.randn(16, 2)).detach()).mean() - d(real).mean()
+            loss_d.backward()
+            opt_d.step()
+            watch.log(loss=loss_d)
+            d.requires_grad_(False)  # G's step: D frozen, its forward still watched
+            g.zero_grad()
+            (-d(g(torch.randn(16, 2))).mean()).backward()
+            opt_g.step()
+    assert_silent(watch.findings, FROZEN)
+    assert_silent(watch.findings, FROZEN_MOVING)
+    assert_silent(watch.findings, OUTSIDE)

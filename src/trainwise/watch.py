@@ -124,7 +124,6 @@ class Watch:
         self._grads: GradientProbe | None = None
         self._on: set[Producer] = set()  # the producers running now
         self._view = View(History(self.signals), None, self._on)
-        self._tracked = False
         self._track_params()  # the optimizer's tensors now; again whenever they change
         self._judge = Judge(self._view, self._guard, self._emit)
         self._printed = 0
@@ -162,25 +161,19 @@ class Watch:
             self._record_writer.finalizer(self)
 
     # -- what is watched: the optimizer's groups, whatever their requires_grad ----------------
-    def _signature(self) -> tuple:
-        """Changes when a group is added or a tensor is frozen or unfrozen (cheap: per step)."""
-        groups = self.optimizer.param_groups
-        return (
-            tuple(len(g["params"]) for g in groups),
-            tuple(p.requires_grad for p in self.params) if self._tracked else (),
-        )
+    def _groups_signature(self) -> tuple[int, ...]:
+        """Changes when `add_param_group` adds tensors (cheap: read at every step)."""
+        return tuple(len(g["params"]) for g in self.optimizer.param_groups)
 
     def _track_params(self) -> None:
-        """Reads the optimizer's parameters and what requires grad, and points every probe at
-        them: at the start, and again when `add_param_group` adds tensors (a module replaced
-        and handed to the optimizer, gradual unfreezing) or a tensor is frozen or unfrozen."""
-        model, optimizer = self.model, self.optimizer
-        pairs = optimizer_params(model, optimizer)
+        """Reads the optimizer's parameters and points every probe at them: at the start, and
+        again when `add_param_group` adds tensors (a module replaced and handed to the
+        optimizer, gradual unfreezing by groups)."""
+        model = self.model
+        pairs = optimizer_params(model, self.optimizer)
         self.params = [p for p, _ in pairs]
         self.param_info = [info for _, info in pairs]
         names = [info.name for info in self.param_info]
-        trainable = [i for i, p in enumerate(self.params) if p.requires_grad]
-        frozen = [not p.requires_grad for p in self.params]
         rebuilt = self._grads is not None
         if rebuilt:  # the probes follow: hooks on the new tensors and the new modules
             self._guard(GRADIENT_PROBE, self._grads.detach)
@@ -191,24 +184,37 @@ class Watch:
             self._guard(GRADIENT_PROBE, self._grads.attach)
         self._updates = UpdateProbe(self.params, names)
         held = {id(p) for p in self.params}
-        others = [(n, p) for n, p in _model_params(model) if id(p) not in held]
-        self._writes.track(
-            self.params + [p for _, p in others],
-            names + [n for n, _ in others],
-            frozen + [False] * len(others),
-        )
+        self._others = [(n, p) for n, p in _model_params(model) if id(p) not in held]
+        self._writes.track(self.params + [p for _, p in self._others],
+                           names + [n for n, _ in self._others])  # fmt: skip
+        self._groups_now = self._groups_signature()
+        self._read_requires_grad()
+
+    def _read_requires_grad(self) -> None:
+        """What requires grad now: the facts the rules read and the write probe's frozen set."""
+        self._requires_grad = tuple(p.requires_grad for p in self.params)
+        trainable = [i for i, rg in enumerate(self._requires_grad) if rg]
+        self._writes.set_frozen([not rg for rg in self._requires_grad])
         self._view.model = _facts(
-            model, optimizer, self.param_info, trainable, self._modes, self.total_steps,
-            untracked=tuple(n for n, p in others if p.requires_grad),
+            self.model, self.optimizer, self.param_info, trainable, self._modes,
+            self.total_steps, untracked=tuple(n for n, p in self._others if p.requires_grad),
         )  # fmt: skip
-        self._tracked = True
-        self._signature_now = self._signature()
+
+    def _follow_groups(self) -> None:
+        """At the start of each iteration: tensors added to the optimizer get their hooks
+        before this iteration's backward."""
+        if self._groups_signature() != self._groups_now:
+            self._track_params()
 
     def _follow_params(self) -> None:
-        """At the start of each iteration: re-read what is watched if the optimizer's groups
-        or the tensors' requires_grad changed since the last look."""
-        if self._signature() != self._signature_now:
+        """When the optimizer steps: what requires grad then is what the step trains (read
+        here, not at the forward: a GAN loop freezes D while G trains, and D's forward for G
+        must not read as a D frozen for good)."""
+        if self._groups_signature() != self._groups_now:
             self._track_params()
+        elif tuple(p.requires_grad for p in self.params) != self._requires_grad:
+            self._guard(GRADIENT_PROBE, self._grads.attach_unfrozen)
+            self._read_requires_grad()
 
     def _drawn_producers(self) -> set[Producer]:
         """The producers of what the run record draws (its curves, heatmaps, histograms)."""
@@ -338,7 +344,7 @@ class Watch:
         if self._stepped:  # the previous step was never logged: close its record now
             self._guard("step read-out", self._flush)
         if not self._in_iteration:
-            self._guard("parameter tracking", self._follow_params)
+            self._guard("parameter tracking", self._follow_groups)
             self._in_iteration = True
             self._timer.forward_started()
             self._sampled = self.iteration % self.every == 0
@@ -351,8 +357,8 @@ class Watch:
         if not self._in_iteration:
             # The step starts before any forward: a closure (LBFGS, Lightning) runs forward and
             # backward inside step(). Decide sampling here so before/after measure the same.
-            self._guard("parameter tracking", self._follow_params)
             self._sampled = self.iteration % self.every == 0
+        self._guard("parameter tracking", self._follow_params)
         if Producer.WRITES in self._on:
             self._guard(WRITE_PROBE, self._writes.before_step, self._pending, self._sampled)
         self._guard(GRADIENT_PROBE, self._grads.before_step)

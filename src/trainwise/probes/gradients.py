@@ -83,6 +83,7 @@ class GradientProbe:
         # the norms at backward end are divided by the scale that backward used.
         self.scaler = scaler
         self._handles = []
+        self._hooked: set[int] = set()  # ids of the tensors with an end-of-backward hook
         self._queued = False
         self.backward_passes = 0  # since the last optimizer step
         self._raw: torch.Tensor | None = None  # (N,) norms at the end of the last backward
@@ -99,21 +100,28 @@ class GradientProbe:
         self.kept_across_steps: int | None = None  # 1: this step's grads include the last one's
 
     def attach(self) -> None:
-        for p in self.params:
-            if p.requires_grad:
-                self._handles.append(
-                    p.register_post_accumulate_grad_hook(self._guarded_accumulated)
-                )
+        self.attach_unfrozen()
         for i, p in enumerate(self._reference):
             self._handles.append(p.register_hook(self._guarded(self._before_accumulation(i))))
             self._handles.append(
                 p.register_post_accumulate_grad_hook(self._guarded(self._after_accumulation(i)))
             )
 
+    def attach_unfrozen(self) -> None:
+        """Hooks the end of backward on every tensor that requires grad and has no hook yet (a
+        hook cannot sit on a frozen tensor: those unfrozen later get theirs now)."""
+        for p in self.params:
+            if p.requires_grad and id(p) not in self._hooked:
+                self._hooked.add(id(p))
+                self._handles.append(
+                    p.register_post_accumulate_grad_hook(self._guarded_accumulated)
+                )
+
     def detach(self) -> None:
         for h in self._handles:
             h.remove()
         self._handles.clear()
+        self._hooked.clear()
 
     # -- backward --------------------------------------------------------------------------
     def _guarded(self, fn: Callable[..., Any]) -> Callable[..., None]:

@@ -51,16 +51,18 @@ class WriteProbe:
         self._eval_in_gap = False  # a no-grad forward or log_val since the last step ended
         self._gap_had_eval = False  # ... in the gap just compared
 
-    def track(self, params: list[torch.Tensor], names: list[str], frozen_held: list[bool]) -> None:
-        """The tensors to fingerprint (the optimizer's and the model's other parameters), and
-        which of them the optimizer holds frozen. Called again when that set changes; the next
-        step then starts a fresh comparison."""
+    def track(self, params: list[torch.Tensor], names: list[str]) -> None:
+        """The tensors to fingerprint: the optimizer's first, then the model's others. Called
+        again when that set changes; the next step then starts a fresh comparison."""
         self.params, self.names = params, names
-        self._frozen_names = [n for n, f in zip(names, frozen_held, strict=True) if f]
-        self._frozen_held = (
-            torch.tensor(frozen_held, dtype=torch.bool) if any(frozen_held) else None
-        )
         self._at_start = self._at_end = None
+
+    def set_frozen(self, frozen_held: list[bool]) -> None:
+        """Which of the optimizer's tensors (the first len(frozen_held)) have requires_grad=False
+        now: those must not move when it steps."""
+        self._frozen_names = [n for n, f in zip(self.names, frozen_held, strict=False) if f]
+        mask = frozen_held + [False] * (len(self.params) - len(frozen_held))
+        self._frozen_held = torch.tensor(mask, dtype=torch.bool) if any(mask) else None
 
     def saw_eval(self) -> None:
         """A validation ran (a no-grad forward or watch.log_val) since the last step."""
