@@ -40,7 +40,9 @@ def test_check_a_setup_file_outside_the_repository(tmp_path):
     rules = {f["rule"] for f in report["findings"]}
     assert {"labels-out-of-range", "inputs-not-normalized"} <= rules
     finding = report["findings"][0]
-    assert set(finding) == {"rule", "severity", "message", "where", "evidence", "fix"}
+    assert set(finding) == {
+        "rule", "severity", "message", "where", "evidence", "fix", "step", "caused_by", "explains"
+    }  # fmt: skip
     assert report["stages"][0]["name"] == "static"
     assert "labels-out-of-range" in dirty.stdout  # the terminal report names it too
 

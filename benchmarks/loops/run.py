@@ -44,6 +44,16 @@ class CaseResult:
     findings: list = field(default_factory=list)  # every Finding, for --findings
 
     @property
+    def roots(self) -> list[str]:
+        """Slugs of the root causes (findings no other finding explains, trainwise.causes)."""
+        return sorted({f.rule for f in self.findings if f.caused_by is None})
+
+    @property
+    def cause_first(self) -> bool:
+        """A broken loop's expected slugs fired as root causes, not as consequences."""
+        return set(self.expected) <= set(self.roots)
+
+    @property
     def healthy(self) -> bool:
         return not self.expected
 
@@ -118,8 +128,9 @@ def print_findings(results: list[CaseResult], console: Console) -> None:
     """Every finding of every case: severity, slug, where, message (the step is in it)."""
     for r in results:
         for f in r.findings:
+            cause = f" (caused by {f.caused_by})" if f.caused_by else ""
             console.print(
-                f"{r.case}: {f.severity} [{f.rule}] {f.where or ''}: {f.message}",
+                f"{r.case}: {f.severity} [{f.rule}]{cause} {f.where or ''}: {f.message}",
                 markup=False,
                 highlight=False,
             )
@@ -127,14 +138,15 @@ def print_findings(results: list[CaseResult], console: Console) -> None:
 
 def print_results(results: list[CaseResult], console: Console) -> None:
     table = Table(title="trainwise.watch: broken-loop suite")
-    for col in ("case", "expected", "fired", "ok", "s"):
+    for col in ("case", "expected", "root causes", "findings (roots)", "ok", "s"):
         table.add_column(col)
     for r in results:
         table.add_row(
             r.case,
             ", ".join(r.expected) or "(healthy)",
-            r.crashed or ", ".join(r.fired),
-            "yes" if r.ok else "NO",
+            r.crashed or ", ".join(r.roots),
+            f"{len(r.findings)} ({sum(f.caused_by is None for f in r.findings)})",
+            ("yes" if r.ok else "NO") + ("" if r.healthy or r.cause_first or not r.ok else ", not as root"),
             f"{r.seconds:.1f}",
         )
     console.print(table)

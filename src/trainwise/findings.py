@@ -24,6 +24,10 @@ class Finding:
     where:    layer name, sample index, step, or None
     evidence: the measured numbers, by name
     fix:      a concrete action, with code where it helps
+    step:     in flight, the training iteration after which it fired (None before training)
+    caused_by: the slug of the finding that explains this one, None for a root cause
+               (trainwise.causes; fix the cause first)
+    explains: the slugs of the findings this one explains
     """
 
     rule: str
@@ -32,6 +36,9 @@ class Finding:
     where: str | int | None = None
     evidence: Mapping[str, Any] = field(default_factory=dict)
     fix: str = ""
+    step: int | None = None
+    caused_by: str | None = None
+    explains: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.severity not in SEVERITIES:
@@ -47,6 +54,9 @@ class Finding:
             "where": self.where,
             "evidence": {k: _jsonable(v) for k, v in self.evidence.items()},
             "fix": self.fix,
+            "step": self.step,
+            "caused_by": self.caused_by,
+            "explains": list(self.explains),
         }
 
     def to_json(self) -> str:

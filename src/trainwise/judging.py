@@ -6,6 +6,7 @@ may note thin evidence as info and warn once the evidence is there."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
 from trainwise.findings import SEVERITIES, Finding
 from trainwise.guard import Guard
@@ -40,7 +41,9 @@ class Judge:
     def __call__(self, phases: frozenset[Phase]) -> None:
         for piece, detector in self._of_phases(phases):
             found = self._guard(piece, _run, detector, self.view)
+            step = max(self.view.iteration - 1, 0)  # the last iteration closed
             for finding in found or ():
+                finding = replace(finding, step=step)
                 key = (finding.rule, finding.where)
                 at = self._keys.get(key)
                 if at is None:

@@ -25,8 +25,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from trainwise.causes import attribute, fold
 from trainwise.errors import SetupError
-from trainwise.findings import Finding, dedupe
+from trainwise.findings import Finding
 from trainwise.guard import Guard
 from trainwise.judging import Judge
 from trainwise.probes import (
@@ -286,8 +287,9 @@ class Watch:
 
     @property
     def findings(self) -> list[Finding]:
-        """Every finding so far, one per (rule, where), in the order they fired."""
-        return list(self._judge.findings)
+        """Every finding so far, one per (rule, where), in the order they fired, each with
+        `caused_by` / `explains` (trainwise.causes)."""
+        return attribute(self._judge.findings)
 
     def close(self) -> list[Finding]:
         """Reads out the last step, runs the final checks, removes every hook, prints a summary,
@@ -310,10 +312,10 @@ class Watch:
         self._writes.discard()
         self._closed = True
         if self._record_writer is not None:
-            self._record_writer.findings(self._judge.findings)
+            self._record_writer.findings(self.findings)  # now with their causes
             self._record_writer.finish(status, error)
         if self.verbose:
-            _print_summary(self.name, self.iteration, self._judge.findings)
+            _print_summary(self.name, self.iteration, self.findings)
         return self.findings
 
     def __enter__(self) -> Watch:
@@ -463,16 +465,18 @@ class Watch:
             self._record_writer.findings([finding])  # findings.json as they fire (crash-safe)
         if self.verbose and self._printed < MAX_PRINTED:
             self._printed += 1
-            _show(finding, self.iteration)
+            found = self._judge.findings
+            index = next(i for i in range(len(found) - 1, -1, -1) if found[i] is finding)
+            _show(attribute(found)[index], self.iteration)
 
 
 def _print_summary(name: str | None, iteration: int, findings: list[Finding]) -> None:
+    """Root causes first, worst first; each one's consequences folded into one line under it."""
     from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
 
     console = Console(stderr=True)
-    findings = dedupe(findings)
     title = f"trainwise.watch{f' [{name}]' if name else ''}: {iteration} steps"
     if not findings:
         console.print(f"[green]{escape(title)}, no findings[/green]")
@@ -480,8 +484,16 @@ def _print_summary(name: str | None, iteration: int, findings: list[Finding]) ->
     table = Table(title=escape(title), show_lines=False)
     for col in ("severity", "rule", "where", "message"):
         table.add_column(col)
-    for f in findings:
-        table.add_row(f.severity, f.rule, escape(str(f.where or "")), escape(f.message))
+    for group in fold(findings):
+        f = group.root
+        message = escape(f.message)
+        if group.consequences:
+            slugs = ", ".join(dict.fromkeys(c.rule for c in group.consequences))
+            message += (
+                f"\n[dim]+ {len(group.consequences)} consequence(s), fix this first: "
+                f"{escape(slugs)}[/dim]"
+            )
+        table.add_row(f.severity, f.rule, escape(str(f.where or "")), message)
     console.print(table)
 
 
@@ -570,8 +582,14 @@ def _as_float(key: str, value: Any) -> float:
 
 
 def _show(finding: Finding, iteration: int) -> None:
+    """One finding as it fires: its message and the fix (one line), or, for a consequence of a
+    finding already shown, which one to fix first."""
     level = {"error": logging.ERROR, "warning": logging.WARNING}.get(finding.severity, logging.INFO)
-    text = f"[{finding.rule}] {finding.message}"
+    if finding.caused_by:
+        advice = f"a consequence of `{finding.caused_by}`: fix that first"
+    else:
+        advice = "fix: " + finding.fix.strip().splitlines()[0] if finding.fix.strip() else ""
+    text = f"[{finding.rule}] {finding.message}" + (f"\n    {advice}" if advice else "")
     if logger.hasHandlers() and logging.getLogger().handlers:
         logger.log(level, text)  # the user configured logging: go through it
         return

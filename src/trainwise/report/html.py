@@ -123,35 +123,47 @@ def _findings(page: dict[str, Any]) -> str:
         )
     cards = []
     for f in page["findings"]:
-        sev = f.get("severity", "info")
-        where = (
-            f'<span class="where">at {_e(f["where"])}</span>' if f.get("where") is not None else ""
-        )
-        evidence = ""
-        if f["evidence"]:
-            rows = "".join(
-                f"<tr><td>{_e(k)}</td><td class='mono'>{_num(v)}</td></tr>"
-                for k, v in f["evidence"].items()
+        card = _finding_card(f)
+        consequences = f.get("consequences") or []
+        if consequences:
+            inner = "".join(_finding_card(c) for c in consequences)
+            card = card[: -len("</div>")] + (
+                f"<details><summary>+ {len(consequences)} consequence(s): "
+                f"{_e(f.get('why', ''))}</summary>{inner}</details></div>"
             )
-            evidence += f'<table class="small">{rows}</table>'
-        for p in f["plots"]:
-            s = p["series"][0]
-            evidence += f"<figure>{_img(plots.sparkline(s['y'], s['x']), p['title'], 'spark')}<figcaption class='note'>{_e(p['title'])}</figcaption></figure>"
-        cards.append(
-            f'<div class="finding {sev}"><div class="head"><span class="sev {sev}">{_e(sev)}</span>'
-            f'<span class="rule mono">{_e(f.get("rule"))}</span>{where}</div>'
-            f"<p>{_e(f.get('message'))}</p>"
-            + (f'<div class="evidence">{evidence}</div>' if evidence else "")
-            + (
-                f'<div class="fix mono"><b>fix:</b> {_e(f.get("fix"))}</div>'
-                if f.get("fix")
-                else ""
-            )
-            + "</div>"
-        )
+        cards.append(card)
     return (
-        '<p class="lede">Worst first. Each names what was measured, where, and what to change; '
-        "<code>trainwise explain RULE</code> says why it matters.</p>" + "".join(cards)
+        '<p class="lede">Root causes, worst first; the findings each one explains are folded '
+        "under it (fix the cause first). Each names what was measured, where, and what to "
+        "change; <code>trainwise explain RULE</code> says why it matters.</p>" + "".join(cards)
+    )
+
+
+def _finding_card(f: dict[str, Any]) -> str:
+    sev = f.get("severity", "info")
+    where = f'<span class="where">at {_e(f["where"])}</span>' if f.get("where") is not None else ""
+    evidence = ""
+    if f["evidence"]:
+        rows = "".join(
+            f"<tr><td>{_e(k)}</td><td class='mono'>{_num(v)}</td></tr>"
+            for k, v in f["evidence"].items()
+        )
+        evidence += f'<table class="small">{rows}</table>'
+    for p in f["plots"]:
+        s = p["series"][0]
+        evidence += f"<figure>{_img(plots.sparkline(s['y'], s['x']), p['title'], 'spark')}<figcaption class='note'>{_e(p['title'])}</figcaption></figure>"
+    fix = (
+        f'<div class="fix mono"><b>fix:</b> {_e(f.get("fix"))}</div>'
+        if f.get("fix") and not f.get("caused_by")
+        else ""
+    )
+    return (
+        f'<div class="finding {sev}"><div class="head"><span class="sev {sev}">{_e(sev)}</span>'
+        f'<span class="rule mono">{_e(f.get("rule"))}</span>{where}</div>'
+        f"<p>{_e(f.get('message'))}</p>"
+        + (f'<div class="evidence">{evidence}</div>' if evidence else "")
+        + fix
+        + "</div>"
     )
 
 

@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from trainwise.findings import Finding, _jsonable, severity_rank
+from trainwise.causes import fold
+from trainwise.findings import Finding, _jsonable
 
 StageStatus = Literal["pass", "warn", "fail", "skipped", "crashed"]
 
@@ -48,9 +49,10 @@ class Report:
 
     @property
     def findings(self) -> list[Finding]:
-        """All findings, worst first, in stage order within a severity."""
+        """All findings with their causes (trainwise.causes): each root cause, worst first (in
+        stage order within a severity), followed by the findings it explains."""
         found = [f for s in self.stages for f in s.findings]
-        return sorted(found, key=lambda f: severity_rank(f.severity))
+        return [f for group in fold(found) for f in (group.root, *group.consequences)]
 
     def count(self, severity: str) -> int:
         return sum(1 for f in self.findings if f.severity == severity)

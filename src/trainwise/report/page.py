@@ -70,7 +70,7 @@ def build_page(record: RunRecord) -> dict[str, Any]:
         "config": flatten(meta.get("config") or {}),
         "verdict": report.get("verdict") or summary.get("verdict"),
         "counts": summary.get("findings") or {},
-        "findings": [_finding(f) for f in record.findings],
+        "findings": _folded(record.findings),
         "stages": [
             {k: s.get(k) for k in ("name", "title", "status", "seconds", "summary", "notes")}
             for s in stages
@@ -84,6 +84,38 @@ def build_page(record: RunRecord) -> dict[str, Any]:
         "best": summary.get("best") or {},
         "final": summary.get("final") or {},
     }
+
+
+def _folded(found: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Root causes worst first, each with "consequences" (the findings it explains) and "why"
+    (trainwise.causes; records written before causes existed are attributed here)."""
+    from trainwise.causes import fold
+    from trainwise.findings import Finding
+
+    by_identity = {}
+    as_findings = []
+    for d in found:
+        try:
+            f = Finding(
+                rule=d["rule"], severity=d["severity"], message=d.get("message", ""),
+                where=d.get("where"), evidence=d.get("evidence") or {}, fix=d.get("fix", ""),
+                step=d.get("step"),
+            )  # fmt: skip
+        except (KeyError, ValueError, TypeError):
+            continue  # a malformed entry (hand-edited file): shown nowhere rather than crash
+        by_identity[id(f)] = d
+        as_findings.append(f)
+    groups = fold(as_findings)
+    originals = {(f.rule, str(f.where), f.message): by_identity[id(f)] for f in as_findings}
+
+    def page_of(f: Finding) -> dict[str, Any]:
+        d = originals[(f.rule, str(f.where), f.message)]
+        return _finding({**d, "caused_by": f.caused_by, "explains": list(f.explains)})
+
+    return [
+        {**page_of(g.root), "consequences": [page_of(c) for c in g.consequences], "why": g.why}
+        for g in groups
+    ]
 
 
 def _finding(f: dict[str, Any]) -> dict[str, Any]:

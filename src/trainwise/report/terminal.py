@@ -8,6 +8,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from trainwise.causes import fold
 from trainwise.findings import Finding
 from trainwise.report.model import READY, Report
 
@@ -23,8 +24,8 @@ STATUS_STYLE = {
 
 def render_report(report: Report, console: Console) -> None:
     console.print(_stage_table(report))
-    for finding in report.findings:
-        console.print(_finding_panel(finding))
+    for group in fold(report.findings):
+        console.print(_finding_panel(group.root, group.consequences, group.why))
     console.print(_verdict_line(report))
 
 
@@ -46,13 +47,25 @@ def _stage_table(report: Report) -> Table:
     return table
 
 
-def _finding_panel(f: Finding) -> Panel:
+def _finding_panel(f: Finding, consequences=(), why: str = "") -> Panel:
+    """A root cause with its fix; the findings it explains folded into a few lines under it
+    (their own advice would contradict the cause's: fix the cause first)."""
     style = SEVERITY_STYLE[f.severity]
     title = Text.assemble((f"{f.severity} ", style), (f.rule, "bold"))
     if f.where is not None:
         title.append(f"  at {f.where}", style="dim")
-    body = Group(Text(f.message), Text.assemble(("fix: ", "bold green"), f.fix))
+    parts = [Text(f.message), Text.assemble(("fix: ", "bold green"), f.fix)]
+    if consequences:
+        parts.append(Text(f"+ {len(consequences)} consequence(s) ({why}):", style="dim"))
+        for c in consequences:
+            parts.append(Text(f"  {c.severity} {c.rule}: {_first_sentence(c.message)}", style="dim"))
+    body = Group(*parts)
     return Panel(body, title=title, title_align="left", border_style=style.split()[-1])
+
+
+def _first_sentence(text: str, limit: int = 110) -> str:
+    head = text.split(". ")[0]
+    return head if len(head) <= limit else head[: limit - 1] + "…"
 
 
 def _verdict_line(report: Report) -> Text:

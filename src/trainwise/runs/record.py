@@ -285,13 +285,16 @@ class Run:
 
     def log_findings(self, findings: Iterable[Any]) -> None:
         """Findings (trainwise.Finding or their to_dict()); the same (rule, where, message) is
-        kept once. findings.json is rewritten atomically."""
-        seen = {(f["rule"], str(f["where"]), f["message"]) for f in self._findings}
+        kept once, the latest version of it (e.g. with its cause attributed at the end).
+        findings.json is rewritten atomically."""
+        at = {(f["rule"], str(f["where"]), f["message"]): i for i, f in enumerate(self._findings)}
         for f in findings:
             d = f.to_dict() if hasattr(f, "to_dict") else dict(f)
             key = (d.get("rule"), str(d.get("where")), d.get("message"))
-            if key not in seen:
-                seen.add(key)
+            if key in at:
+                self._findings[at[key]] = plain(d)
+            else:
+                at[key] = len(self._findings)
                 self._findings.append(plain(d))
         self._guarded(
             "findings", lambda: atomic_write(self.path / FINDINGS, _dumps(self._findings))

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from trainwise.rules.inflight.base import Detector, median
 from trainwise.rules.registry import rule
-from trainwise.signals import ACT_DEAD_FRAC, ACT_SAT_FRAC, Signal
+from trainwise.signals import ACT_DEAD_FRAC, ACT_SAT_FRAC, UPDATE_RATIO, Signal
 
 
 class _ActivationShare(Detector):
@@ -40,13 +42,35 @@ class _ActivationShare(Detector):
 )
 class DeadRelu(_ActivationShare):
     family = ACT_DEAD_FRAC
-    reads = (ACT_DEAD_FRAC,)
+    reads = (ACT_DEAD_FRAC, UPDATE_RATIO)
+    # Steps that changed a layer by over 10% of its norm (100x the healthy ~1e-3) before the
+    # units died: the LR killed them, and their later tiny updates are not an LR too low.
+    LARGE_STEP = 0.1
+
+    def check(self, view):
+        self.largest = max(
+            (max(s.finite_last(len(s)) or [0.0]) for _, s in view.history.layers(UPDATE_RATIO)),
+            default=0.0,
+        )
+        for finding in super().check(view):
+            if self.largest > self.LARGE_STEP:  # the evidence that the LR killed them
+                finding = replace(
+                    finding, evidence={**finding.evidence, "largest_update_ratio": self.largest}
+                )
+            yield finding
 
     def message(self, layer, share, n):
-        return (
+        text = (
             f"{share:.0%} of the units of `{layer}` output 0 for every input of the batch "
             f"(median of {n} sampled steps)"
         )
+        if self.largest > self.LARGE_STEP:
+            text += (
+                f"; before that, steps changed a layer by up to {self.largest:.2g} of its norm "
+                "(healthy ~1e-3): steps that large killed them (the learning rate is too high, "
+                "unless another finding explains the large steps)"
+            )
+        return text
 
 
 @rule(

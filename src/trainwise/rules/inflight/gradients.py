@@ -34,11 +34,14 @@ from trainwise.signals import (
     source="seeds 001, 002, 004 (gradient clipping); TIPS.md In flight",
 )
 class ExplodingGradients(Detector):
-    reads = (GRAD_NORM, CLIPPED)
+    reads = (GRAD_NORM, CLIPPED, TRAIN_LOSS)
     when = Phase.STEP
     MIN_HISTORY = 20  # steps of normal behaviour before a spike means anything
     WINDOW = 50
     SPIKE = 10.0  # 10x the running median: far outside minibatch noise (typically < 3x)
+    # A run whose loss is down to 2% of its start has converged: its gradients are tiny, so a
+    # hard batch reads as a 10x "spike" that moves the weights by little. Say so, don't alarm.
+    CONVERGED = 0.02
 
     def check(self, view):
         norms = view.history.get(GRAD_NORM.key)
@@ -59,16 +62,37 @@ class ExplodingGradients(Detector):
         if len(clipped) and clipped.steps[-1] == t:
             return  # the loop already clips: the spike never reached the weights
         clip = percentile([v for v in norms.values[:-1] if math.isfinite(v)], 90)
+        converged = self._converged(view)
         yield self.finding(
             f"gradient norm {fmt(current)} at step {t} is {current / level:.0f}x its running "
-            f"median {fmt(level)}; the 90th percentile of the norms so far is {fmt(clip)}",
+            f"median {fmt(level)}; the 90th percentile of the norms so far is {fmt(clip)}"
+            + (
+                f". The loss is down to {converged:.1%} of its start, so the run has converged: "
+                "a late spike on a hard batch, harmless unless it repeats"
+                if converged is not None
+                else ""
+            ),
             evidence={"step": t, "grad_norm": current, "median": level, "p90": clip},
+            severity="info" if converged is not None else None,
             fix=(
                 "Clip at the measured 90th percentile, between backward() and step():\n"
                 f"    torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm={clip:.3g})\n"
                 "and, if spikes persist, lower the learning rate or add warmup."
             ),
         )
+
+
+    def _converged(self, view) -> float | None:
+        """The recent loss as a share of the starting loss, when below CONVERGED."""
+        loss = view.history.get(TRAIN_LOSS.key).values
+        if len(loss) < self.MIN_HISTORY:
+            return None
+        start = median([v for v in loss[:10] if math.isfinite(v)] or [math.nan])
+        now = median([v for v in loss[-10:] if math.isfinite(v)] or [math.nan])
+        if not (start > 0 and math.isfinite(now)) or now < 0:
+            return None
+        share = now / start
+        return share if share < self.CONVERGED else None
 
 
 @rule(
