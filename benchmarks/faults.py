@@ -37,6 +37,9 @@ class CaseResult:
     alarms: list[str]  # error/warning findings on a healthy case
     seconds: float
     crashed: str = ""
+    roots: tuple[str, ...] = ()  # slugs of the root causes (trainwise.causes)
+    n_findings: int = 0
+    n_roots: int = 0  # findings no other finding explains
 
     @property
     def healthy(self) -> bool:
@@ -78,9 +81,11 @@ def run_case(path: Path, quick: bool) -> CaseResult:
     fired = sorted({f.rule for f in report.findings})
     alarms = sorted({f.rule for f in report.findings if f.severity in ("error", "warning")})
     crashed = "; ".join(f"{s.name}: {s.summary}" for s in report.stages if s.status == "crashed")
+    roots = tuple(sorted({f.rule for f in report.findings if f.caused_by is None}))
     return CaseResult(
-        name, expected, fired, alarms if not expected else [], time.perf_counter() - t0, crashed
-    )
+        name, expected, fired, alarms if not expected else [], time.perf_counter() - t0, crashed,
+        roots, len(report.findings), sum(f.caused_by is None for f in report.findings),
+    )  # fmt: skip
 
 
 def run_suite(quick: bool = False, only: str = "") -> list[CaseResult]:
@@ -109,16 +114,17 @@ def print_results(results: list[CaseResult], console: Console) -> None:
         f"false alarms: {false_alarms} on {len(results) - broken} healthy cases"
     )
     table = Table()
-    for col in ("case", "expected", "fired", "ok", "time"):
+    for col in ("case", "expected", "root causes", "findings (roots)", "ok", "time"):
         table.add_column(col)
     for r in results:
-        fired = ", ".join(r.fired) or "-"
+        fired = ", ".join(r.roots) or "-"
         if r.crashed:
             fired = f"[magenta]crashed: {r.crashed}"
         table.add_row(
             r.case,
             ", ".join(r.expected) or "(healthy)",
             fired,
+            f"{r.n_findings} ({r.n_roots})",
             "[green]yes" if r.ok else "[bold red]NO",
             f"{r.seconds:.1f}s",
         )
