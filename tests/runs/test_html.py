@@ -91,3 +91,38 @@ def _bare_record(tmp_path):
     with start("check", name="bare", root=tmp_path, tensorboard=False) as run:
         pass
     return RunRecord.load(run.path)
+
+
+def test_check_overfit_curve_has_its_steps_and_the_settings_their_inferred_task(tmp_path):
+    # issue 13: 8 points on "step 0..7" for a 400-step run, a y-label "curve", a blank task
+    from trainwise.stages.memorize import _curve
+
+    losses = [2.3 * 0.99**i for i in range(400)]
+    report = {
+        "verdict": "ready to train",
+        "stages": [
+            {"name": "static", "title": "Static", "status": "pass", "seconds": 0.1,
+             "summary": "", "notes": [], "metrics": {"task": "classification", "num_classes": 10}},
+            {"name": "overfit_batch", "title": "Overfit one batch", "status": "pass",
+             "seconds": 1.0, "summary": "", "notes": [], "metrics": {"loss_curve": _curve(losses)}},
+        ],
+    }  # fmt: skip
+    record = _bare_record(tmp_path)
+    record.__dict__["report"] = report
+    page = build_page(record)
+    (curve,) = page["stage_curves"]
+    xs = curve["series"][0]["x"]
+    assert xs[0] == 0 and xs[-1] == 399 and len(xs) == 50
+    assert curve["xlabel"] == "step" and curve["ylabel"] == "training loss"
+    assert page["config"]["task"] == "classification (inferred)"
+    assert page["config"]["num_classes"] == "10 (inferred)"
+
+
+def test_one_spike_does_not_flatten_a_loss_plot():
+    from trainwise.report.plots import y_axis
+
+    smooth = [2.0 - 0.01 * i for i in range(100)]
+    assert y_axis(smooth) == ("linear", None)
+    scale, top = y_axis([*smooth[:50], 17_500.0, *smooth[51:]])  # one spike among ~1..2
+    assert scale == "linear" and 2.0 < top < 5.0  # the spike leaves the plot, marked
+    assert y_axis([17_500.0 * 0.9**i for i in range(100)])[0] == "log"  # 4 decades: log axis

@@ -67,7 +67,7 @@ def build_page(record: RunRecord) -> dict[str, Any]:
         "device": meta.get("device") or (meta.get("config") or {}).get("device"),
         "seed": meta.get("seed"),
         "versions": meta.get("versions") or {},
-        "config": flatten(meta.get("config") or {}),
+        "config": _settings(meta.get("config") or {}, stages),
         "verdict": report.get("verdict") or summary.get("verdict"),
         "counts": summary.get("findings") or {},
         "findings": _folded(record.findings),
@@ -84,6 +84,17 @@ def build_page(record: RunRecord) -> dict[str, Any]:
         "best": summary.get("best") or {},
         "final": summary.get("final") or {},
     }
+
+
+def _settings(config: dict[str, Any], stages: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run's settings, flat; the task and class count a setup left to inference are taken
+    from what the static stage inferred (blank cells said nothing)."""
+    flat = flatten(config)
+    static = next((s.get("metrics") or {} for s in stages if s.get("name") == "static"), {})
+    for key in ("task", "num_classes"):
+        if flat.get(key) in (None, "") and static.get(key) not in (None, ""):
+            flat[key] = f"{static[key]} (inferred)"
+    return flat
 
 
 def _folded(found: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -158,7 +169,7 @@ def _metric_curves(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "xlabel": "step",
                 "ylabel": base,
                 "xscale": "linear",
-                "yscale": "linear",
+                "yscale": "auto",  # spikes must not flatten the rest (a log axis or a cut)
             }
         )
     # Losses first: they are what a reader looks at first.
@@ -226,14 +237,15 @@ def _from_stages(stages: list[dict[str, Any]]) -> tuple[list, dict | None, dict 
                 continue
             curve = _as_curve(value)
             if curve is not None:
+                ylabel = value.get("ylabel", key) if isinstance(value, dict) else key
                 curves.append(
                     {
-                        "title": f"{stage['name']}: {key}",
-                        "series": [{"label": key, **curve}],
-                        "xlabel": curve.get("xlabel", "step"),
-                        "ylabel": key,
+                        "title": f"{stage['name']}: {ylabel}",
+                        "series": [{"label": ylabel, "x": curve["x"], "y": curve["y"]}],
+                        "xlabel": value.get("xlabel", "step") if isinstance(value, dict) else "step",
+                        "ylabel": ylabel,
                         "xscale": "linear",
-                        "yscale": "linear",
+                        "yscale": "auto",
                     }  # fmt: skip
                 )
     return curves, lr_curve, data

@@ -85,8 +85,35 @@ def _scales(ax: Any, curve: dict[str, Any], ys: list[Any], xs: list[Any]) -> Non
     # A log axis only where every value is positive: matplotlib would drop the rest silently.
     if curve.get("xscale") == "log" and all(v > 0 for v in _finite(xs)):
         ax.set_xscale("log")
-    if curve.get("yscale") == "log" and all(v > 0 for v in _finite(ys)):
+    yscale = curve.get("yscale")
+    if yscale == "auto":
+        yscale, top = y_axis(ys)
+        if top is not None:  # spikes leave the plot, marked, instead of flattening the rest
+            ax.set_ylim(top=top)
+            spikes = [(x, y) for s in curve["series"] for x, y in zip(s["x"], s["y"], strict=False)
+                      if isinstance(y, (int, float)) and math.isfinite(y) and y > top]  # fmt: skip
+            if spikes:
+                ax.plot([x for x, _ in spikes], [top] * len(spikes), "^", color=MARK_COLOR,
+                        ms=5, clip_on=False, label=f"{len(spikes)} off-scale")  # fmt: skip
+    if yscale == "log" and all(v > 0 for v in _finite(ys)):
         ax.set_yscale("log")
+
+
+def y_axis(ys: Sequence[Any]) -> tuple[str, float | None]:
+    """("log" | "linear", top or None) for values that may hold spikes: a log axis when they are
+    all positive and their 2nd to 98th percentiles span over 3 decades (a loss falling from
+    17,500 to 0.5); else a linear axis cut above the 98th percentile when a few spikes would
+    flatten the rest (one step at 17,500 in a loss around 1)."""
+    values = sorted(_finite(ys))
+    if len(values) < 3:
+        return "linear", None
+    p2, p98 = values[int(0.02 * (len(values) - 1))], values[int(0.98 * (len(values) - 1))]
+    if values[0] > 0 and p98 / p2 > 1e3:  # the bulk spans decades, not just a spike
+        return "log", None
+    spread = p98 - p2
+    if spread > 0 and values[-1] > p98 + 3 * spread:
+        return "linear", p98 + 0.5 * spread
+    return "linear", None
 
 
 def sparkline(values: Sequence[float], xs: Sequence[float] | None = None) -> str:

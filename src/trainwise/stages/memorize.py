@@ -154,7 +154,7 @@ def measure(
         "initial_loss": result.initial,
         "final_loss": result.final,
         "target": result.target,
-        "curve": _curve(result.losses),
+        "loss_curve": _curve(result.losses),
     }
     progress = f"loss {ex.fmt(result.initial)} -> {ex.fmt(result.final)}"
     if result.reached:
@@ -229,9 +229,16 @@ def _retries(result: Memorization) -> tuple[float, ...]:
     return LR_RETRIES
 
 
-def _curve(losses: list[float], points: int = 8) -> list[float]:
-    """A few points of the loss curve for the report (first, evenly spaced, last)."""
+def _curve(losses: list[float], points: int = 50) -> dict[str, object]:
+    """The loss curve for the report at up to `points` evenly spaced steps (first and last
+    included), with the step of each point: {"x": steps, "y": losses, "xlabel", "ylabel"}."""
     if len(losses) <= points:
-        return [round(v, 4) for v in losses]
-    idx = [round(i * (len(losses) - 1) / (points - 1)) for i in range(points)]
-    return [round(losses[i], 4) for i in idx]
+        idx = list(range(len(losses)))
+    else:
+        idx = sorted({round(i * (len(losses) - 1) / (points - 1)) for i in range(points)})
+    return {
+        "x": idx,
+        "y": [round(losses[i], 6) for i in idx],
+        "xlabel": "step",
+        "ylabel": "training loss",
+    }
