@@ -144,6 +144,16 @@ def test_lr_find_command_prints_the_suggestion_and_draws_the_plot(tmp_path):
     assert wrong.returncode == 2 and ".png or .svg" in wrong.stderr
 
 
+def test_lr_find_refuses_a_setup_with_blocking_static_errors_as_check_does(tmp_path):
+    plot = tmp_path / "lr.png"
+    done = trainwise("lr-find", f"{SETUPS / 'healthy_mlp.py'}:broken", "--plot", str(plot))
+    assert done.returncode == 1, done.stdout + done.stderr  # check's exit code for errors
+    out = done.stdout.replace("\n", " ")
+    assert "no range test: not run" in out and "labels-out-of-range" in out
+    assert "labels span 1..2 but the model has 2 outputs" in out
+    assert "fix:" in out and not plot.exists()
+
+
 def test_lr_find_with_trial_steps_trains_candidates_and_records_the_pick(tmp_path):
     data = tmp_path / "lr.json"
     done = trainwise(
