@@ -345,8 +345,6 @@ def suggest(
     x_div, x_min, x_steep, note = found
     x_sugg = x_div - margin
     interval = _bootstrap(x, losses[ok], s, margin, bandwidth, bootstrap)
-    if interval is not None:  # the percentile band of a biased bootstrap (module docstring)
-        interval = (min(interval[0], 10**x_sugg), max(interval[1], 10**x_sugg))
     return Suggestion(
         10**x_sugg,
         lr_div=10**x_div,
@@ -403,7 +401,10 @@ def _bootstrap(x, raw, s, margin, bandwidth, n, block: int = 5, seed: int = 0):
     if len(picks) < n // 2:
         return None
     lo, hi = np.percentile(picks, [10, 90])
-    return float(10**lo), float(10**hi)
+    # The percentile band of a biased bootstrap need not hold the point estimate (the module
+    # docstring says why): widen it to the suggestion made from the observed curve `s`.
+    x_sugg = _landmarks(x, s)[0] - margin  # suggest() found the landmarks on this same curve
+    return float(10 ** min(lo, x_sugg)), float(10 ** max(hi, x_sugg))
 
 
 def _spread_line(per_seed: dict[int, float | None], spread: float | None) -> str:
