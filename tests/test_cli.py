@@ -112,6 +112,9 @@ def test_rules_and_explain():
     assert listed.returncode == 0 and "softmax-before-loss" in listed.stdout
     explained = trainwise("explain", "labels-out-of-range")
     assert explained.returncode == 0 and "Why" in explained.stdout
+    out = explained.stdout
+    assert out.index("The mistake:") < out.index("The repair:") < out.index("Source")
+    assert "TIPS.md" not in out and "seed 00" not in out
     typo = trainwise("explain", "labels-out-of-rang")
     assert typo.returncode == 2 and "Did you mean: labels-out-of-range" in typo.stderr
 

@@ -123,9 +123,20 @@ def explain(slug: str) -> None:
         _fail_unusable(SetupError(f"no rule named {slug!r}.{hint} `trainwise rules` lists them."))
     doc = [f"# {rule.slug}", f"*{rule.severity}, {rule.category}*: {rule.summary}", ""]
     for title, text in rule.doc_sections().items():
-        body = f"```python\n{text}\n```" if title == "Example" else text
-        doc += [f"## {title}", body, ""]
+        doc += [f"## {title}", *(_example(text) if title == "Example" else [text]), ""]
     console.print(Markdown("\n".join(doc)))
+
+
+def _example(text: str) -> list[str]:
+    """A rule's example, the mistake then the repair (`example=` holds both, a blank line
+    apart), each labelled; one unlabelled block when it has no repair part."""
+    bad, _, good = text.partition("\n\n")
+    if not good.strip():
+        return [f"```python\n{text}\n```"]
+    return [
+        "**The mistake:**", f"```python\n{bad}\n```",
+        "**The repair:**", f"```python\n{good.strip(chr(10))}\n```",
+    ]  # fmt: skip
 
 
 @main.command("lr-find")
