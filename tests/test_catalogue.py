@@ -72,3 +72,24 @@ def test_explain_sections_render_for_every_rule():
         assert result.exit_code == 0, result.output
         for section in ("Why", "Fix", "Example", "Source"):
             assert section in result.output
+
+
+@pytest.mark.parametrize("slug", sorted(CATALOGUE))
+def test_rule_cites_sources_a_user_can_find(slug):
+    # TIPS.md and the seed write-ups' numbers are this project's own notes, not the user's
+    source = CATALOGUE[slug].source
+    assert "TIPS.md" not in source and not re.search(r"seeds? 0\d\d", source.lower()), source
+
+
+@pytest.mark.parametrize("slug", sorted(CATALOGUE))
+def test_explain_labels_the_mistake_and_the_repair(slug):
+    from trainwise.cli import _example
+
+    example = CATALOGUE[slug].example
+    shown = "\n".join(_example(example))
+    if "\n\n" in example.strip():
+        bad, good = example.split("\n\n", 1)
+        assert shown.index("The mistake") < shown.index(bad) < shown.index("The repair")
+        assert good.strip() in shown[shown.index("The repair") :]
+    else:  # an example without a repair part is shown as it is, unlabelled
+        assert "The repair" not in shown

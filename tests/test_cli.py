@@ -114,6 +114,9 @@ def test_rules_and_explain():
     assert listed.returncode == 0 and "softmax-before-loss" in listed.stdout
     explained = trainwise("explain", "labels-out-of-range")
     assert explained.returncode == 0 and "Why" in explained.stdout
+    out = explained.stdout
+    assert out.index("The mistake:") < out.index("The repair:") < out.index("Source")
+    assert "TIPS.md" not in out and "seed 00" not in out
     typo = trainwise("explain", "labels-out-of-rang")
     assert typo.returncode == 2 and "Did you mean: labels-out-of-range" in typo.stderr
 
@@ -144,6 +147,16 @@ def test_lr_find_command_prints_the_suggestion_and_draws_the_plot(tmp_path):
 
     wrong = trainwise("lr-find", str(SETUPS / "healthy_mlp.py"), "--plot", str(tmp_path / "x.jpg"))
     assert wrong.returncode == 2 and ".png or .svg" in wrong.stderr
+
+
+def test_lr_find_refuses_a_setup_with_blocking_static_errors_as_check_does(tmp_path):
+    plot = tmp_path / "lr.png"
+    done = trainwise("lr-find", f"{SETUPS / 'healthy_mlp.py'}:broken", "--plot", str(plot))
+    assert done.returncode == 1, done.stdout + done.stderr  # check's exit code for errors
+    out = done.stdout.replace("\n", " ")
+    assert "no range test: not run" in out and "labels-out-of-range" in out
+    assert "labels span 1..2 but the model has 2 outputs" in out
+    assert "fix:" in out and not plot.exists()
 
 
 def test_lr_find_with_trial_steps_trains_candidates_and_records_the_pick(tmp_path):

@@ -6,7 +6,7 @@ deep-without-skip saturating-activations dropout-before-batchnorm capacity-vs-da
 segmentation-early-downsample frozen-parameters params-not-in-optimizer unused-parameters
 constant-init hyperparameter-range weight-decay-on-norm-and-bias rnn-hidden-init""".split()
 STATIC_DATA = """labels-out-of-range inputs-not-normalized nonfinite-inputs class-imbalance
-train-val-overlap val-augmented unshuffled-train tiny-validation duplicate-samples""".split()
+train-val-overlap val-augmented unshuffled-train tiny-validation target-leak duplicate-samples""".split()
 PROTOCOL = """initial-loss-off cannot-overfit-batch cannot-overfit-few input-independent batch-mixing
 train-eval-mismatch no-better-than-baseline lr-too-high lr-too-low data-loader-bound slow-step
 multi-device-broken""".split()

@@ -123,9 +123,20 @@ def explain(slug: str) -> None:
         _fail_unusable(SetupError(f"no rule named {slug!r}.{hint} `trainwise rules` lists them."))
     doc = [f"# {rule.slug}", f"*{rule.severity}, {rule.category}*: {rule.summary}", ""]
     for title, text in rule.doc_sections().items():
-        body = f"```python\n{text}\n```" if title == "Example" else text
-        doc += [f"## {title}", body, ""]
+        doc += [f"## {title}", *(_example(text) if title == "Example" else [text]), ""]
     console.print(Markdown("\n".join(doc)))
+
+
+def _example(text: str) -> list[str]:
+    """A rule's example, the mistake then the repair (`example=` holds both, a blank line
+    apart), each labelled; one unlabelled block when it has no repair part."""
+    bad, _, good = text.partition("\n\n")
+    if not good.strip():
+        return [f"```python\n{text}\n```"]
+    return [
+        "**The mistake:**", f"```python\n{bad}\n```",
+        "**The repair:**", f"```python\n{good.strip(chr(10))}\n```",
+    ]  # fmt: skip
 
 
 @main.command("lr-find")
@@ -143,6 +154,13 @@ def explain(slug: str) -> None:
 @click.option("--start-lr", default=1e-7, show_default=True)
 @click.option("--end-lr", default=10.0, show_default=True)
 @click.option("--seed", default=0, show_default=True)
+@click.option(
+    "--seeds",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Run the range test on this many seeds, suggest the median one's LR, report the spread.",
+)
 @click.option(
     "--trial-steps",
     type=click.IntRange(min=10),
@@ -166,6 +184,7 @@ def lr_find_command(
     start_lr: float,
     end_lr: float,
     seed: int,
+    seeds: int,
     trial_steps: int | None,
     json_path: str | None,
     record: bool,
@@ -177,12 +196,14 @@ def lr_find_command(
     from trainwise.loader import load_setup
     from trainwise.lr_find import lr_find
     from trainwise.lr_trials import trial_cell
+    from trainwise.report.terminal import finding_panel
 
     if not no_plot and Path(plot_path).suffix.lower() not in (".png", ".svg"):
         _fail_unusable(SetupError(f"--plot {plot_path}: expected a .png or .svg file name"))
     try:
         setup = load_setup(target)
-        doing = f"LR range test on {setup.name} ({num_iter} steps)"
+        doing = f"LR range test on {setup.name} ({num_iter} steps"
+        doing += f", {seeds} seeds)" if seeds > 1 else ")"
         if trial_steps:
             doing += f", then trial runs of {trial_steps} steps"
         with err_console.status(doing) as status:
@@ -199,6 +220,7 @@ def lr_find_command(
                 start_lr=start_lr,
                 end_lr=end_lr,
                 seed=seed,
+                seeds=seeds,
                 trial_steps=trial_steps,
                 record=record,
                 runs_dir=runs_dir,
@@ -207,6 +229,12 @@ def lr_find_command(
         _fail_unusable(exc)
     console.print(f"[bold]LR range test[/] of {setup.name}")
     console.print(result.summary(), highlight=False)
+    if result.findings:  # blocked by the static checks, as `check` is: say which, and stop
+        for finding in result.findings:
+            console.print(finding_panel(finding))
+        if result.record_path is not None:
+            console.print(f"run record: {result.record_path}", highlight=False)
+        sys.exit(EXIT_FINDINGS)
     if not no_plot:
         result.plot(plot_path)
         console.print(f"plot written to {plot_path}")

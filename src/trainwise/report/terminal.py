@@ -78,3 +78,8 @@ def _verdict_line(report: Report) -> Text:
 
 def _plural(n: int, word: str) -> str:
     return f"{n} {word}" + ("" if n == 1 else "s")
+
+
+def finding_panel(f: Finding) -> Panel:
+    """One finding as the check draws it (lr-find prints the static findings that block it)."""
+    return _finding_panel(f)

@@ -104,7 +104,7 @@ def _uses_normalization(ctx: StaticContext) -> bool:
         "nn.Conv2d(64, 128, 3, padding=1), nn.BatchNorm2d(128)\n\n"
         "nn.Conv2d(64, 128, 3, padding=1, bias=False), nn.BatchNorm2d(128)"
     ),
-    source="TIPS.md static table; seed 002 (fast.ai: no bias before BatchNorm). Ioffe & "
+    source="A. Marcolini, Deep Learning Best Practices (fast.ai course notes) (fast.ai: no bias before BatchNorm). Ioffe & "
     "Szegedy, Batch Normalization (2015), sec. 3.2.",
 )
 def bias_before_batchnorm(ctx: StaticContext) -> Iterator[Hit]:
@@ -153,7 +153,7 @@ def bias_before_batchnorm(ctx: StaticContext) -> Iterator[Hit]:
         "model = resnet_with_batchnorm()\n\n"
         "model = tw.convert_batchnorm(model, to='group', groups=32)"
     ),
-    source="TIPS.md static table; seed 000 (use GroupNorm when batches are small), seed 001 "
+    source="Deep Learning Projects - Tips & Tricks (a thesis write-up, 2020) (use GroupNorm when batches are small), Deep Learning Tips & Tricks (a tips list) "
     "(BN needs large batches). Wu & He, Group Normalization (2018).",
 )
 def batchnorm_small_batch(ctx: StaticContext) -> Iterator[Hit]:
@@ -189,7 +189,7 @@ def batchnorm_small_batch(ctx: StaticContext) -> Iterator[Hit]:
         "              nn.Conv2d(64, 64, 3, padding=1), nn.ReLU(),\n"
         "              nn.Conv2d(64, 64, 3, padding=1))"
     ),
-    source="TIPS.md static table; seed 001 (stacked small kernels), seed 004. Simonyan & "
+    source="Deep Learning Tips & Tricks (a tips list) (stacked small kernels), Deep Learning Practical Tricks (a tips list). Simonyan & "
     "Zisserman, VGG (2014), sec. 2.3.",
 )
 def large_kernel(ctx: StaticContext) -> Iterator[Hit]:
@@ -242,7 +242,7 @@ def large_kernel(ctx: StaticContext) -> Iterator[Hit]:
         "# or\n"
         "nn.Sequential(nn.Upsample(scale_factor=2), nn.Conv2d(64, 32, 3, padding=1))"
     ),
-    source="TIPS.md static table; seed 004 (checkerboard artifacts of deconvolution). Odena, "
+    source="Deep Learning Practical Tricks (a tips list) (checkerboard artifacts of deconvolution). Odena, "
     "Dumoulin & Olah, Deconvolution and Checkerboard Artifacts (Distill, 2016).",
 )
 def deconv_checkerboard(ctx: StaticContext) -> Iterator[Hit]:
@@ -277,7 +277,7 @@ def deconv_checkerboard(ctx: StaticContext) -> Iterator[Hit]:
     example=(
         "self.rnn = nn.RNN(64, 128, batch_first=True)\n\nself.rnn = nn.GRU(64, 128, batch_first=True)"
     ),
-    source="TIPS.md static table; seed 002 (fast.ai: use GRU/LSTM, not a vanilla RNN). "
+    source="A. Marcolini, Deep Learning Best Practices (fast.ai course notes) (fast.ai: use GRU/LSTM, not a vanilla RNN). "
     "Bengio, Simard & Frasconi (1994) on the difficulty of long-term dependencies.",
 )
 def vanilla_rnn(ctx: StaticContext) -> Iterator[Hit]:
@@ -314,7 +314,7 @@ def vanilla_rnn(ctx: StaticContext) -> Iterator[Hit]:
         "    def forward(self, x):\n"
         "        return x + self.fc2(F.relu(self.norm(self.fc1(x))))"
     ),
-    source="TIPS.md static table; seed 001 (ResNets: skip connections make deep nets "
+    source="Deep Learning Tips & Tricks (a tips list) (ResNets: skip connections make deep nets "
     "trainable). He et al., Deep Residual Learning (2016).",
 )
 def deep_without_skip(ctx: StaticContext) -> Iterator[Hit]:
@@ -350,7 +350,7 @@ def deep_without_skip(ctx: StaticContext) -> Iterator[Hit]:
         "nn.Sequential(nn.Linear(64, 128), nn.Sigmoid(), nn.Linear(128, 128), nn.Sigmoid(), ...)\n\n"
         "nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 128), nn.ReLU(), ...)"
     ),
-    source="TIPS.md static table; seed 001 (backpropagation: prefer ReLU to sigmoid). Glorot & "
+    source="Deep Learning Tips & Tricks (a tips list) (backpropagation: prefer ReLU to sigmoid). Glorot & "
     "Bengio, Understanding the difficulty of training deep feedforward networks (2010).",
 )
 def saturating_activations(ctx: StaticContext) -> Iterator[Hit]:
@@ -404,7 +404,7 @@ def saturating_activations(ctx: StaticContext) -> Iterator[Hit]:
         "nn.Linear(256, 256), nn.Dropout(0.5), nn.BatchNorm1d(256), nn.ReLU()\n\n"
         "nn.Linear(256, 256), nn.BatchNorm1d(256), nn.ReLU(), nn.Dropout(0.5)"
     ),
-    source="TIPS.md static table (beyond the seeds: NeuraLint). Li et al., Understanding the "
+    source="NeuraLint. Li et al., Understanding the "
     "Disharmony between Dropout and Batch Normalization by Variance Shift (CVPR 2019).",
 )
 def dropout_before_batchnorm(ctx: StaticContext) -> Iterator[Hit]:
@@ -446,7 +446,7 @@ def dropout_before_batchnorm(ctx: StaticContext) -> Iterator[Hit]:
         "# 17M params, 1,500 samples\n\n"
         "model = nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 10))  # 10k params"
     ),
-    source="TIPS.md static table; seed 003 (2/n: start small), seed 004 (model size vs data).",
+    source="How to start a deep learning project? (a 15-part thread) (2/n: start small), Deep Learning Practical Tricks (a tips list) (model size vs data).",
 )
 def capacity_vs_data(ctx: StaticContext) -> Iterator[Hit]:
     samples = ctx.train_sample.dataset_size
@@ -494,7 +494,7 @@ def capacity_vs_data(ctx: StaticContext) -> Iterator[Hit]:
         "stem = nn.Conv2d(3, 64, 3, padding=1)\n"
         "x = self.up(torch.cat([decoder_features, encoder_features], dim=1))"
     ),
-    source="TIPS.md static table; seed 001 and seed 002 (segmentation keeps resolution: U-Net "
+    source="Deep Learning Tips & Tricks (a tips list) and A. Marcolini, Deep Learning Best Practices (fast.ai course notes) (segmentation keeps resolution: U-Net "
     "skips, dilated convs). Ronneberger et al., U-Net (2015).",
 )
 def segmentation_early_downsample(ctx: StaticContext) -> Iterator[Hit]:
@@ -534,7 +534,7 @@ def segmentation_early_downsample(ctx: StaticContext) -> Iterator[Hit]:
         "nn.init.zeros_(self.fc1.weight)\n\n"
         "nn.init.kaiming_normal_(self.fc1.weight, nonlinearity='relu')"
     ),
-    source="TIPS.md static table; seed 002 (Kaiming init). He et al., Delving Deep into "
+    source="A. Marcolini, Deep Learning Best Practices (fast.ai course notes) (Kaiming init). He et al., Delving Deep into "
     "Rectifiers (2015).",
 )
 def constant_init(ctx: StaticContext) -> Iterator[Hit]:
@@ -580,7 +580,7 @@ def constant_init(ctx: StaticContext) -> Iterator[Hit]:
         "    if name.startswith('weight_hh'):\n"
         "        nn.init.orthogonal_(w)"
     ),
-    source="TIPS.md static table; seed 002 (identity init for RNN hidden state). Le, Jaitly & "
+    source="A. Marcolini, Deep Learning Best Practices (fast.ai course notes) (identity init for RNN hidden state). Le, Jaitly & "
     "Hinton, A Simple Way to Initialize Recurrent Networks of ReLUs (2015).",
 )
 def rnn_hidden_init(ctx: StaticContext) -> Iterator[Hit]:

@@ -34,7 +34,7 @@ from trainwise.rules.registry import Hit, rule
         "head = nn.Linear(128, 10)             # outputs 0..9: label 10 is out of range\n\n"
         "y = torch.tensor(raw_labels) - 1      # labels 0..9"
     ),
-    source='TIPS.md static data table; seed 004 ("index out of range" crashes).',
+    source='Deep Learning Practical Tricks (a tips list) ("index out of range" crashes).',
 )
 def labels_out_of_range(ctx: StaticContext) -> Iterator[Hit]:
     if ctx.task not in ("classification", "segmentation") or ctx.num_classes is None:
@@ -125,7 +125,7 @@ def channel_dim(ctx: StaticContext, x: torch.Tensor) -> int:
         "mean, std = x.mean(dim=(0, 2, 3)), x.std(dim=(0, 2, 3))   # per channel, train set only\n"
         "x = (x - mean[:, None, None]) / std[:, None, None]"
     ),
-    source="TIPS.md static data table; seed 004 (general pre-processing tricks: whitening, "
+    source="Deep Learning Practical Tricks (a tips list) (general pre-processing tricks: whitening, "
     "scaling). LeCun et al., Efficient BackProp (1998), section 4.3.",
 )
 def inputs_not_normalized(ctx: StaticContext) -> Iterator[Hit]:

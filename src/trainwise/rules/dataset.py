@@ -105,7 +105,7 @@ def _coverage(sample: DataSample) -> float:
         "x = torch.where(missing, torch.nanmedian(x, dim=0).values, x)\n"
         "x = torch.cat([x, missing.float()], dim=1)            # indicator columns"
     ),
-    source="TIPS.md static data table; seed 002 (fast.ai: missing values get a fill value and "
+    source="A. Marcolini, Deep Learning Best Practices (fast.ai course notes) (fast.ai: missing values get a fill value and "
     "an indicator column).",
 )
 def nonfinite_inputs(ctx: StaticContext) -> Iterator[Hit]:
@@ -175,7 +175,7 @@ def nonfinite_parts(sample: DataSample) -> list[str]:
         "loss = nn.CrossEntropyLoss(weight=tw.class_weights(train_labels))\n"
         "model.fc.bias.data = torch.log(class_counts / class_counts.sum())"
     ),
-    source="TIPS.md static data table; seed 003 (11/n: look at the class balance), seed 004 "
+    source="How to start a deep learning project? (a 15-part thread) (11/n: look at the class balance), Deep Learning Practical Tricks (a tips list) "
     "(imbalanced data: weights, resampling).",
 )
 def class_imbalance(ctx: StaticContext) -> Iterator[Hit]:
@@ -230,7 +230,7 @@ def class_imbalance(ctx: StaticContext) -> Iterator[Hit]:
         "train, val = random_split(deduplicate(data), [0.8, 0.2])\n"
         "train = oversample(train)"
     ),
-    source="TIPS.md static data table; seed 002 (fast.ai: build a validation set that truly "
+    source="A. Marcolini, Deep Learning Best Practices (fast.ai course notes) (fast.ai: build a validation set that truly "
     "holds out data).",
 )
 def train_val_overlap(ctx: StaticContext) -> Iterator[Hit]:
@@ -286,8 +286,8 @@ def train_val_overlap(ctx: StaticContext) -> Iterator[Hit]:
         "keys = {hash(x.numpy().tobytes()): i for i, (x, _) in enumerate(ds)}\n"
         "ds = torch.utils.data.Subset(ds, sorted(keys.values()))"
     ),
-    source="TIPS.md static data table (beyond the seeds: Karpathy, A Recipe for Training "
-    "Neural Networks (2019), 'become one with the data': look for duplicates).",
+    source="A. Karpathy, A Recipe for Training "
+    "Neural Networks (2019), 'become one with the data': look for duplicates.",
 )
 def duplicate_samples(ctx: StaticContext) -> Iterator[Hit]:
     sample = ctx.train_sample
@@ -340,7 +340,7 @@ def duplicate_samples(ctx: StaticContext) -> Iterator[Hit]:
         "val = MyDataset(val_files, transform=train_transform)   # random crops and flips\n\n"
         "val = MyDataset(val_files, transform=eval_transform)    # deterministic"
     ),
-    source="TIPS.md static data table; seed 003 (11/n: check what the validation data really "
+    source="How to start a deep learning project? (a 15-part thread) (11/n: check what the validation data really "
     "looks like).",
 )
 def val_augmented(ctx: StaticContext) -> Iterator[Hit]:
@@ -395,7 +395,7 @@ def val_augmented(ctx: StaticContext) -> Iterator[Hit]:
         "DataLoader(train, batch_size=64)                 # shuffle defaults to False\n\n"
         "DataLoader(train, batch_size=64, shuffle=True)"
     ),
-    source="TIPS.md static data table; seed 004 (shuffle / reorder the samples every epoch).",
+    source="Deep Learning Practical Tricks (a tips list) (shuffle / reorder the samples every epoch).",
 )
 def unshuffled_train(ctx: StaticContext) -> Iterator[Hit]:
     train = ctx.setup.train
@@ -533,7 +533,7 @@ def _sorted_stream(ctx: StaticContext, labels: torch.Tensor | None, loader: Any)
         "train, val = random_split(ds, [len(ds) - 40, 40])\n\n"
         "train, val = random_split(ds, [0.8, 0.2])    # or k-fold for small sets"
     ),
-    source="TIPS.md static data table; seed 002 (fast.ai: a validation set large enough to trust).",
+    source="A. Marcolini, Deep Learning Best Practices (fast.ai course notes) (fast.ai: a validation set large enough to trust).",
 )
 def tiny_validation(ctx: StaticContext) -> Iterator[Hit]:
     val = ctx.val_sample

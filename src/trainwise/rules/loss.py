@@ -52,7 +52,7 @@ def _output(ctx: StaticContext) -> torch.Tensor | None:
         "loss = nn.BCEWithLogitsLoss()     # one sigmoid per label\n"
         "predicted = torch.sigmoid(model(x)) > 0.5"
     ),
-    source="TIPS.md static table; seed 002 (fast.ai: multi-label classification uses a sigmoid "
+    source="A. Marcolini, Deep Learning Best Practices (fast.ai course notes) (fast.ai: multi-label classification uses a sigmoid "
     "per class, not a softmax).",
 )
 def multilabel_needs_sigmoid(ctx: StaticContext) -> Iterator[Hit]:
@@ -104,7 +104,7 @@ def multilabel_needs_sigmoid(ctx: StaticContext) -> Iterator[Hit]:
         "loss = nn.CrossEntropyLoss()      # softmax over 1 column: loss is always 0\n\n"
         "loss = nn.MSELoss()               # or nn.HuberLoss() for heavy tails"
     ),
-    source="TIPS.md static table (beyond the seeds): matching the loss to the target type.",
+    source="Matching the loss to the target type.",
 )
 def wrong_loss_for_task(ctx: StaticContext) -> Iterator[Hit]:
     y, out, kind = _targets(ctx), _output(ctx), ctx.loss_kind
@@ -215,7 +215,7 @@ def _distributions(y: torch.Tensor) -> bool:
         "loss(model(x), y)             # (N, 1) vs (N,): broadcasts to (N, N)\n"
         "loss(model(x).squeeze(-1), y)"
     ),
-    source='TIPS.md static table; seed 004 (check that the "number of output is right").',
+    source='Deep Learning Practical Tricks (a tips list) (check that the "number of output is right").',
 )
 def output_size_mismatch(ctx: StaticContext) -> Iterator[Hit]:
     y, out = _targets(ctx), _output(ctx)

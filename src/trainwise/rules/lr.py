@@ -41,7 +41,7 @@ CONFIRM = (
 WHERE = "optimizer.param_groups[0]['lr']"
 
 _SOURCE = (
-    "TIPS.md protocol table, `lr-too-high` / `lr-too-low` (seed 002, the LR finder); "
+    "A. Marcolini, Deep Learning Best Practices (fast.ai course notes, the LR finder); "
     "L. N. Smith, Cyclical Learning Rates for Training Neural Networks (2017), section 3.3"
 )
 

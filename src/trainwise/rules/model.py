@@ -64,8 +64,8 @@ def _produced_by_sigmoid(ctx: StaticContext) -> bool:
         "loss = nn.CrossEntropyLoss()\n"
         "probs = model(x).softmax(dim=1)           # only when you need probabilities"
     ),
-    source="TIPS.md static table; seed 002 (fast.ai best practices: log-softmax vs softmax). "
-    "Beyond the seeds: PYSIASSIST and NeuraLint list it among the most common PyTorch bugs.",
+    source="A. Marcolini, Deep Learning Best Practices (fast.ai course notes) (fast.ai best practices: log-softmax vs softmax). "
+    "PYSIASSIST and NeuraLint list it among the most common PyTorch bugs.",
 )
 def softmax_before_loss(ctx: StaticContext) -> Iterator[Hit]:
     form, kind = ctx.output_form, ctx.loss_kind

@@ -89,7 +89,7 @@ def _listed(names: list[str], limit: int = 5) -> str:
         "    p.requires_grad = False\n"
         "model.fc = nn.Linear(512, 10)      # the new head is trainable"
     ),
-    source="TIPS.md static table (beyond the seeds: TrainCheck's parameter invariants).",
+    source="TrainCheck's parameter invariants.",
 )
 def frozen_parameters(ctx: StaticContext) -> Iterator[Hit]:
     params = dict(ctx.model.named_parameters())
@@ -138,7 +138,7 @@ def frozen_parameters(ctx: StaticContext) -> Iterator[Hit]:
         "optimizer=lambda params: torch.optim.SGD(model.head.parameters(), lr=0.1)\n\n"
         "optimizer=lambda params: torch.optim.SGD(params, lr=0.1)"
     ),
-    source="TIPS.md static table (beyond the seeds: TrainCheck's optimizer invariants).",
+    source="TrainCheck's optimizer invariants.",
 )
 def params_not_in_optimizer(ctx: StaticContext) -> Iterator[Hit]:
     if not _trainable(ctx):
@@ -193,7 +193,7 @@ def params_not_in_optimizer(ctx: StaticContext) -> Iterator[Hit]:
         "def forward(self, x):\n"
         "    return self.head(self.extra(self.encoder(x)))"
     ),
-    source="TIPS.md static table (beyond the seeds; PyTorch DDP's find_unused_parameters).",
+    source="PyTorch DDP's find_unused_parameters.",
 )
 def unused_parameters(ctx: StaticContext) -> Iterator[Hit]:
     model = ctx.model
@@ -249,7 +249,7 @@ def unused_parameters(ctx: StaticContext) -> Iterator[Hit]:
         "torch.optim.Adam(params, lr=0.1)              # an SGD learning rate\n\n"
         "torch.optim.Adam(params, lr=1e-3)"
     ),
-    source="TIPS.md static table; seed 004 (typical learning rate, momentum and weight decay "
+    source="Deep Learning Practical Tricks (a tips list) (typical learning rate, momentum and weight decay "
     "values). Kingma & Ba (2015); Goyal et al. (2017); Loshchilov & Hutter (2019).",
 )
 def hyperparameter_range(ctx: StaticContext) -> Iterator[Hit]:
@@ -358,7 +358,7 @@ def no_decay_names(model: nn.Module) -> set[str]:
         "torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.05)\n\n"
         "torch.optim.AdamW(tw.param_groups(model, weight_decay=0.05), lr=1e-3)"
     ),
-    source="TIPS.md static table (beyond the seeds). Goyal et al., Accurate, Large Minibatch "
+    source="Goyal et al., Accurate, Large Minibatch "
     "SGD (2017), sec. 5.1; Jia et al., Highly Scalable Deep Learning Training System (2018).",
 )
 def weight_decay_on_norm_and_bias(ctx: StaticContext) -> Iterator[Hit]:

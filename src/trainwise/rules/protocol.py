@@ -25,7 +25,7 @@ from trainwise.measurements import (
 )
 from trainwise.rules.registry import Hit, rule
 
-SEED_003 = "seed 003 (how to start a deep learning project, a 15-step thread)"
+SEED_003 = "How to start a deep learning project? (a 15-part thread)"
 
 
 # Cross-entropy-like losses: "far" is half again above log C (log 2 for binary), with at least
@@ -65,7 +65,7 @@ RATIO_REGRESSION = 3.0
         "nn.init.zeros_(head.weight)              # or start from exactly uniform outputs\n"
         "head.bias.data = torch.log(class_prior)  # and the prior as the bias"
     ),
-    source="TIPS.md protocol table; seed 004 (initialization); beyond the seeds: Karpathy, "
+    source="Deep Learning Practical Tricks (a tips list) (initialization); Karpathy, "
     "'A recipe for training neural networks' (verify loss @ init, init well).",
     reads=InitLoss,
 )
@@ -132,8 +132,8 @@ SAME_OUTPUT = 1e-5
         "optimizer = lambda p: torch.optim.SGD(p, lr=1e-5)\n\n"
         "optimizer = lambda p: torch.optim.AdamW(p, lr=1e-3)"
     ),
-    source=f"TIPS.md protocol table; {SEED_003} (5/n: overfit first, regularizers off); "
-    "seed 004 (overfit a small subset).",
+    source=f"{SEED_003} (5/n: overfit first, regularizers off); "
+    "Deep Learning Practical Tricks (a tips list) (overfit a small subset).",
     reads=MemorizedBatch,
 )
 def cannot_overfit_batch(m: MemorizedBatch) -> Iterator[Hit]:
@@ -157,7 +157,7 @@ def cannot_overfit_batch(m: MemorizedBatch) -> Iterator[Hit]:
         "return self.head(out[:, 0])   # reads the first step: it has seen one token\n\n"
         "return self.head(out[:, -1])  # the last step has seen the whole sequence"
     ),
-    source=f"TIPS.md protocol table; {SEED_003} (6/n: overfit 5-10 samples).",
+    source=f"{SEED_003} (6/n: overfit 5-10 samples).",
     reads=MemorizedFew,
 )
 def cannot_overfit_few(m: MemorizedFew) -> Iterator[Hit]:
@@ -254,7 +254,7 @@ RECOVERED = 0.25
         "return self.head(self.cls_token[:, 0])           # the parameter, not the output\n\n"
         "return self.head(h[:, 0])                        # the encoder output at CLS"
     ),
-    source="TIPS.md protocol table; beyond the seeds: Karpathy, 'A recipe for training "
+    source="Karpathy, 'A recipe for training "
     "neural networks' (input-independent baseline).",
     reads=InputDependence,
 )
@@ -322,7 +322,7 @@ LEAK = 1e-6
         "out, _ = self.gru(x)                      # x is (B, T, F): runs across the batch\n\n"
         "self.gru = nn.GRU(8, 32, batch_first=True)"
     ),
-    source="TIPS.md protocol table; beyond the seeds: Karpathy, 'A recipe for training "
+    source="Karpathy, 'A recipe for training "
     "neural networks' (use backprop to chart dependencies).",
     reads=BatchLeak,
 )
@@ -374,7 +374,7 @@ BN_VAR_RATIO = 4.0
         "nn.BatchNorm2d(64, momentum=0.0)  # 'no momentum': running stats never move\n\n"
         "nn.BatchNorm2d(64)                # momentum=0.1"
     ),
-    source="TIPS.md protocol table; seed 002 (BatchNorm at test time).",
+    source="A. Marcolini, Deep Learning Best Practices (fast.ai course notes) (BatchNorm at test time).",
     reads=TrainEvalGap,
 )
 def train_eval_mismatch(m: TrainEvalGap) -> Iterator[Hit]:
@@ -446,7 +446,7 @@ REGRESSION_GAIN = 0.9
         "# trains on shuffled labels: the loss falls, validation stays at chance\n"
         "train = TensorDataset(x_train, y_train[torch.randperm(len(y_train))])"
     ),
-    source=f"TIPS.md protocol table; {SEED_003} (7/n: generalize for the first time; "
+    source=f"{SEED_003} (7/n: generalize for the first time; "
     "14/n: simple baselines).",
     reads=ShortTraining,
 )
@@ -525,7 +525,7 @@ LOADER_BOUND = 0.5  # data wait over half the step: the loader is the bottleneck
         "    return (self.x[i] - self.x.mean()) / self.x.std(), self.y[i]\n\n"
         "self.x = (x - x.mean()) / x.std()  # once, in __init__"
     ),
-    source=f"TIPS.md protocol table; {SEED_003} (8/n: know where the bottleneck lies).",
+    source=f"{SEED_003} (8/n: know where the bottleneck lies).",
     reads=SpeedProfile,
 )
 def data_loader_bound(m: SpeedProfile) -> Iterator[Hit]:
@@ -578,7 +578,7 @@ SLOW_STEP = 1.0  # seconds; seed 003 (8/n): a batch should take under a second
         "nn.Conv2d(3, 128, 3, padding=1)  # full resolution, 224x224, 128 channels\n\n"
         "nn.Conv2d(3, 32, 3, stride=2, padding=1)  # downsample in the stem"
     ),
-    source=f"TIPS.md protocol table; {SEED_003} (2/n: start simple; 8/n: a single batch "
+    source=f"{SEED_003} (2/n: start simple; 8/n: a single batch "
     "in under a second).",
     reads=SpeedProfile,
 )

@@ -45,4 +45,5 @@ def _write(run: Run, result: Any) -> None:
     summary = result.to_dict()
     del summary["lrs"], summary["losses"]  # already in metrics.jsonl and curves.json
     run.meta["summary"]["lr_find"] = summary  # the suggestion, shown by `trainwise runs show`
-    run.log_findings(judge(result))
+    # A blocked test (no sweep) keeps the static finding that blocked it, as `check` would
+    run.log_findings(list(result.findings) if result.findings else judge(result))

@@ -5,8 +5,8 @@
 - `fresh(run)`: a fresh model and optimizer, optionally with regularization off.
 - `forward` / `train_step`: a crash in the user's model becomes a message naming the stage,
   the layer and the input shape.
-- `blocking_reason(run)`: why an experiment would produce nonsense (labels the loss cannot take),
-  read from the static rules' findings.
+- `blocking_reason(run)` / `blocking_finding(run)`: why an experiment would produce nonsense
+  (labels the loss cannot take), read from the static rules' findings.
 - `Budget`: bounded steps and seconds, smaller with `--quick`.
 """
 
@@ -302,7 +302,14 @@ def slow_for_quick(run: CheckRun) -> float | None:
 
 
 def blocking_reason(run: CheckRun) -> str | None:
-    """Why experiments would produce nonsense on this setup, or None, from the static findings.
+    """Why experiments would produce nonsense on this setup, or None, from the static findings."""
+    blocked = blocking_finding(run)
+    return None if blocked is None else blocked[0]
+
+
+def blocking_finding(run: CheckRun) -> tuple[str, Finding] | None:
+    """(why experiments would produce nonsense on this setup, the static finding that says so),
+    or None. `lr_find` reads it too, so that it refuses what `check` refuses, in the same words.
 
     Labels outside the model's outputs make cross-entropy crash (or silently read memory out of
     bounds on GPU); a model with nothing trainable cannot run backward(); non-finite inputs poison
@@ -317,15 +324,17 @@ def blocking_reason(run: CheckRun) -> str | None:
         return (
             f"labels span {e['label_min']}..{e['label_max']} but the model has "
             f"{e['num_outputs']} outputs (labels-out-of-range): the loss cannot be computed"
-        )
+        ), f
     frozen = found.get(frozen_parameters.slug)
     if frozen is not None and frozen.evidence.get("trainable") == 0:
         # backward() would raise "element 0 of tensors does not require grad"; the static stage
         # reports the cause (frozen-parameters), so every experiment skips instead of aborting.
-        return "no parameter of the model requires grad (frozen-parameters): nothing can train"
-    if nonfinite_inputs.slug in found:
+        return (
+            "no parameter of the model requires grad (frozen-parameters): nothing can train"
+        ), frozen
+    if (f := found.get(nonfinite_inputs.slug)) is not None:
         part = nonfinite_parts(run.context.train_sample)[0]  # the part the finding is about
-        return f"the training {part} contain NaN/Inf (nonfinite-inputs)"
+        return f"the training {part} contain NaN/Inf (nonfinite-inputs)", f
     return None
 
 

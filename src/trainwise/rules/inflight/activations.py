@@ -38,7 +38,7 @@ class _ActivationShare(Detector):
     "add normalization before the activation.",
     example="optimizer = torch.optim.SGD(model.parameters(), lr=5.0)  # kills the ReLUs\n\n"
     "optimizer = torch.optim.SGD(model.parameters(), lr=0.05); act = nn.LeakyReLU(0.01)",
-    source="seed 002 (LeakyReLU); TIPS.md In flight",
+    source="A. Marcolini, Deep Learning Best Practices (fast.ai course notes) (LeakyReLU)",
 )
 class DeadRelu(_ActivationShare):
     family = ACT_DEAD_FRAC
@@ -84,7 +84,7 @@ class DeadRelu(_ActivationShare):
     fix="Normalize the inputs of the layer (BatchNorm/LayerNorm), scale the init down, or use ReLU.",
     example="nn.Sequential(nn.Linear(64, 256), nn.Tanh())  # raw inputs in 0..255\n\n"
     "nn.Sequential(nn.Linear(64, 256), nn.LayerNorm(256), nn.Tanh())  # and normalized inputs",
-    source="seed 001 (activation functions); TIPS.md In flight",
+    source="Deep Learning Tips & Tricks (a tips list) (activation functions)",
 )
 class SaturatedActivations(_ActivationShare):
     family = ACT_SAT_FRAC

@@ -31,7 +31,7 @@ from trainwise.signals import (
     "backward() and step(); if spikes persist, lower the learning rate or add warmup.",
     example="loss.backward()\noptimizer.step()  # no clipping, occasional norm spikes\n\n"
     "loss.backward()\ntorch.nn.utils.clip_grad_norm_(model.parameters(), max_norm=2.4)\noptimizer.step()",
-    source="seeds 001, 002, 004 (gradient clipping); TIPS.md In flight",
+    source="Deep Learning Tips & Tricks (a tips list), A. Marcolini, Deep Learning Best Practices (fast.ai course notes), Deep Learning Practical Tricks (a tips list) (gradient clipping)",
 )
 class ExplodingGradients(Detector):
     reads = (GRAD_NORM, CLIPPED, TRAIN_LOSS)
@@ -107,7 +107,7 @@ class ExplodingGradients(Detector):
     fix="Use ReLU-family activations, add BatchNorm/LayerNorm, residual connections, and Kaiming init.",
     example="nn.Sequential(*[nn.Sequential(nn.Linear(64, 64), nn.Sigmoid()) for _ in range(12)])\n\n"
     "nn.Sequential(*[nn.Sequential(nn.Linear(64, 64), nn.LayerNorm(64), nn.ReLU()) for _ in range(12)])",
-    source="seed 001 (backpropagation, vanishing gradients); TIPS.md In flight",
+    source="Deep Learning Tips & Tricks (a tips list) (backpropagation, vanishing gradients)",
 )
 class VanishingGradients(Detector):
     reads = (GRAD_NORM_LAYER,)

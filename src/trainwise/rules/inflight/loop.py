@@ -36,7 +36,7 @@ from trainwise.signals import (
     ".detach()/no_grad in forward, and build the optimizer after freezing, replacing the head, "
     "moving and wrapping the model.",
     example="h = self.encoder(x).detach()  # the encoder never learns\n\nh = self.encoder(x)",
-    source="beyond: TrainCheck (OSDI 2025), training invariants; TIPS.md In flight",
+    source="TrainCheck (OSDI 2025), training invariants",
 )
 class WeightsNotUpdating(Detector):
     reads = (UPDATE_RATIO, GRAD_PARAMS, LR)
@@ -102,7 +102,7 @@ class WeightsNotUpdating(Detector):
     fix="Call optimizer.zero_grad() once per optimizer step (before the first backward of the step).",
     example="for x, y in loader:\n    loss_fn(model(x), y).backward()\n    optimizer.step()\n\n"
     "for x, y in loader:\n    optimizer.zero_grad()\n    loss_fn(model(x), y).backward()\n    optimizer.step()",
-    source="beyond: TrainCheck (OSDI 2025); TIPS.md In flight",
+    source="TrainCheck (OSDI 2025)",
 )
 class MissingZeroGrad(Detector):
     reads = (GRADS_KEPT, BACKWARD_PASSES)
@@ -134,7 +134,7 @@ class MissingZeroGrad(Detector):
     fix="Call model.train() at the start of every training epoch (after validation).",
     example="for epoch in range(n):\n    validate(model)  # calls model.eval()\n    train_one_epoch(model)\n\n"
     "for epoch in range(n):\n    model.train(); train_one_epoch(model)\n    model.eval(); validate(model)",
-    source="seed 002 (BatchNorm at test time); TIPS.md In flight",
+    source="A. Marcolini, Deep Learning Best Practices (fast.ai course notes) (BatchNorm at test time)",
 )
 class EvalModeDuringTraining(Detector):
     reads = (EVAL_MODE_LAYERS,)
@@ -162,7 +162,7 @@ class EvalModeDuringTraining(Detector):
     fix="Call model.eval() before validation and model.train() after it.",
     example="with torch.no_grad():\n    val_loss = loss_fn(model(xv), yv)\n\n"
     "model.eval()\nwith torch.no_grad():\n    val_loss = loss_fn(model(xv), yv)\nmodel.train()",
-    source="seed 002 (BatchNorm at test time); TIPS.md In flight",
+    source="A. Marcolini, Deep Learning Best Practices (fast.ai course notes) (BatchNorm at test time)",
 )
 class TrainModeDuringEval(Detector):
     reads = (VAL_FORWARDS_TRAIN_MODE,)
@@ -189,7 +189,7 @@ class TrainModeDuringEval(Detector):
     fix="Step epoch-based schedulers once per epoch, or build them in steps (T_max=total_steps).",
     example="scheduler = StepLR(optimizer, step_size=30)\nfor x, y in loader:\n    ...; scheduler.step()\n\n"
     "for epoch in range(epochs):\n    for x, y in loader: ...\n    scheduler.step()",
-    source="seed 001 (annealing); TIPS.md In flight",
+    source="Deep Learning Tips & Tricks (a tips list) (annealing)",
 )
 class LrScheduleSuspicious(Detector):
     reads = (LR,)
@@ -252,7 +252,7 @@ class LrScheduleSuspicious(Detector):
     fix="Multiply each term by the weight given (largest magnitude / its magnitude).",
     example="loss = loss_recon + loss_kl  # ~300 vs ~0.5\nwatch.log(loss=loss, loss_recon=loss_recon, loss_kl=loss_kl)\n\n"
     "loss = loss_recon + 600 * loss_kl",
-    source="seed 004 (multiple losses of equal magnitude); TIPS.md In flight",
+    source="Deep Learning Practical Tricks (a tips list) (multiple losses of equal magnitude)",
 )
 class LossWeightsUnbalanced(Detector):
     reads = (TRAIN,)
@@ -295,7 +295,7 @@ class LossWeightsUnbalanced(Detector):
     "and seed every rank identically for initialization.",
     example="model = Net(); opt = SGD(model.parameters())  # under torchrun, no DDP\n\n"
     "model = DDP(Net()); opt = SGD(model.parameters())",
-    source="beyond: TrainCheck (OSDI 2025); TIPS.md In flight",
+    source="TrainCheck (OSDI 2025)",
 )
 class DdpOutOfSync(Detector):
     reads = (REPLICAS,)

@@ -60,7 +60,7 @@ def _regularizers(model: Watched) -> str:
     "look at the batches where it began.",
     example="optimizer = torch.optim.SGD(model.parameters(), lr=2.0)\n\n"
     "optimizer = torch.optim.SGD(model.parameters(), lr=0.05)",
-    source="seed 004 (loss curves); TIPS.md In flight",
+    source="Deep Learning Practical Tricks (a tips list) (loss curves)",
 )
 class LossDiverging(Detector):
     reads = (TRAIN_LOSS,)
@@ -93,7 +93,7 @@ class LossDiverging(Detector):
     fix="Lower the learning rate, shuffle the training data, grow the batch, or clip gradients.",
     example="DataLoader(train, batch_size=32, shuffle=False)  # sorted by label\n\n"
     "DataLoader(train, batch_size=32, shuffle=True)",
-    source="seed 004 (loss curves); TIPS.md In flight",
+    source="Deep Learning Practical Tricks (a tips list) (loss curves)",
 )
 class LossOscillating(Detector):
     reads = (TRAIN_LOSS,)
@@ -174,7 +174,7 @@ def _moving_layer(view, since: int) -> tuple[str, float, float] | None:
     "model; at the starting loss, check that inputs and labels still match.",
     example="optimizer = torch.optim.SGD(model.parameters(), lr=1e-5)  # flat from the start\n\n"
     "scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)",
-    source="seed 001 (learning-rate annealing); TIPS.md In flight",
+    source="Deep Learning Tips & Tricks (a tips list) (learning-rate annealing)",
 )
 class LossPlateau(Detector):
     reads = (TRAIN_LOSS, UPDATE_RATIO, WEIGHT_NORM)
@@ -249,7 +249,7 @@ THIN = (
     "weight decay, augmentation, a smaller head.",
     example="model = nn.Sequential(nn.Linear(64, 2048), nn.ReLU(), nn.Linear(2048, 10))  # 200 samples\n\n"
     "model = nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Dropout(0.3), nn.Linear(128, 10))",
-    source="seeds 004, 001 (overfitting, early stopping); TIPS.md In flight",
+    source="Deep Learning Practical Tricks (a tips list), Deep Learning Tips & Tricks (a tips list) (overfitting, early stopping)",
 )
 class Overfitting(Detector):
     reads = (TRAIN_LOSS, VAL_LOSS)
@@ -311,7 +311,7 @@ class Overfitting(Detector):
     fix="Grow the model, train longer or with a higher learning rate, and remove regularization.",
     example="model = nn.Linear(64, 10); optimizer = SGD(..., weight_decay=0.1)\n\n"
     "model = nn.Sequential(nn.Linear(64, 256), nn.ReLU(), nn.Linear(256, 10))",
-    source="seed 004 (no gap between train and validation); TIPS.md In flight",
+    source="Deep Learning Practical Tricks (a tips list) (no gap between train and validation)",
 )
 class Underfitting(Detector):
     reads = (TRAIN_LOSS, VAL_LOSS)

@@ -58,7 +58,7 @@ def _op_fix(value: float, in_loss: bool = False) -> str:
     "denominators and roots, a clamp before exp; lower the learning rate; clip gradients.",
     example="probs = model(x).softmax(-1)\nloss = -(probs.log() * onehot).sum(1).mean()  # log(0) = -inf\n\n"
     "loss = F.cross_entropy(model(x), y)  # log_softmax inside, stable",
-    source="seed 004 (dealing with NaNs); TIPS.md In flight",
+    source="Deep Learning Practical Tricks (a tips list) (dealing with NaNs)",
 )
 class NonfiniteLoss(Detector):
     reads = (TRAIN_LOSS, NONFINITE_OUTPUT)
@@ -107,7 +107,7 @@ class NonfiniteLoss(Detector):
     "learning rate; clip gradients; with fp16 use torch.amp.GradScaler (or bfloat16).",
     example="loss = (pred - y).pow(2).sum() / mask.sum()  # mask.sum() == 0 -> inf gradients\n\n"
     "loss = (pred - y).pow(2).sum() / mask.sum().clamp_min(1)",
-    source="seed 004 (NaNs); TIPS.md In flight",
+    source="Deep Learning Practical Tricks (a tips list) (NaNs)",
 )
 class NonfiniteGradient(Detector):
     reads = (NONFINITE_GRAD, SKIPPED_NONFINITE)

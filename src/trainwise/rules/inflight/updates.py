@@ -67,7 +67,7 @@ class _UpdateRatio(Detector):
     "learns).",
     fix="Lower the learning rate of that layer's parameter group by the factor given, or overall.",
     example="torch.optim.Adam(model.parameters(), lr=0.5)\n\ntorch.optim.Adam(model.parameters(), lr=1e-3)",
-    source="seed 004 (babysitting: update/weight ratio ~1e-3); TIPS.md In flight",
+    source="Deep Learning Practical Tricks (a tips list) (babysitting: update/weight ratio ~1e-3)",
 )
 class UpdateRatioHigh(_UpdateRatio):
     reads = (UPDATE_RATIO, LR, TRAIN_LOSS)
@@ -131,7 +131,7 @@ class UpdateRatioHigh(_UpdateRatio):
     "peak learning rate are judged, so a decaying schedule's tail does not fire.",
     fix="Raise the learning rate of that layer's group by the factor given, or run an LR range test.",
     example="torch.optim.SGD(model.parameters(), lr=1e-6)\n\ntorch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)",
-    source="seed 004 (babysitting: update/weight ratio); TIPS.md In flight",
+    source="Deep Learning Practical Tricks (a tips list) (babysitting: update/weight ratio)",
 )
 class UpdateRatioLow(_UpdateRatio):
     def check(self, view):

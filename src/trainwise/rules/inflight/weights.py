@@ -91,7 +91,7 @@ class FrozenParametersInFlight(Detector):
     "model.load_state_dict(ema.state_dict())\nvalidate(model)\nmodel.load_state_dict(backup)\n\n"
     "backup = copy.deepcopy(model.state_dict())\nmodel.load_state_dict(ema.state_dict())\n"
     "validate(model)\nmodel.load_state_dict(backup)",
-    source="beyond: TrainCheck (OSDI 2025), parameter invariants; the EMA restore bug of "
+    source="TrainCheck (OSDI 2025), parameter invariants; the EMA restore bug of "
     "https://github.com/aqlaboratory/openfold/pull/90",
 )
 class WeightsChangedOutsideOptimizer(Detector):
@@ -169,7 +169,7 @@ class WeightsChangedOutsideOptimizer(Detector):
     example="for p in model[0].parameters():\n    p.requires_grad = False\n\n"
     "for p in model[0].parameters():\n    p.requires_grad = False\n    p.grad = None",
     source="https://discuss.pytorch.org/t/why-there-is-still-a-small-change-in-frozen-layer-"
-    "parameters/153740; beyond: TrainCheck (OSDI 2025)",
+    "parameters/153740; TrainCheck (OSDI 2025)",
 )
 class FrozenWeightsChanging(Detector):
     reads = (FROZEN_MOVED, FROZEN_MOVED_NAMES)
