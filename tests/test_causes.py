@@ -200,3 +200,23 @@ def test_a_late_gradient_spike_in_a_converged_run_is_only_noted():
 
 def test_a_gradient_spike_while_the_loss_is_still_high_warns():
     assert _spike_at_the_end(lambda t: 1.0).severity == "warning"
+
+
+def test_the_html_report_folds_consequences_under_their_cause(tmp_path):
+    from trainwise.report.html import write_html_report
+    from trainwise.runs import start
+
+    with start("watch", root=tmp_path, tensorboard=False) as run:
+        run.log_findings(
+            [
+                Finding("update-ratio-high", "warning", "each step changes 0.weight by 0.2",
+                        fix="Lower the LR", step=20),
+                Finding("missing-zero-grad", "error", "gradients were not reset",
+                        fix="Call optimizer.zero_grad()", step=10),
+            ]
+        )  # fmt: skip
+    html = write_html_report(run.path).read_text()
+    root = html.index("missing-zero-grad")
+    folded = html.index("+ 1 consequence(s)")
+    assert root < folded < html.index("update-ratio-high", folded)
+    assert "Lower the LR" not in html  # the consequence's own advice would contradict the cause
