@@ -220,3 +220,13 @@ def test_the_html_report_folds_consequences_under_their_cause(tmp_path):
     folded = html.index("+ 1 consequence(s)")
     assert root < folded < html.index("update-ratio-high", folded)
     assert "Lower the LR" not in html  # the consequence's own advice would contradict the cause
+
+
+def test_before_training_every_cause_is_declared_before_the_causes_it_explains():
+    # static and protocol findings have no step: the declaration order alone decides which
+    # is seen first, so a cause declared after one of its effects could never explain it
+    from trainwise.causes import _RANK
+
+    for cause, effect in PAIRS:
+        if not (_in_flight(cause) or _in_flight(effect)) and effect in _RANK:
+            assert _RANK[cause] < _RANK[effect], (cause, effect)

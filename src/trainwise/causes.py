@@ -72,6 +72,17 @@ RELATIONS: tuple[Explains, ...] = (
              "the model's outputs do not match the targets"),
     Explains("multilabel-needs-sigmoid", ("initial-loss-off", *TRAINING_EXPERIMENTS),
              "a softmax over independent labels cannot fit them"),
+    Explains("params-not-in-optimizer", (*TRAINING_EXPERIMENTS, "weights-not-updating"),
+             "the tensors the optimizer lacks never change: that part of the model stays random"),
+    Explains("constant-init", (*TRAINING_EXPERIMENTS, "input-independent"),
+             "units initialized alike get the same gradient and stay alike: the layer acts as "
+             "one unit"),
+    Explains("saturating-activations", ("cannot-overfit-batch", "cannot-overfit-few",
+                                        "no-better-than-baseline"),
+             "deep stacks of sigmoid/tanh pass back little gradient, so training crawls"),
+    Explains("deep-without-skip", ("cannot-overfit-batch", "cannot-overfit-few",
+                                   "no-better-than-baseline"),
+             "a deep chain without skips or normalization is hard to train at all"),
     Explains("softmax-before-loss", ("cannot-overfit-batch", "cannot-overfit-few"),
              "the double softmax puts a floor under the loss, and the experiment stopped there",
              _loss_at_softmax_floor),
@@ -81,6 +92,8 @@ RELATIONS: tuple[Explains, ...] = (
              "the loss starts 10x or more above what the targets predict (unscaled targets or "
              "output layer): the experiments fight that scale, not the model's capacity or LR",
              _loss_far_above_expected),
+    Explains("lr-too-low", ("no-better-than-baseline",),
+             "a short run at a learning rate this low has barely moved"),
     # -- in flight (a loss and its gradient going non-finite at one step: the loss, computed
     # first, is the cause) ------------------------------------------------------------------------
     Explains("nonfinite-loss", ("nonfinite-gradient", *STEP_SIZE, *UNITS, *LOSS_CURVE),
