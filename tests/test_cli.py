@@ -58,12 +58,19 @@ def test_check_a_setup_file_outside_the_repository(tmp_path):
             "train item 0 is a tuple of 3 elements; expected a pair",
         ),
         (
+            f"{SETUPS / 'bad_inputs.py'}:strings",
+            "train sample 0 is not made of tensors: its input is a str ('review number 0: a "
+            "fine film'), and the model raised TypeError on it; expected a tensor",
+        ),
+        (
             f"{SETUPS / 'bad_inputs.py'}:loss_rejects_shape",
             "output (32, 2) float32, target (32, 3) float32",
         ),
         (
             f"{SETUPS / 'bad_inputs.py'}:forward_crashes",
-            "in layer '2' (Linear) on an input of shape (32, 10)",
+            # The stage tag in square brackets is printed, not read as rich markup.
+            "error: [static] the model raised RuntimeError in layer '2' (Linear) on an input of "
+            "shape (32, 10)",
         ),
         (
             f"{SETUPS / 'bad_inputs.py'}:model_factory_returns_none",
@@ -78,6 +85,7 @@ def test_check_a_setup_file_outside_the_repository(tmp_path):
         "setup-raises",
         "not-a-setup",
         "not-pairs",
+        "strings",
         "loss-rejects",
         "forward-crashes",
         "factory-none",
@@ -91,6 +99,34 @@ def test_unusable_input_gets_a_clear_message_and_exit_2(target, expected):
     assert expected in message
     assert "Traceback" not in result.stderr + result.stdout
     assert "no function" not in expected or "raises" in message  # lists the functions found
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["check", "missing.py"], "missing.py: no such file"),
+        (["check", "missing.py:other"], "missing.py: no such file"),
+        (["lr-find", "missing.py"], "missing.py: no such file"),
+        (["lr-find", "setup.py", "--plot", "curve.pdf"], "--plot curve.pdf: expected a .png"),
+    ],
+)
+def test_argument_errors_are_reported_before_torch_is_imported(tmp_path, args, expected):
+    (tmp_path / "setup.py").write_text("def setup(): ...\n")
+    result = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "trainwise", *args],
+        capture_output=True, text=True, cwd=tmp_path, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stdout + result.stderr
+    # -X importtime writes one "import time: self | cumulative | module" line per import.
+    imported = {
+        line.rpartition("|")[2].strip()
+        for line in result.stderr.splitlines()
+        if line.startswith("import time:")
+    }
+    assert "trainwise.cli" in imported  # the command ran
+    assert "torch" not in imported
+    message = " ".join(line for line in result.stderr.splitlines() if "import time:" not in line)
+    assert f"error: {expected}" in " ".join(message.split())
 
 
 def test_demo_shows_a_clean_and_a_broken_setup():
