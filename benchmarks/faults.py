@@ -6,7 +6,8 @@ no error and no warning. Prints recall (broken cases whose expected slugs all fi
 alarms (error/warning findings on healthy cases) and the per-case table.
 
     python benchmarks/faults.py            # the full protocol on every case
-    python benchmarks/faults.py --quick    # the quick form CI runs
+    python benchmarks/faults.py --quick    # the quick form (tests/test_faults.py runs the
+                                           # cases in a form the machine's speed cannot change)
     python benchmarks/faults.py -k static  # only cases whose path contains "static"
 """
 
@@ -16,6 +17,7 @@ import argparse
 import importlib.util
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,7 +67,8 @@ def expected_slugs(path: Path) -> list[str]:
     return list(module.EXPECT)
 
 
-def run_case(path: Path, quick: bool) -> CaseResult:
+def run_case(path: Path, quick: bool, stages: Callable[[], list] | None = None) -> CaseResult:
+    """Check one case; `stages` makes the protocol to run (default: the whole one)."""
     name = str(path.relative_to(FAULTS).with_suffix(""))
     expected = expected_slugs(path)
     t0 = time.perf_counter()
@@ -73,7 +76,8 @@ def run_case(path: Path, quick: bool) -> CaseResult:
     # and after a change) compare the same setups.
     torch.manual_seed(0)
     try:
-        report = tw.check(load_setup(str(path)), quick=quick, record=False)
+        chosen = stages() if stages is not None else None
+        report = tw.check(load_setup(str(path)), quick=quick, record=False, stages=chosen)
     except Exception as exc:  # an unusable case is a defect of the suite: show it, go on
         return CaseResult(
             name, expected, [], [], time.perf_counter() - t0, crashed=f"{type(exc).__name__}: {exc}"
@@ -88,14 +92,18 @@ def run_case(path: Path, quick: bool) -> CaseResult:
     )  # fmt: skip
 
 
-def run_suite(quick: bool = False, only: str = "") -> list[CaseResult]:
+def case_paths(only: str = "") -> list[Path]:
     # Files starting with "_" are shared helpers (data, models), not cases.
     paths = sorted(
         p
         for p in FAULTS.rglob("*.py")
         if not p.name.startswith("_") and only in str(p.relative_to(FAULTS))
     )
-    return [run_case(p, quick) for p in paths]
+    return paths
+
+
+def run_suite(quick: bool = False, only: str = "") -> list[CaseResult]:
+    return [run_case(p, quick) for p in case_paths(only)]
 
 
 def summarize(results: list[CaseResult]) -> tuple[float, int]:

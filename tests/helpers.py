@@ -1,6 +1,8 @@
-"""Assertions shared by the rule tests."""
+"""Assertions shared by the rule tests, and the protocol as tests run it."""
 
 from __future__ import annotations
+
+import math
 
 from trainwise.findings import Finding
 from trainwise.report.model import Report
@@ -33,3 +35,16 @@ def assert_clean(found: Report | list[Finding]) -> None:
     """No error or warning at all (infos allowed)."""
     bad = [f"{f.rule}: {f.message}" for f in _findings(found) if f.severity in ("error", "warning")]
     assert not bad, "healthy setup raised:\n" + "\n".join(bad)
+
+
+def speed_unjudged(quick: bool = True) -> list:
+    """The protocol with slow-step's limit lifted (the step is still measured): how fast, or
+    how loaded, the machine is decides neither a finding nor which experiments --quick skips.
+    slow-step's own tests set the limit against the measured step."""
+    from trainwise.stages.protocol import default_stages
+    from trainwise.stages.speed import SpeedStage
+
+    return [
+        SpeedStage(slow_step_seconds=math.inf) if stage.name == "speed" else stage
+        for stage in default_stages(quick=quick)
+    ]

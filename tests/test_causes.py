@@ -169,11 +169,13 @@ def test_check_folds_failed_experiments_under_the_setup_mistake(case, root, fold
     from pathlib import Path
 
     import trainwise as tw
+    from helpers import speed_unjudged
     from trainwise.loader import load_setup
 
     faults = Path(__file__).parents[1] / "benchmarks" / "faults"
     sys.path.insert(0, str(faults))
-    report = tw.check(load_setup(str(faults / f"{case}.py")), quick=True, record=False)
+    setup = load_setup(str(faults / f"{case}.py"))
+    report = tw.check(setup, quick=True, record=False, stages=speed_unjudged())
     by_rule = {f.rule: f for f in report.findings}
     assert by_rule[root].caused_by is None
     for slug in folded:

@@ -1,4 +1,7 @@
-"""End to end through the real `trainwise` command (a subprocess, as a user runs it)."""
+"""End to end through the real `trainwise` command: a subprocess, as a user runs it, where the
+process matters (exit codes, what is imported, the console script); the matrix of unusable
+inputs through the same click command in this process (a subprocess per case would spend most
+of its time importing torch)."""
 
 import json
 import os
@@ -60,12 +63,19 @@ def test_check_a_setup_file_outside_the_repository(tmp_path):
             "train item 0 is a tuple of 3 elements; expected a pair",
         ),
         (
+            f"{SETUPS / 'bad_inputs.py'}:strings",
+            "train sample 0 is not made of tensors: its input is a str ('review number 0: a "
+            "fine film'), and the model raised TypeError on it; expected a tensor",
+        ),
+        (
             f"{SETUPS / 'bad_inputs.py'}:loss_rejects_shape",
             "output (32, 2) float32, target (32, 3) float32",
         ),
         (
             f"{SETUPS / 'bad_inputs.py'}:forward_crashes",
-            "in layer '2' (Linear) on an input of shape (32, 10)",
+            # The stage tag in square brackets is printed, not read as rich markup.
+            "error: [static] the model raised RuntimeError in layer '2' (Linear) on an input of "
+            "shape (32, 10)",
         ),
         (
             f"{SETUPS / 'bad_inputs.py'}:model_factory_returns_none",
@@ -80,6 +90,7 @@ def test_check_a_setup_file_outside_the_repository(tmp_path):
         "setup-raises",
         "not-a-setup",
         "not-pairs",
+        "strings",
         "loss-rejects",
         "forward-crashes",
         "factory-none",
@@ -87,12 +98,44 @@ def test_check_a_setup_file_outside_the_repository(tmp_path):
     ],
 )
 def test_unusable_input_gets_a_clear_message_and_exit_2(target, expected):
-    result = trainwise("check", target)
-    assert result.returncode == 2, result.stdout + result.stderr
+    from click.testing import CliRunner
+
+    from trainwise.cli import main
+
+    result = CliRunner().invoke(main, ["check", target])
+    assert result.exit_code == 2, result.output
+    assert isinstance(result.exception, SystemExit)  # no traceback: a message and exit code 2
     message = " ".join(result.stderr.split())  # rich wraps long lines
     assert expected in message
-    assert "Traceback" not in result.stderr + result.stdout
     assert "no function" not in expected or "raises" in message  # lists the functions found
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["check", "missing.py"], "missing.py: no such file"),
+        (["check", "missing.py:other"], "missing.py: no such file"),
+        (["lr-find", "missing.py"], "missing.py: no such file"),
+        (["lr-find", "setup.py", "--plot", "curve.pdf"], "--plot curve.pdf: expected a .png"),
+    ],
+)
+def test_argument_errors_are_reported_before_torch_is_imported(tmp_path, args, expected):
+    (tmp_path / "setup.py").write_text("def setup(): ...\n")
+    result = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "trainwise", *args],
+        capture_output=True, text=True, cwd=tmp_path, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stdout + result.stderr
+    # -X importtime writes one "import time: self | cumulative | module" line per import.
+    imported = {
+        line.rpartition("|")[2].strip()
+        for line in result.stderr.splitlines()
+        if line.startswith("import time:")
+    }
+    assert "trainwise.cli" in imported  # the command ran
+    assert "torch" not in imported
+    message = " ".join(line for line in result.stderr.splitlines() if "import time:" not in line)
+    assert f"error: {expected}" in " ".join(message.split())
 
 
 def test_demo_shows_a_clean_and_a_broken_setup():
@@ -107,18 +150,25 @@ def test_demo_shows_a_clean_and_a_broken_setup():
     assert "digits (cannot learn)" in out and "overfit-batch" in out
     for slug in ("cannot-overfit-batch", "cannot-overfit-few", "no-better-than-baseline"):
         assert slug in out
+    # The broken setup's labels skip 8 experiments for one reason: it is said once.
+    assert out.count("skipped: labels span 1..10") == 1
+    assert out.count("skipped: same reason as init-loss") == 7
 
 
 def test_rules_and_explain():
-    listed = trainwise("rules")
-    assert listed.returncode == 0 and "softmax-before-loss" in listed.stdout
-    explained = trainwise("explain", "labels-out-of-range")
-    assert explained.returncode == 0 and "Why" in explained.stdout
+    from click.testing import CliRunner
+
+    from trainwise.cli import main
+
+    listed = CliRunner(env={"COLUMNS": "200"}).invoke(main, ["rules"])
+    assert listed.exit_code == 0 and "softmax-before-loss" in listed.stdout
+    explained = CliRunner().invoke(main, ["explain", "labels-out-of-range"])
+    assert explained.exit_code == 0 and "Why" in explained.stdout
     out = explained.stdout
     assert out.index("The mistake:") < out.index("The repair:") < out.index("Source")
     assert "TIPS.md" not in out and "seed 00" not in out
-    typo = trainwise("explain", "labels-out-of-rang")
-    assert typo.returncode == 2 and "Did you mean: labels-out-of-range" in typo.stderr
+    typo = CliRunner().invoke(main, ["explain", "labels-out-of-rang"])
+    assert typo.exit_code == 2 and "Did you mean: labels-out-of-range" in typo.stderr
 
 
 def test_console_script_is_installed():

@@ -32,6 +32,17 @@ def _run(case: str):
     return result
 
 
+# The three longest clean loops (a third of the suite's time) run under `pytest -m slow` and in
+# benchmarks/loops/run.py; what they exercise stays in the default run: LBFGS closures and
+# bfloat16 autocast in tests/test_watch_matrix.py, two watches on a GAN in
+# reported/gan_missing_d_zero_grad.
+SLOW = {"transformer_lm_bf16", "examples/time_sequence_lbfgs", "examples/dcgan"}
+
+
+def _params(cases):
+    return [pytest.param(c, marks=pytest.mark.slow) if c in SLOW else c for c in cases]
+
+
 BROKEN = [
     pytest.param("broken/log_of_zero_counts", marks=pytest.mark.fires("nonfinite-loss")),
     pytest.param("broken/sqrt_distance_at_zero", marks=pytest.mark.fires("nonfinite-gradient")),
@@ -101,7 +112,7 @@ def test_broken_loop_fires_its_rule(case):
     "train-mode-during-eval", "lr-schedule-suspicious", "loss-weights-unbalanced",
     "train-eval-mismatch", "stale-gradients",
 )  # fmt: skip
-@pytest.mark.parametrize("case", [p.stem for p in sorted(LOOPS.glob("healthy/*.py"))])
+@pytest.mark.parametrize("case", _params(p.stem for p in sorted(LOOPS.glob("healthy/*.py"))))
 def test_healthy_loop_raises_nothing(case):
     # MLP, CNN with accumulation, GRU with clipping, transformer LM in bf16 with accumulation,
     # GradScaler skipping its first steps: no finding at all, not even an info.
@@ -123,7 +134,7 @@ EXAMPLES = [f"examples/{p.stem}" for p in sorted(LOOPS.glob("examples/*.py"))]
     "overfitting", "underfitting", "loss-plateau", "missing-zero-grad", "update-ratio-high",
     "weights-changed-outside-optimizer", "frozen-weights-changing", "frozen-parameters",
 )  # fmt: skip
-@pytest.mark.parametrize("case", EXAMPLES)
+@pytest.mark.parametrize("case", _params(EXAMPLES))
 def test_example_loop_raises_no_warning(case):
     result = _run(case)
     assert_clean(result.findings)
@@ -159,3 +170,8 @@ def test_ddp_replicas_out_of_sync_under_torchrun_and_in_sync_with_ddp():
     runs = loop.run_two_processes()
     assert_fires(runs["unwrapped"], "ddp-out-of-sync")
     assert [f.rule for f in runs["wrapped"]] == []
+
+
+def test_the_slow_loops_exist():
+    healthy = {p.stem for p in LOOPS.glob("healthy/*.py")}
+    assert SLOW <= healthy | set(EXAMPLES)

@@ -15,6 +15,7 @@ from torch.nn import functional as F
 
 from trainwise.data import (
     DEFAULT_SAMPLE,
+    EXPECTED_TENSORS,
     DataSample,
     first_rows,
     sample_dataset,
@@ -36,7 +37,7 @@ from trainwise.loss_kinds import (
     LossKind,
 )
 from trainwise.spec import Setup
-from trainwise.tracing import Trace, trace_model
+from trainwise.tracing import ForwardError, Trace, trace_model
 
 _LOSS_CLASSES: dict[type, LossKind] = {
     nn.CrossEntropyLoss: CROSS_ENTROPY,
@@ -251,7 +252,25 @@ class StaticContext:
         return bool(((valid >= 0) & (valid < c)).all())
 
     def check_loss_accepts_output(self) -> None:
-        """Run the loss on the traced output; a mismatch is unusable input (SetupError)."""
+        """Run the model, then the loss on its output; a failure is unusable input (SetupError).
+
+        When the training data hold something that is no tensor (a string...) and the model or
+        the loss fails, the message names that sample and its type: the layer that raised is
+        only where the cause surfaced."""
+        try:
+            self._check_loss_accepts_output()
+        except SetupError as exc:
+            failed = "model" if isinstance(exc, ForwardError) else "loss"
+            found = self.train_sample.non_tensor
+            # The model reads the inputs, the loss the targets.
+            if found is None or found[0] != ("input" if failed == "model" else "target"):
+                raise
+            cause = type(exc.__cause__).__name__ if exc.__cause__ is not None else "an error"
+            raise SetupError(
+                f"{found[1]}, and the {failed} raised {cause} on it; {EXPECTED_TENSORS}"
+            ) from exc
+
+    def _check_loss_accepts_output(self) -> None:
         out, y = self.output, self.batch[1]
         if not self.labels_in_range():
             return  # the loss would crash on the labels; labels-out-of-range reports it

@@ -31,6 +31,48 @@ def as_pair(item: Any, index: int, where: str) -> tuple[Any, Any]:
     )
 
 
+# What a sample's input and target may be made of: tensors and arrays, or plain numbers (the
+# default collate turns those into tensors), inside tuples, lists and dicts.
+TENSOR_LIKE = (torch.Tensor, np.ndarray, np.generic, bool, int, float, complex)
+EXPECTED_TENSORS = (
+    "expected a tensor (or a tuple/dict of tensors): convert it in the dataset's __getitem__ "
+    "or the DataLoader's collate_fn (e.g. tokenize text into token ids, "
+    "transforms.ToTensor() for images)"
+)
+
+
+def first_non_tensor(items: list, indices: list[int], where: str) -> tuple[str, str] | None:
+    """("input", "train sample 3 is not made of tensors: its input is a str ('a fine film')")
+    for the first sample with a part that is no tensor (a string, an image object...)."""
+    for index, item in zip(indices, items, strict=True):
+        for part, value in zip(("input", "target"), item, strict=True):
+            if (found := _not_tensor(value, f"its {part}")) is not None:
+                path, bad = found
+                shown = repr(bad) if len(repr(bad)) <= 40 else repr(bad)[:37] + "..."
+                return part, (
+                    f"{where} sample {index} is not made of tensors: {path} is a "
+                    f"{type(bad).__name__} ({shown})"
+                )
+    return None
+
+
+def _not_tensor(value: Any, path: str) -> tuple[str, Any] | None:
+    """(where, value) of the first part of `value` that is not tensor-like, else None."""
+    if isinstance(value, TENSOR_LIKE):
+        return None
+    if isinstance(value, (tuple, list)):
+        for i, v in enumerate(value):
+            if (found := _not_tensor(v, f"{path}[{i}]")) is not None:
+                return found
+        return None
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if (found := _not_tensor(v, f"{path}[{k!r}]")) is not None:
+                return found
+        return None
+    return path, value
+
+
 def dataset_len(dataset: Dataset) -> int | None:
     if isinstance(dataset, IterableDataset):
         return None
@@ -48,6 +90,9 @@ class DataSample:
     inputs: Any
     targets: Any
     dataset_size: int | None
+    # (the part, "input" or "target", and a sentence naming the sample) where the sample holds
+    # something that is no tensor (a string...); None when it is all tensors.
+    non_tensor: tuple[str, str] | None = None
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -86,12 +131,24 @@ def sample_dataset(
     except SetupError:
         raise
     except Exception as exc:
+        if (found := first_non_tensor(items, indices, where)) is not None:
+            raise SetupError(f"{found[1]}; {EXPECTED_TENSORS}") from exc  # the cause, not collate
         raise SetupError(
             f"could not collate {where} samples into a batch ({type(exc).__name__}: {exc}); "
             "items must be (tensor-like input, tensor-like target) of equal shapes, or the "
             "DataLoader must have a collate_fn that pads them"
         ) from exc
-    return DataSample(indices, inputs, targets, size)
+    # Kept, not raised: a model may take strings (and tokenize them itself). When the model or
+    # the loss fails on such a batch, this names the sample instead of the layer.
+    non_tensor = None
+    for part, value in (("input", inputs), ("target", targets)):
+        if non_tensor is None and _not_tensor(value, "") is not None:
+            non_tensor = first_non_tensor(items, indices, where) or (
+                part,
+                f"the collated {where} batch is not made of tensors: its {part} is "
+                f"{shape_of(value)}",
+            )
+    return DataSample(indices, inputs, targets, size, non_tensor)
 
 
 def _get(dataset: Dataset, index: int, where: str) -> Any:
@@ -112,6 +169,11 @@ def take(value: Any, index: torch.Tensor | slice) -> Any:
     """Rows `index` of a collated batch (a tensor, or tuples/dicts of them)."""
     if isinstance(value, torch.Tensor):
         return value[index]
+    if isinstance(value, (tuple, list)) and value and all(isinstance(v, (str, bytes)) for v in value):
+        # The default collate keeps strings as a sequence with one per row (for a model that
+        # tokenizes its input itself): rows, not parts.
+        rows = index.tolist() if isinstance(index, torch.Tensor) else range(len(value))[index]
+        return type(value)(value[i] for i in rows)
     if isinstance(value, (tuple, list)):
         return type(value)(take(v, index) for v in value)
     if isinstance(value, dict):

@@ -1,4 +1,8 @@
-"""Load a setup file: a Python file defining `setup()` that returns a trainwise.Setup."""
+"""Load a setup file: a Python file defining `setup()` that returns a trainwise.Setup.
+
+Only the standard library is imported at the top: the command line finds a missing file
+(`setup_file`) before it pays for importing torch, which alone takes seconds.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +11,12 @@ import inspect
 import sys
 import traceback
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from trainwise.errors import SetupError
-from trainwise.spec import Setup
+
+if TYPE_CHECKING:
+    from trainwise.spec import Setup
 
 DEFAULT_FUNCTION = "setup"
 
@@ -22,11 +29,21 @@ def split_target(target: str) -> tuple[Path, str]:
     return Path(target), DEFAULT_FUNCTION
 
 
-def load_setup(target: str) -> Setup:
-    path, function = split_target(target)
+def setup_file(target: str) -> Path:
+    """The file `target` names, or a SetupError naming it when there is no such file."""
+    path, _ = split_target(target)
     if not path.is_file():
         hint = " (a setup file is a .py file)" if path.suffix != ".py" else ""
-        raise SetupError(f"{path}: no such file{hint}")
+        what = "a folder, not a file" if path.is_dir() else "no such file"
+        raise SetupError(f"{path}: {what}{hint}")
+    return path
+
+
+def load_setup(target: str) -> Setup:
+    from trainwise.spec import Setup  # torch: only once the file is known to exist
+
+    path = setup_file(target)
+    _, function = split_target(target)
     module = _import_file(path)
     factory = getattr(module, function, None)
     if factory is None:

@@ -84,7 +84,7 @@ def test_table_has_the_columns_and_the_changed_setting(two_runs):
         "kind",
         "commit",
         "changed",
-        "best val",
+        "result",
         "train loss",
         "found",
         "status",
@@ -94,6 +94,60 @@ def test_table_has_the_columns_and_the_changed_setting(two_runs):
     assert f"{head}*" in out  # the second run: dirty mark
     assert "lr=0.003" in out  # the setting that differs from the run before
     assert "val/acc 0.75" in out and "1 warn" in out and "finished" in out
+
+
+def _lr_find_run(root):
+    """A real LR range test's record: SGD at lr=8 diverges at the end of the sweep."""
+    import torch
+    from torch import nn
+
+    import trainwise as tw
+
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(256, 8, generator=g), torch.randint(0, 3, (256,), generator=g)
+    model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 3))
+    opt = torch.optim.SGD(model.parameters(), lr=8.0)
+    loader = [(x[i : i + 32], y[i : i + 32]) for i in range(0, 256, 32)]
+    return tw.lr_find(model, loader, nn.functional.cross_entropy, opt, num_iter=60,
+                      runs_dir=root)  # fmt: skip
+
+
+def test_an_lr_find_row_shows_the_suggested_lr_not_the_diverged_sweep_loss(two_runs):
+    root, _ = two_runs
+    result = _lr_find_run(root)
+    assert result.suggested_lr is not None
+    last_sweep_loss = float(result.losses[-1])
+    rows = list(csv.DictReader(io.StringIO(runs_cli("runs", "--csv", "--root", str(root)).output)))
+    assert rows[-1]["kind"] == "lr_find"
+    assert float(rows[-1]["suggested_lr"]) == pytest.approx(result.suggested_lr)
+    assert rows[-1]["train_loss"] == ""  # the sweep's end is not a training loss
+    out = runs_cli("runs", "--root", str(root)).output
+    assert f"lr {result.suggested_lr:.2g} (suggested)" in out
+    assert f"{last_sweep_loss:.4g}" not in out
+
+
+@pytest.mark.parametrize("width", [200, 100, 80, 60])
+def test_the_table_fits_the_terminal_without_splitting_a_word(two_runs, width):
+    from rich.console import Console
+
+    from trainwise.cli.runs import runs_table
+    from trainwise.runs.table import COLUMNS, table_rows
+
+    root, _ = two_runs
+    _lr_find_run(root)  # a row of another kind, with a result of its own
+    console = Console(width=width, record=True, color_system=None)
+    console.print(runs_table(table_rows(list_runs(root)), "runs", width))
+    lines = console.export_text().splitlines()
+    assert max(len(line) for line in lines) <= width
+    header = next(line for line in lines if "#" in line and "run" in line)
+    cells = [c.strip() for c in header.strip("┃│ ").replace("┃", "│").split("│")]
+    assert set(cells) <= set(COLUMNS)  # every header whole on one line: none split or cut
+    assert {"#", "run", "changed", "result", "found", "status"} <= set(cells)
+    # Each run is one line: no cell wraps onto a second.
+    body = [line for line in lines if line.lstrip("│ ")[:1].isdigit()]
+    assert len(body) == len(list_runs(root))
+    if width >= 160:
+        assert set(cells) == set(COLUMNS)
 
 
 def test_csv_and_markdown_exports(two_runs):

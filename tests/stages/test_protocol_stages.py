@@ -4,6 +4,8 @@ Small setups (blobs, tiny models) and single stages keep these fast; the fault s
 tests/stages/test_healthy_examples.py run the whole protocol.
 """
 
+import math
+
 import pytest
 import torch
 from torch import nn
@@ -348,6 +350,16 @@ def test_slow_step_fires_above_the_threshold_with_the_breakdown():
 @pytest.mark.silent("slow-step")
 def test_a_small_mlp_step_is_fast():
     assert_silent(run(healthy(), SpeedStage()), "slow-step")
+
+
+def test_quick_skips_the_experiments_at_the_speed_stages_own_limit():
+    # The limit slow-step judges is the one --quick skips training at, so a test (or a user)
+    # that sets it decides both; these two limits leave nothing to the machine's speed.
+    over = run(healthy(), SpeedStage(slow_step_seconds=1e-9), OverfitBatchStage())
+    assert over.stages[-1].status == "skipped" and "slow-step" in over.stages[-1].summary
+    under = run(healthy(), SpeedStage(slow_step_seconds=math.inf), OverfitBatchStage())
+    assert under.stages[-1].status == "pass"
+    assert_silent(under, "slow-step")
 
 
 # -- the protocol as a whole ------------------------------------------------------------------

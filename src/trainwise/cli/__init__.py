@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 from rich.console import Console
 from rich.markdown import Markdown
+from rich.markup import escape
 from rich.table import Table
 
 from trainwise.errors import SetupError
@@ -59,6 +60,12 @@ def check(
     mlflow_uri: str | None,
 ) -> None:
     """Examine the Setup returned by setup() in FILE (or FILE:FUNCTION)."""
+    from trainwise.loader import setup_file
+
+    try:  # a mistyped file name is reported at once, before torch is imported (seconds)
+        setup_file(target)
+    except SetupError as exc:
+        _fail_unusable(exc)
     from trainwise.check import check as run_check
     from trainwise.loader import load_setup
     from trainwise.report.terminal import render_report
@@ -79,10 +86,13 @@ def check(
         _fail_unusable(exc)
     render_report(report, console)
     if report.record_path is not None:
-        console.print(f"[dim]run record: {report.record_path}  (`trainwise runs` lists your runs)")
+        console.print(
+            f"[dim]run record: {escape(str(report.record_path))}  (`trainwise runs` lists your "
+            "runs)"
+        )
     if json_path:
         Path(json_path).write_text(report.to_json())
-        console.print(f"JSON report written to {json_path}")
+        console.print(f"JSON report written to {escape(json_path)}")
     sys.exit(report.exit_code)
 
 
@@ -105,7 +115,7 @@ def rules(category: str | None) -> None:
         table.add_column(col)
     for r in CATALOGUE.values():
         if category is None or r.category == category:
-            table.add_row(r.slug, r.severity, r.category, r.summary)
+            table.add_row(*(escape(v) for v in (r.slug, r.severity, r.category, r.summary)))
     console.print(table)
     console.print("`trainwise explain SLUG` prints a rule's documentation.")
 
@@ -193,16 +203,23 @@ def lr_find_command(
     """LR range test on the Setup in FILE: a suggested LR, its range, and the plot."""
     import json
 
+    from trainwise.loader import setup_file
+
+    # Argument errors are reported at once, before torch is imported (seconds).
+    if not no_plot and Path(plot_path).suffix.lower() not in (".png", ".svg"):
+        _fail_unusable(SetupError(f"--plot {plot_path}: expected a .png or .svg file name"))
+    try:
+        setup_file(target)
+    except SetupError as exc:
+        _fail_unusable(exc)
     from trainwise.loader import load_setup
     from trainwise.lr_find import lr_find
     from trainwise.lr_trials import trial_cell
     from trainwise.report.terminal import finding_panel
 
-    if not no_plot and Path(plot_path).suffix.lower() not in (".png", ".svg"):
-        _fail_unusable(SetupError(f"--plot {plot_path}: expected a .png or .svg file name"))
     try:
         setup = load_setup(target)
-        doing = f"LR range test on {setup.name} ({num_iter} steps"
+        doing = f"LR range test on {escape(setup.name)} ({num_iter} steps"
         doing += f", {seeds} seeds)" if seeds > 1 else ")"
         if trial_steps:
             doing += f", then trial runs of {trial_steps} steps"
@@ -211,7 +228,7 @@ def lr_find_command(
 
             def on_trial(lr: float, score: float) -> None:
                 done.append(trial_cell(lr, score))
-                status.update(f"{doing}; trial {len(done)} done ({', '.join(done[-3:])})")
+                status.update(f"{doing}; trial {len(done)} done ({escape(', '.join(done[-3:]))})")
 
             result = lr_find(
                 setup,
@@ -227,26 +244,28 @@ def lr_find_command(
             )
     except SetupError as exc:
         _fail_unusable(exc)
-    console.print(f"[bold]LR range test[/] of {setup.name}")
-    console.print(result.summary(), highlight=False)
+    console.print(f"[bold]LR range test[/] of {escape(setup.name)}")
+    console.print(escape(result.summary()), highlight=False)
     if result.findings:  # blocked by the static checks, as `check` is: say which, and stop
         for finding in result.findings:
             console.print(finding_panel(finding))
         if result.record_path is not None:
-            console.print(f"run record: {result.record_path}", highlight=False)
+            console.print(f"run record: {escape(str(result.record_path))}", highlight=False)
         sys.exit(EXIT_FINDINGS)
     if not no_plot:
         result.plot(plot_path)
-        console.print(f"plot written to {plot_path}")
+        console.print(f"plot written to {escape(plot_path)}")
     if json_path:
         Path(json_path).write_text(json.dumps(result.to_dict()))
-        console.print(f"JSON written to {json_path}")
+        console.print(f"JSON written to {escape(json_path)}")
     if result.record_path is not None:
-        console.print(f"run record: {result.record_path}", highlight=False)
+        console.print(f"run record: {escape(str(result.record_path))}", highlight=False)
 
 
 def _fail_unusable(exc: SetupError) -> None:
-    err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+    # escape: a message may hold square brackets (a stage tag "[static]", a list, an index)
+    # that rich would otherwise read as markup and drop.
+    err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
     sys.exit(EXIT_UNUSABLE)
 
 

@@ -60,9 +60,7 @@ def runs_group(
     from trainwise.runs.store import list_runs
 
     runs = list_runs(root)
-    rows = table_rows(
-        runs
-    )  # "changed" compares with the previous run of the kind, so before filters
+    rows = table_rows(runs)  # "changed" compares with the previous run of a kind: before filters
     if kind:
         rows = [r for r in rows if r["kind"] == kind]
     if last:
@@ -76,16 +74,77 @@ def runs_group(
     if not rows:
         console.print(f"No runs in {runs_root(root)}. `trainwise check` records one.")
         return
-    table = Table(title=f"runs in {runs_root(root)}", title_justify="left")
-    for col in COLUMNS:
-        numeric = col in ("#", "best val", "train loss")
-        table.add_column(col, justify="right" if numeric else "left", overflow="fold")
-    for row in rows:
-        shown = display_row(row)
-        shown["status"] = f"[{STATUS_STYLE.get(row['status'], 'white')}]{row['status']}"
-        table.add_row(*[shown[c] if c == "status" else escape(shown[c]) for c in COLUMNS])
-    console.print(table)
+    console.print(runs_table(rows, f"runs in {runs_root(root)}", console.width))
     console.print("[dim]`trainwise runs show N`, `trainwise runs diff A B`, `trainwise report N`")
+
+
+# The table in a terminal of `width` columns. Words are never split across lines: columns are
+# dropped (least useful first) until the rest fits, and the free-text columns are cut with an
+# ellipsis instead of wrapping; `--csv` keeps every column in full.
+NUMERIC = ("#", "train loss")
+DROPPED_WHEN_NARROW = ("commit", "train loss", "kind", "date")  # in this order
+# Free text, with its narrowest useful width; what is left goes to them in this order.
+FLEXIBLE = {"result": 12, "run": 10, "changed": 10}
+RULES_AND_PADDING = 3  # per column: a space either side and a rule (plus one outer rule)
+
+
+def runs_table(rows: list[dict[str, Any]], title: str, width: int) -> Table:
+    shown = [display_row(r) for r in rows]
+    columns = list(COLUMNS)
+
+    def natural(c: str) -> int:
+        return max([len(c), *(len(r[c]) for r in shown)])
+
+    def narrowest(c: str) -> int:
+        return min(natural(c), FLEXIBLE[c]) if c in FLEXIBLE else natural(c)
+
+    def fits() -> bool:
+        return sum(narrowest(c) + RULES_AND_PADDING for c in columns) + 1 <= width
+
+    for drop in DROPPED_WHEN_NARROW:
+        if fits():
+            break
+        if drop == "date":  # first without the year: "2026-05-04 13:09" -> "05-04 13:09"
+            for r in shown:
+                r["date"] = r["date"][5:]
+            if fits():
+                break
+        columns.remove(drop)
+    widths = _allot(columns, natural, narrowest, width)
+    table = Table(title=title, title_justify="left")
+    for c in columns:
+        table.add_column(
+            c,
+            justify="right" if c in NUMERIC else "left",
+            width=widths[c],
+            no_wrap=True,
+            overflow="ellipsis",
+        )
+    for row, cells in zip(rows, shown, strict=True):
+        style = STATUS_STYLE.get(row["status"], "white")
+        table.add_row(
+            *[f"[{style}]{escape(cells[c])}" if c == "status" else escape(cells[c]) for c in columns]
+        )
+    return table
+
+
+def _allot(columns: list[str], natural, narrowest, width: int) -> dict[str, int]:
+    """Column widths: the fixed columns as wide as their widest cell; the free-text ones start
+    at their header's width and grow, the result first, to their narrowest useful width, then
+    to their widest cell, while room is left."""
+    widths = {c: natural(c) for c in columns}
+    flexible = [c for c in FLEXIBLE if c in columns]
+    fixed = sum(widths[c] for c in columns if c not in FLEXIBLE)
+    room = width - 1 - RULES_AND_PADDING * len(columns) - fixed
+    for c in flexible:
+        widths[c] = len(c)
+        room -= len(c)
+    for target in (narrowest, natural):
+        for c in flexible:
+            grow = max(0, min(room, target(c) - widths[c]))
+            widths[c] += grow
+            room -= grow
+    return widths
 
 
 @runs_group.command("show", context_settings=NEGATIVE_NUMBERS)

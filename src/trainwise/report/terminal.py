@@ -37,12 +37,16 @@ def _stage_table(report: Report) -> Table:
     table.add_column("status")
     table.add_column("time", justify="right")
     table.add_column("summary")
+    first_skipped: dict[str, str] = {}  # a skip reason -> the first stage skipped for it
     for s in report.stages:
+        summary = escape(s.summary)
+        if s.status == "skipped":
+            # Blocking data skips every experiment for one reason: said once, then referred to.
+            if s.summary in first_skipped:
+                summary = f"[dim]skipped: same reason as {escape(first_skipped[s.summary])}"
+            first_skipped.setdefault(s.summary, s.name)
         table.add_row(
-            s.name,
-            Text(s.status, style=STATUS_STYLE[s.status]),
-            f"{s.seconds:.1f}s",
-            escape(s.summary),
+            s.name, Text(s.status, style=STATUS_STYLE[s.status]), f"{s.seconds:.1f}s", summary
         )
     return table
 

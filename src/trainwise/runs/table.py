@@ -17,7 +17,7 @@ from trainwise.runs.describe import flatten
 from trainwise.runs.store import RunRecord
 from trainwise.runs.summary import TRAIN_LOSS_KEYS, lower_is_better
 
-COLUMNS = ("#", "run", "date", "kind", "commit", "changed", "best val", "train loss", "found",
+COLUMNS = ("#", "run", "date", "kind", "commit", "changed", "result", "train loss", "found",
            "status")  # fmt: skip
 MAX_CHANGES_SHOWN = 3
 
@@ -33,6 +33,7 @@ def table_rows(runs: list[RunRecord]) -> list[dict[str, Any]]:
         previous[kind] = config
         summary = run.summary
         best_key, best = primary_validation(summary)
+        lr_find = summary.get("lr_find") or {}
         git = meta.get("git") or {}
         counts = summary.get("findings") or {}
         rows.append(
@@ -47,7 +48,10 @@ def table_rows(runs: list[RunRecord]) -> list[dict[str, Any]]:
                 "changed": changed,
                 "best_val_metric": best_key,
                 "best_val": best,
-                "train_loss": train_loss(summary),
+                # A range test's last loss is the diverged end of its sweep, not a training
+                # loss: its result is the LR it suggests.
+                "train_loss": None if kind == "lr_find" else train_loss(summary),
+                "suggested_lr": lr_find.get("suggested_lr"),
                 "errors": counts.get("error", 0),
                 "warnings": counts.get("warning", 0),
                 "infos": counts.get("info", 0),
@@ -95,9 +99,7 @@ def display_row(row: dict[str, Any]) -> dict[str, str]:
         "kind": row["kind"],
         "commit": (row["commit"] or "-") + ("*" if row["dirty"] else ""),
         "changed": _changes(row["changed"]),
-        "best val": f"{row['best_val_metric']} {fmt(row['best_val'])}"
-        if row["best_val_metric"]
-        else "",
+        "result": _result(row),
         "train loss": fmt(row["train_loss"]),
         "found": _found(row),
         "status": row["status"],
@@ -114,8 +116,8 @@ def to_markdown(rows: list[dict[str, Any]]) -> str:
 
 
 CSV_FIELDS = ("number", "id", "name", "started", "kind", "commit", "dirty", "changed",
-              "best_val_metric", "best_val", "train_loss", "errors", "warnings", "infos",
-              "verdict", "status")  # fmt: skip
+              "best_val_metric", "best_val", "train_loss", "suggested_lr", "errors", "warnings",
+              "infos", "verdict", "status")  # fmt: skip
 
 
 def to_csv(rows: list[dict[str, Any]]) -> str:
@@ -127,6 +129,15 @@ def to_csv(rows: list[dict[str, Any]]) -> str:
         flat["changed"] = "; ".join(f"{k}: {a} -> {b}" for k, a, b in row["changed"])
         writer.writerow(flat)
     return out.getvalue()
+
+
+def _result(row: dict[str, Any]) -> str:
+    """What the run came to: its best validation metric, or the LR a range test suggests."""
+    if row["best_val_metric"]:
+        return f"{row['best_val_metric']} {fmt(row['best_val'])}"
+    if row["suggested_lr"] is not None:
+        return f"lr {row['suggested_lr']:.2g} (suggested)"
+    return ""
 
 
 def _short_id(run_id: str) -> str:

@@ -12,6 +12,7 @@ from trainwise.context import StaticContext
 from trainwise.findings import Finding
 from trainwise.measurements import Memorized
 from trainwise.rules import judge
+from trainwise.rules.protocol import SLOW_STEP
 from trainwise.spec import Setup
 
 if TYPE_CHECKING:
@@ -57,6 +58,8 @@ class CheckRun:
     # Left by the stages for later ones:
     static_findings: list[Finding] | None = None  # static: what its rules found
     step_seconds: float | None = None  # speed: the judged median training step
+    # speed: its slow-step limit; --quick skips the training experiments on a step over it
+    slow_step_seconds: float = SLOW_STEP
     overfit_batch: TrainedBatch | None = None  # overfit-batch, for input-dependence
     short_training: Trained | None = None  # baselines, for train-eval
 

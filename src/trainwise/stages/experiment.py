@@ -31,7 +31,6 @@ from trainwise.loss_kinds import BINARY, CLASS_INDEX, L1, MSE
 from trainwise.rules.data import labels_out_of_range
 from trainwise.rules.dataset import nonfinite_inputs, nonfinite_parts
 from trainwise.rules.optimizer import frozen_parameters
-from trainwise.rules.protocol import SLOW_STEP
 from trainwise.rules.protocol import fmt as fmt  # numbers in summaries read as in messages
 from trainwise.stages.base import CheckRun, StageOutcome
 from trainwise.state import preserved, preserved_rng
@@ -295,10 +294,11 @@ def training_skip_reason(run: CheckRun) -> str | None:
 
 
 def slow_for_quick(run: CheckRun) -> float | None:
-    """The measured step time when --quick should skip training on it (over slow-step's limit),
-    else None. Every training experiment, the LR sweep included, skips at this one threshold."""
+    """The measured step time when --quick should skip training on it (over slow-step's limit,
+    the speed stage's), else None. Every training experiment, the LR sweep included, skips at
+    this one threshold."""
     step = run.step_seconds or 0.0
-    return step if run.quick and step > SLOW_STEP else None
+    return step if run.quick and step > run.slow_step_seconds else None
 
 
 def blocking_reason(run: CheckRun) -> str | None:

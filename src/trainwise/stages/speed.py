@@ -32,6 +32,7 @@ class SpeedStage:
         self.slow_step_seconds = slow_step_seconds
 
     def run(self, run: CheckRun) -> StageOutcome:
+        run.slow_step_seconds = self.slow_step_seconds  # the one limit --quick skips at, too
         if (reason := ex.blocking_reason(run)) is not None:
             return ex.skipped(reason)
         b = ex.budgets(run)
