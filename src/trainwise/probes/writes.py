@@ -44,7 +44,6 @@ class WriteProbe:
         self.params: list[torch.Tensor] = []
         self.names: list[str] = []
         self._frozen_held: torch.Tensor | None = None  # (N,) bool: held with requires_grad=False
-        self._frozen_names: list[str] = []
         self._at_start: torch.Tensor | None = None  # (N,) fingerprints when the step started
         self._at_end: torch.Tensor | None = None  # (N,) fingerprints when the last step ended
         self._slots: tuple[int, int] = (-1, -1)
@@ -60,7 +59,6 @@ class WriteProbe:
     def set_frozen(self, frozen_held: list[bool]) -> None:
         """Which of the optimizer's tensors (the first len(frozen_held)) have requires_grad=False
         now: those must not move when it steps."""
-        self._frozen_names = [n for n, f in zip(self.names, frozen_held, strict=False) if f]
         mask = frozen_held + [False] * (len(self.params) - len(frozen_held))
         self._frozen_held = torch.tensor(mask, dtype=torch.bool) if any(mask) else None
 
@@ -89,8 +87,10 @@ class WriteProbe:
         now = self._fingerprints()
         start, frozen = self._at_start, self._frozen_held
         if now is not None and start is not None and frozen is not None:
-            moved = _differ(now, start)[frozen.to(now.device)]  # (F,): the frozen held tensors
-            self._slots = (self._slots[0], pending.add(moved.float()))
+            if frozen.device != now.device:  # moved once (a host->device copy per step would
+                frozen = self._frozen_held = frozen.to(now.device)  # wait on the device)
+            moved = _differ(now, start) & frozen  # (N,): only frozen held tensors can be set
+            self._slots = (self._slots[0], pending.add(moved))  # (a mask, not an index: no sync)
         self._at_end, self._at_start = now, None
 
     def write(self, values: list[list[float]], t: int, signals: Signals) -> None:
@@ -106,7 +106,7 @@ class WriteProbe:
                 )
         if frozen_slot >= 0:
             moved = values[frozen_slot]
-            names = tuple(n for n, m in zip(self._frozen_names, moved, strict=True) if m)
+            names = tuple(n for n, m in zip(self.names, moved, strict=True) if m)
             signals.add(FROZEN_MOVED.key, t, float(len(names)))
             if names:
                 signals.events[FROZEN_MOVED_NAMES] = FrozenMoved(t, names)
