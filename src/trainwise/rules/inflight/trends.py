@@ -17,6 +17,7 @@ import math
 from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
 
+from trainwise.rules.inflight.base import median
 from trainwise.signals import Series
 
 MAX_POINTS = 20  # a window is fitted on at most this many group medians
@@ -84,17 +85,10 @@ def _groups(steps: list[int], values: list[float]) -> tuple[list[float], list[fl
     xs, ys = [], []
     for g in range(MAX_POINTS):
         lo, hi = g * n // MAX_POINTS, (g + 1) * n // MAX_POINTS
-        chunk_x, chunk_y = steps[lo:hi], sorted(values[lo:hi])
-        m = len(chunk_y)
+        chunk_x = steps[lo:hi]
         xs.append(0.5 * (chunk_x[0] + chunk_x[-1]))
-        ys.append(chunk_y[m // 2] if m % 2 else 0.5 * (chunk_y[m // 2 - 1] + chunk_y[m // 2]))
+        ys.append(median(values[lo:hi]))
     return xs, ys
-
-
-def _median(values: list[float]) -> float:
-    ordered = sorted(values)
-    n = len(ordered)
-    return ordered[n // 2] if n % 2 else 0.5 * (ordered[n // 2 - 1] + ordered[n // 2])
 
 
 def fit(steps: list[int], values: list[float]) -> Trend | None:
@@ -115,8 +109,8 @@ def fit(steps: list[int], values: list[float]) -> Trend | None:
             s += (dy > 0) - (dy < 0)
             if xs[j] > xi:
                 slopes.append(dy / (xs[j] - xi))
-    slope = _median(slopes) if slopes else 0.0
-    intercept = _median([y - slope * x for x, y in zip(xs, ys, strict=True)])
+    slope = median(slopes) if slopes else 0.0
+    intercept = median([y - slope * x for x, y in zip(xs, ys, strict=True)])
     var = n * (n - 1) * (2 * n + 5) / 18
     z = 0.0 if s == 0 else (s - (1 if s > 0 else -1)) / math.sqrt(var)
     first, last = float(steps[0]), float(steps[-1])
@@ -128,12 +122,12 @@ def fit(steps: list[int], values: list[float]) -> Trend | None:
     change = at_end - at_start
     # The scatter around the line (robust: 1.4826 x the median absolute residual) makes the
     # fitted change uncertain by about scatter x sqrt(12 / n) (least squares on evenly spread x).
-    scatter = 1.4826 * _median(
+    scatter = 1.4826 * median(
         [abs(y - intercept - slope * x) for x, y in zip(xs, ys, strict=True)]
     )
     noise = scatter * math.sqrt(12 / n)
     if not log:  # no log for a loss that reaches 0 or below: relative to its level
-        scale = max(abs(_median(ys)), 1e-12)
+        scale = max(abs(median(ys)), 1e-12)
         change, noise = change / scale, noise / scale
     return Trend(change, z, start, end, noise, len(values), int(last - first), log)
 
