@@ -25,6 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from trainwise.probes.gradients import tensor_norm
 from trainwise.probes.params import clean_name
 from trainwise.probes.pending import Pending
 from trainwise.signals import FIRST_FORWARDS, FirstForwards, ModuleGap, Signals
@@ -55,12 +56,7 @@ def rms(t: torch.Tensor) -> torch.Tensor:
     """0-d float32 RMS on the device (no sync). Half precisions are accumulated in float32,
     float64 in its own precision (torch refuses to narrow a reduction's input)."""
     with torch.no_grad():
-        t = t.detach()
-        if t.dtype.itemsize > 4:
-            norm = torch.linalg.vector_norm(t).float()
-        else:
-            norm = torch.linalg.vector_norm(t, dtype=torch.float32)
-        return norm / math.sqrt(t.numel())
+        return tensor_norm(t.detach(), torch.float32) / math.sqrt(t.numel())
 
 
 def _kind(module: nn.Module) -> str:

@@ -36,16 +36,16 @@ def grad_norms(grads: list[torch.Tensor], dtype: torch.dtype = torch.float32) ->
     (float64, complex) are reduced in their own precision and the norm is cast: torch refuses
     to narrow a reduction's input."""
     if any(g.is_sparse for g in grads):  # nn.Embedding(sparse=True): no batched kernel
-        return torch.stack([_norm(g, dtype) for g in grads])
+        return torch.stack([tensor_norm(g, dtype) for g in grads])
     try:
         if all(g.dtype == dtype for g in grads):  # no cast asked: the faster kernel, same bits
             return torch.stack(torch._foreach_norm(grads, 2))
         return torch.stack(torch._foreach_norm(grads, 2, dtype=dtype))
     except (RuntimeError, TypeError):  # mixed devices/dtypes, wider or sparse grads: one by one
-        return torch.stack([_norm(g, dtype) for g in grads])
+        return torch.stack([tensor_norm(g, dtype) for g in grads])
 
 
-def _norm(g: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+def tensor_norm(g: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """One tensor's L2 norm as a real 0-d tensor of `dtype`."""
     if g.is_sparse:  # duplicate indices add up: the norm is that of the coalesced values
         g = g.coalesce().values()
