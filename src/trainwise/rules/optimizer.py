@@ -61,9 +61,10 @@ def _count(names: list[str], params: dict[str, nn.Parameter]) -> int:
     return sum(params[n].numel() for n in names)
 
 
-def _listed(names: list[str], limit: int = 5) -> str:
+def listed(names: list[str] | tuple[str, ...], limit: int = 5, quote: str = "") -> str:
+    """The first `limit` names (each between `quote`s), and how many more."""
     more = f" and {len(names) - limit} more" if len(names) > limit else ""
-    return ", ".join(names[:limit]) + more
+    return ", ".join(f"{quote}{n}{quote}" for n in names[:limit]) + more
 
 
 @rule(
@@ -111,7 +112,7 @@ def frozen_parameters(ctx: StaticContext) -> Iterator[Hit]:
     if frozen_held:
         yield Hit(
             f"the optimizer holds {len(frozen_held)} frozen parameter tensors "
-            f"({_count(frozen_held, params):,} values: {_listed(frozen_held)}); they never change",
+            f"({_count(frozen_held, params):,} values: {listed(frozen_held)}); they never change",
             where=frozen_held[0],
             evidence={"frozen_held": frozen_held, "values": _count(frozen_held, params)},
             fix="If they should learn, `requires_grad_(True)`; if they are meant to stay fixed, "
@@ -158,7 +159,7 @@ def params_not_in_optimizer(ctx: StaticContext) -> Iterator[Hit]:
     )
     yield Hit(
         f"the optimizer does not hold {len(missing)} trainable parameter tensors ({count:,} of "
-        f"{trainable:,} trainable values, {count / trainable:.0%}): {_listed(missing)}{note}",
+        f"{trainable:,} trainable values, {count / trainable:.0%}): {listed(missing)}{note}",
         where=missing[0],
         evidence={
             "missing": missing,
@@ -224,10 +225,10 @@ def unused_parameters(ctx: StaticContext) -> Iterator[Hit]:
     modules = sorted({n.rsplit(".", 1)[0] if "." in n else n for n in unused})
     yield Hit(
         f"{len(unused)} trainable parameter tensors ({count:,} values) get no gradient from the "
-        f"loss: {_listed(unused)}",
+        f"loss: {listed(unused)}",
         where=unused[0],
         evidence={"unused": unused, "values": count},
-        fix=f"Remove {_listed(modules)} from the model, or route their output into the loss "
+        fix=f"Remove {listed(modules)} from the model, or route their output into the loss "
         "(check `forward` for results that are computed and dropped, or `.detach()`).",
     )
 
@@ -379,7 +380,7 @@ def weight_decay_on_norm_and_bias(ctx: StaticContext) -> Iterator[Hit]:
         return
     yield Hit(
         f"weight decay {wd:g} applies to {len(decayed)} bias/normalization tensors "
-        f"({_count(decayed, params):,} values: {_listed(decayed)})",
+        f"({_count(decayed, params):,} values: {listed(decayed)})",
         where=decayed[0],
         evidence={"decayed": decayed, "weight_decay": wd},
         fix=f"`optimizer=lambda params: torch.optim.{type(ctx.optimizer).__name__}("

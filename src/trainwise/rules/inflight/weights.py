@@ -3,8 +3,8 @@ the optimizer, frozen tensors that still move."""
 
 from __future__ import annotations
 
-import trainwise.rules.optimizer  # noqa: F401 - registers frozen-parameters, judged here too
 from trainwise.rules.inflight.base import Detector, Phase
+from trainwise.rules.optimizer import listed as names_listed  # registers frozen-parameters too
 from trainwise.rules.registry import also_in_flight, rule
 from trainwise.signals import (
     FROZEN_MOVED,
@@ -16,12 +16,10 @@ from trainwise.signals import (
     WrittenOutside,
 )
 
-LISTED = 5  # tensor names in a message; the evidence keeps them all
-
 
 def listed(names: tuple[str, ...] | list[str]) -> str:
-    shown = ", ".join(f"`{n}`" for n in names[:LISTED])
-    return shown + (f" and {len(names) - LISTED} more" if len(names) > LISTED else "")
+    """Tensor names for a message, as code; the evidence keeps them all."""
+    return names_listed(names, quote="`")
 
 
 @also_in_flight("frozen-parameters")
