@@ -123,15 +123,14 @@ def _findings(page: dict[str, Any]) -> str:
         )
     cards = []
     for f in page["findings"]:
-        card = _finding_card(f)
         consequences = f.get("consequences") or []
-        if consequences:
-            inner = "".join(_finding_card(c) for c in consequences)
-            card = card[: -len("</div>")] + (
-                f"<details><summary>+ {len(consequences)} consequence(s): "
-                f"{_e(f.get('why', ''))}</summary>{inner}</details></div>"
-            )
-        cards.append(card)
+        folded = (
+            f"<details><summary>+ {len(consequences)} consequence(s): {_e(f.get('why', ''))}"
+            f"</summary>{''.join(_finding_card(c) for c in consequences)}</details>"
+            if consequences
+            else ""
+        )
+        cards.append(_finding_card(f, folded))
     return (
         '<p class="lede">Root causes, worst first; the findings each one explains are folded '
         "under it (fix the cause first). Each names what was measured, where, and what to "
@@ -139,7 +138,8 @@ def _findings(page: dict[str, Any]) -> str:
     )
 
 
-def _finding_card(f: dict[str, Any]) -> str:
+def _finding_card(f: dict[str, Any], folded: str = "") -> str:
+    """One finding's card; `folded`: the HTML of the consequences shown inside it."""
     sev = f.get("severity", "info")
     where = f'<span class="where">at {_e(f["where"])}</span>' if f.get("where") is not None else ""
     evidence = ""
@@ -163,6 +163,7 @@ def _finding_card(f: dict[str, Any]) -> str:
         f"<p>{_e(f.get('message'))}</p>"
         + (f'<div class="evidence">{evidence}</div>' if evidence else "")
         + fix
+        + folded
         + "</div>"
     )
 

@@ -103,7 +103,7 @@ def _folded(found: list[dict[str, Any]]) -> list[dict[str, Any]]:
     from trainwise.causes import fold
     from trainwise.findings import Finding
 
-    by_identity = {}
+    originals: dict[tuple[str, str, str], dict[str, Any]] = {}  # (rule, where, message) -> dict
     as_findings = []
     for d in found:
         try:
@@ -114,10 +114,9 @@ def _folded(found: list[dict[str, Any]]) -> list[dict[str, Any]]:
             )  # fmt: skip
         except (KeyError, ValueError, TypeError):
             continue  # a malformed entry (hand-edited file): shown nowhere rather than crash
-        by_identity[id(f)] = d
+        originals[(f.rule, str(f.where), f.message)] = d
         as_findings.append(f)
     groups = fold(as_findings)
-    originals = {(f.rule, str(f.where), f.message): by_identity[id(f)] for f in as_findings}
 
     def page_of(f: Finding) -> dict[str, Any]:
         d = originals[(f.rule, str(f.where), f.message)]
