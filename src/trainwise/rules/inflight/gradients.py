@@ -5,7 +5,15 @@ from __future__ import annotations
 
 import math
 
-from trainwise.rules.inflight.base import Detector, Phase, fmt, median, percentile, weight_params
+from trainwise.rules.inflight.base import (
+    Detector,
+    Phase,
+    finite_train_loss,
+    fmt,
+    median,
+    percentile,
+    weight_params,
+)
 from trainwise.rules.registry import rule
 from trainwise.signals import (
     CLIPPED,
@@ -84,12 +92,11 @@ class ExplodingGradients(Detector):
 
     def _converged(self, view) -> float | None:
         """The recent loss as a share of the starting loss, when below CONVERGED."""
-        loss = view.history.get(TRAIN_LOSS.key).values
+        loss = finite_train_loss(view)  # the run's first 10 and recent losses, shared per round
         if len(loss) < self.MIN_HISTORY:
             return None
-        start = median([v for v in loss[:10] if math.isfinite(v)] or [math.nan])
-        now = median([v for v in loss[-10:] if math.isfinite(v)] or [math.nan])
-        if not (start > 0 and math.isfinite(now)) or now < 0:
+        start, now = median(loss[:10]), median(loss[-10:])
+        if not start > 0 or now < 0:
             return None
         share = now / start
         return share if share < self.CONVERGED else None
