@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 
 from trainwise.rules.inflight.base import Detector, median
@@ -47,11 +48,18 @@ class DeadRelu(_ActivationShare):
     # units died: the LR killed them, and their later tiny updates are not an LR too low.
     LARGE_STEP = 0.1
 
+    def __init__(self, rule):
+        super().__init__(rule)
+        self.largest = 0.0  # the largest update ratio seen so far, any layer
+        self._read: dict[str, int] = {}  # per layer: how many of its ratios are in `largest`
+
     def check(self, view):
-        self.largest = max(
-            (max(s.finite_last(len(s)) or [0.0]) for _, s in view.history.layers(UPDATE_RATIO)),
-            default=0.0,
-        )
+        for layer, series in view.history.layers(UPDATE_RATIO):  # only the values new since
+            start = self._read.get(layer, 0)  # the last round: the cost stays flat over a run
+            self._read[layer] = len(series)
+            new = [v for v in series.values[start:] if math.isfinite(v)]
+            if new:
+                self.largest = max(self.largest, *new)
         for finding in super().check(view):
             if self.largest > self.LARGE_STEP:  # the evidence that the LR killed them
                 finding = replace(
