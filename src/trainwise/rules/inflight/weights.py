@@ -104,6 +104,7 @@ class WeightsChangedOutsideOptimizer(Detector):
         super().__init__(rule)
         self.seen_step = -1
         self.warned: set[str] = set()
+        self.gaps = self.writes = 0  # gaps between steps compared so far, and those written
 
     def check(self, view):
         event = view.history.event(WRITTEN_OUTSIDE_NAMES)
@@ -111,7 +112,9 @@ class WeightsChangedOutsideOptimizer(Detector):
             return
         self.seen_step = event.step
         counts = view.history.get(WRITTEN_OUTSIDE.key).values
-        gaps, writes = len(counts), sum(1 for c in counts if c)
+        self.writes += sum(1 for c in counts[self.gaps :] if c)  # only the gaps new since
+        self.gaps = gaps = len(counts)
+        writes = self.writes
         habit = gaps >= self.HABIT_GAPS and writes >= self.HABIT_SHARE * gaps
         names = event.params
         if habit:
