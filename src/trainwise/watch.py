@@ -191,9 +191,10 @@ class Watch:
         self._groups_now = self._groups_signature()
         self._read_requires_grad()
 
-    def _read_requires_grad(self) -> None:
-        """What requires grad now: the facts the rules read and the write probe's frozen set."""
-        self._requires_grad = tuple(p.requires_grad for p in self.params)
+    def _read_requires_grad(self, now: tuple[bool, ...] | None = None) -> None:
+        """What requires grad now (`now`, when the caller has just read it): the facts the
+        rules read and the write probe's frozen set."""
+        self._requires_grad = now or tuple(p.requires_grad for p in self.params)
         trainable = [i for i, rg in enumerate(self._requires_grad) if rg]
         self._writes.set_frozen([not rg for rg in self._requires_grad])
         self._view.model = _facts(
@@ -213,9 +214,9 @@ class Watch:
         must not read as a D frozen for good)."""
         if self._groups_signature() != self._groups_now:
             self._track_params()
-        elif tuple(p.requires_grad for p in self.params) != self._requires_grad:
+        elif (now := tuple(p.requires_grad for p in self.params)) != self._requires_grad:
             self._guard(GRADIENT_PROBE, self._grads.attach_unfrozen)
-            self._read_requires_grad()
+            self._read_requires_grad(now)
 
     def _drawn_producers(self) -> set[Producer]:
         """The producers of what the run record draws (its curves, heatmaps, histograms)."""
