@@ -78,7 +78,7 @@ def static_stage(setup: tw.Setup) -> float:
 
 def training_steps(setup: tw.Setup) -> float:
     model = setup.build_model().train()
-    opt = setup.build_optimizer(model.parameters())
+    opt = setup.build_optimizer(model)
     it = iter(setup.train)
     t0 = time.perf_counter()
     for _ in range(TRAIN_STEPS):

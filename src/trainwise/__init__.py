@@ -18,10 +18,12 @@ _EXPORTS = {
     "CATALOGUE": "trainwise.rules",
     "Finding": "trainwise.findings",
     "LRFindResult": "trainwise.lr_find",
+    "ModuleOptimizer": "trainwise.steps",
     "Report": "trainwise.report.model",
     "Setup": "trainwise.spec",
     "SetupError": "trainwise.errors",
     "StageResult": "trainwise.report.model",
+    "TrainingStep": "trainwise.steps",
     "TrainwiseError": "trainwise.errors",
     "Watch": "trainwise.watch",
     "check": "trainwise.check",
@@ -33,8 +35,8 @@ _EXPORTS = {
     "watch": "trainwise.watch",
 }
 __all__ = [
-    "CATALOGUE", "Finding", "LRFindResult", "Report", "Setup", "SetupError", "StageResult",
-    "TrainwiseError", "Watch", "__version__", "check", "class_weights", "convert_batchnorm",
+    "CATALOGUE", "Finding", "LRFindResult", "ModuleOptimizer", "Report", "Setup", "SetupError",
+    "StageResult", "TrainingStep", "TrainwiseError", "Watch", "__version__", "check", "class_weights", "convert_batchnorm",
     "lr_find", "param_groups", "runs", "watch",
 ]  # = _EXPORTS + __version__, spelled out for tools that read it statically
 
@@ -76,4 +78,5 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     from trainwise.report.model import Report, StageResult
     from trainwise.rules import CATALOGUE
     from trainwise.spec import Setup
+    from trainwise.steps import ModuleOptimizer, TrainingStep
     from trainwise.watch import Watch, watch

@@ -72,7 +72,7 @@ def _setup_config(setup: Setup) -> dict[str, Any]:
     """The setup's settings, with the optimizer's (built on a fresh model: it is what the
     optimizer factory gives, and nothing the user owns is touched)."""
     try:
-        optimizer = setup.build_optimizer(setup.build_model().parameters())
+        optimizer = setup.build_optimizer(setup.build_model())
         return describe_setup(setup, optimizer)
     except Exception as exc:  # the check itself reports a broken factory; keep the record
         log.debug("trainwise: optimizer settings unavailable: %s", exc)

@@ -6,6 +6,7 @@ The model is a fresh copy traced on one real batch; the data are samples read wi
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from functools import cached_property
 from typing import Any
 
@@ -36,7 +37,8 @@ from trainwise.loss_kinds import (
     OTHER,
     LossKind,
 )
-from trainwise.spec import Setup
+from trainwise.spec import Setup, without_target
+from trainwise.steps import TrainingStep
 from trainwise.tracing import ForwardError, Trace, trace_model
 
 _LOSS_CLASSES: dict[type, LossKind] = {
@@ -75,6 +77,7 @@ class StaticContext:
             self.sample_limit,
             self.seed,
             where="train",
+            split=self.setup.split_batch,
         )
 
     @cached_property
@@ -87,6 +90,7 @@ class StaticContext:
             self.sample_limit,
             self.seed,
             where="val",
+            split=self.setup.split_batch,
         )
 
     @cached_property
@@ -103,11 +107,15 @@ class StaticContext:
 
     @cached_property
     def trace(self) -> Trace:
-        return trace_model(self.model, self.batch[0])
+        """The model traced on the batch's input, without the target a model computing its
+        own loss takes (labels out of range would crash that loss before any rule runs)."""
+        return trace_model(self.model, without_target(self.batch[0]), call=self.setup.call_model)
 
-    @property
+    @cached_property
     def output(self) -> Any:
-        return self.trace.output
+        """The prediction the rules judge: the model's output, or the logits of a ModelOutput
+        (or the part Setup(output=...) names)."""
+        return self.setup.batch_format.prediction(self.trace.output)
 
     @cached_property
     def named_modules(self) -> dict[str, nn.Module]:
@@ -127,7 +135,7 @@ class StaticContext:
     @cached_property
     def optimizer(self) -> torch.optim.Optimizer:
         """The user's optimizer built over the fresh model's parameters (built, never stepped)."""
-        return self.setup.build_optimizer(self.model.parameters())
+        return self.setup.build_optimizer(self.model)
 
     @cached_property
     def optimizer_param_names(self) -> tuple[set[str], int]:
@@ -162,27 +170,61 @@ class StaticContext:
                 return kind
         if loss in _LOSS_FUNCTIONS:
             return _LOSS_FUNCTIONS[loss]
-        return self._loss_kind_by_value()
+        return self.loss_match[0]
 
-    def _loss_kind_by_value(self) -> LossKind:
-        """A custom loss (lambda, wrapper): match its value on the batch against known losses."""
-        out, y = self.output, self.batch[1]
-        if not isinstance(out, torch.Tensor) or not isinstance(y, torch.Tensor):
-            return OTHER
-        try:
-            with torch.no_grad():
-                value = float(self.setup.loss(out, y))
-        except Exception:
-            return OTHER
-        for fn, kind in _LOSS_FUNCTIONS.items():
+    @cached_property
+    def loss_match(self) -> tuple[LossKind, str]:
+        """(kind, what the loss applies to the prediction first: "" or "softmax") of a loss
+        trainwise cannot read by its type (a lambda, a wrapper, the model's own loss, a
+        Lightning training_step): its value on the batch matched against the known losses,
+        on the prediction itself and on its softmax (a softmax applied twice)."""
+        out, y, value = self.output, self.batch[1], self.setup_loss_value
+        if not isinstance(out, torch.Tensor) or not isinstance(y, torch.Tensor) or value is None:
+            return OTHER, ""
+        candidates = [(fn, kind, "") for fn, kind in _LOSS_FUNCTIONS.items()]
+        if out.dim() >= 2 and out.shape[1] > 1 and torch.is_floating_point(out):
+            candidates.append((_softmax_then_cross_entropy, CROSS_ENTROPY, "softmax"))
+        for fn, kind, applied in candidates:
             try:
-                with torch.no_grad():
+                with torch.no_grad(), warnings.catch_warnings():
+                    warnings.simplefilter("ignore", UserWarning)
                     ref = float(fn(out, y))
             except Exception:
                 continue
             if abs(ref - value) <= 1e-5 * max(1.0, abs(ref)):
-                return kind
-        return OTHER
+                return kind, applied
+        return OTHER, ""
+
+    @cached_property
+    def setup_loss_value(self) -> float | None:
+        """The setup's loss on the batch, computed the way training computes it; None when
+        it fails (check_loss_accepts_output reports why)."""
+        try:
+            return float(self._setup_loss())
+        except Exception:
+            return None
+
+    def _setup_loss(self) -> torch.Tensor:
+        x, y = self.batch
+        with torch.no_grad(), warnings.catch_warnings():
+            # torch warns before it fails on broadcastable-looking shapes; the error says more.
+            warnings.simplefilter("ignore", UserWarning)
+            if self.setup.loss is None or isinstance(self.setup.loss, TrainingStep):
+                return self.setup.batch_loss(self.model, x, y)
+            return self.setup.loss_from_output(self.trace.output, y)
+
+    @cached_property
+    def prediction_loss(self) -> Callable[[Any, Any], torch.Tensor] | None:
+        """The loss of a prediction alone (a trivial baseline's, a mean of dropout passes):
+        the setup's loss function, or the known loss a model's own loss matches; None when
+        it matches none."""
+        loss = self.setup.loss
+        if loss is not None and not isinstance(loss, TrainingStep):
+            return loss
+        kind, applied = self.loss_match
+        if applied:
+            return _softmax_then_cross_entropy
+        return next((fn for fn, k in _LOSS_FUNCTIONS.items() if k == kind), None)
 
     @cached_property
     def task(self) -> str:
@@ -242,6 +284,14 @@ class StaticContext:
             return "unit-interval"
         return "raw"
 
+    def give_outputs(self, n: int) -> str:
+        """How a fix says "make the model output n classes": the last layer, or for a
+        Hugging Face model the `num_labels` of its config (which sizes that layer)."""
+        config = getattr(self.model, "config", None)
+        if isinstance(getattr(config, "num_labels", None), int):
+            return f"build the model with num_labels={n} in its config"
+        return f"give the last layer {n} outputs"
+
     # -- validation of the setup as a whole -------------------------------------------------
 
     def labels_in_range(self) -> bool:
@@ -275,27 +325,29 @@ class StaticContext:
         if not self.labels_in_range():
             return  # the loss would crash on the labels; labels-out-of-range reports it
         try:
-            # torch warns before it fails on broadcastable-looking shapes; the error says more.
-            with torch.no_grad(), warnings.catch_warnings():
-                warnings.simplefilter("ignore", UserWarning)
-                value = self.setup.loss(out, y)
+            value = self._setup_loss()
+        except SetupError:
+            raise
         except Exception as exc:
+            what = (
+                f"the loss {self.setup.loss_name} rejected the model output"
+                if callable(self.setup.loss) and not isinstance(self.setup.loss, TrainingStep)
+                else f"{self.setup.loss_name} failed"
+            )
             raise SetupError(
-                f"the loss {_name(self.setup.loss)} rejected the model output: output "
-                f"{shape_of(out)}, target {shape_of(y)}: {type(exc).__name__}: {exc}"
+                f"{what}: output {shape_of(out)}, target {shape_of(y)}: {type(exc).__name__}: {exc}"
             ) from exc
         if not isinstance(value, torch.Tensor) or value.numel() != 1:
             raise SetupError(
-                f"the loss {_name(self.setup.loss)} returned {shape_of(value)}; expected a scalar "
+                f"the loss {self.setup.loss_name} returned {shape_of(value)}; expected a scalar "
                 "tensor (use reduction='mean')"
             )
 
 
+def _softmax_then_cross_entropy(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of probabilities: what a loss computes when a softmax came first."""
+    return F.cross_entropy(out.softmax(dim=1), y)
+
+
 def _is_binary(t: torch.Tensor) -> bool:
     return bool(((t == 0) | (t == 1)).all())
-
-
-def _name(fn: Any) -> str:
-    if isinstance(fn, nn.Module):
-        return type(fn).__name__ + "()"
-    return getattr(fn, "__qualname__", type(fn).__name__)

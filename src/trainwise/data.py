@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -13,6 +13,37 @@ from torch.utils.data import Dataset, IterableDataset
 from trainwise.errors import SetupError
 
 DEFAULT_SAMPLE = 2000  # enough for per-channel statistics and label counts; cheap to read
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """The model's arguments for one batch when they are more than one value: the model is
+    called as model(*args, **kwargs). Every tensor holds one row per sample on dim 0.
+
+    target_key: the keyword under which kwargs also carries the target, for a model that
+    computes its own loss (the Hugging Face `labels=`); the rules leave it out of the inputs.
+    layout: how the batch held the target, to put it back (`trainwise.batches.join`): a dict
+    key, or the position in a tuple.
+    """
+
+    args: tuple = ()
+    kwargs: dict = field(default_factory=dict)
+    target_key: str | None = None
+    layout: str | int | None = None
+
+    def map(self, fn: Callable[[Any], Any]) -> Inputs:
+        return Inputs(
+            tuple(fn(a) for a in self.args),
+            {k: fn(v) for k, v in self.kwargs.items()},
+            self.target_key,
+            self.layout,
+        )
+
+    def parts(self) -> list[tuple[str, Any]]:
+        """(name, value) of each input, the target left out: names are the dict keys, or
+        "input[i]" for positional arguments."""
+        named = [(f"input[{i}]", a) for i, a in enumerate(self.args)]
+        return named + [(k, v) for k, v in self.kwargs.items() if k != self.target_key]
 
 
 def as_pair(item: Any, index: int, where: str) -> tuple[Any, Any]:
@@ -60,6 +91,8 @@ def _not_tensor(value: Any, path: str) -> tuple[str, Any] | None:
     """(where, value) of the first part of `value` that is not tensor-like, else None."""
     if isinstance(value, TENSOR_LIKE):
         return None
+    if isinstance(value, Inputs):
+        return _not_tensor(dict(value.parts()), path)
     if isinstance(value, (tuple, list)):
         for i, v in enumerate(value):
             if (found := _not_tensor(v, f"{path}[{i}]")) is not None:
@@ -98,24 +131,32 @@ class DataSample:
         return len(self.indices)
 
 
+# Splits a batch (or one item) into (model input, target), naming item `index` of `where` when
+# it cannot: `Setup.split_batch` (trainwise.batches), or `as_pair` for plain (x, y) data.
+Split = Callable[[Any, int, str], tuple[Any, Any]]
+
+
 def sample_dataset(
     dataset: Dataset,
     collate: Callable[[list], Any],
     limit: int = DEFAULT_SAMPLE,
     seed: int = 0,
     where: str = "train",
+    split: Split = as_pair,
 ) -> DataSample:
     """Read up to `limit` samples (the whole set when smaller), chosen at random, in index order.
 
+    Each item is split on its own first, so that a malformed one is named by its index; the
+    raw items are then collated together (a collator may pad dict items) and the batch split.
     Uses its own generator so the user's RNG state is left alone.
     """
     size = dataset_len(dataset)
     if size is None:
-        items, indices = [], []
+        raw, indices = [], []
         for i, item in enumerate(dataset):  # iterable datasets: the first `limit` items
             if i >= limit:
                 break
-            items.append(as_pair(item, i, where))
+            raw.append(item)
             indices.append(i)
     else:
         if size == 0:
@@ -125,11 +166,10 @@ def sample_dataset(
         else:
             rng = np.random.default_rng(seed)
             indices = sorted(rng.choice(size, size=limit, replace=False).tolist())
-        items = [as_pair(_get(dataset, i, where), i, where) for i in indices]
+        raw = [_get(dataset, i, where) for i in indices]
+    items = [split(item, i, where) for item, i in zip(raw, indices, strict=True)]
     try:
-        inputs, targets = as_pair(collate(items), 0, f"{where} (collated)")
-    except SetupError:
-        raise
+        batch = collate(raw)
     except Exception as exc:
         if (found := first_non_tensor(items, indices, where)) is not None:
             raise SetupError(f"{found[1]}; {EXPECTED_TENSORS}") from exc  # the cause, not collate
@@ -138,6 +178,7 @@ def sample_dataset(
             "items must be (tensor-like input, tensor-like target) of equal shapes, or the "
             "DataLoader must have a collate_fn that pads them"
         ) from exc
+    inputs, targets = split(batch, 0, f"{where} (collated)")
     # Kept, not raised: a model may take strings (and tokenize them itself). When the model or
     # the loss fails on such a batch, this names the sample instead of the layer.
     non_tensor = None
@@ -169,11 +210,17 @@ def take(value: Any, index: torch.Tensor | slice) -> Any:
     """Rows `index` of a collated batch (a tensor, or tuples/dicts of them)."""
     if isinstance(value, torch.Tensor):
         return value[index]
-    if isinstance(value, (tuple, list)) and value and all(isinstance(v, (str, bytes)) for v in value):
+    if (
+        isinstance(value, (tuple, list))
+        and value
+        and all(isinstance(v, (str, bytes)) for v in value)
+    ):
         # The default collate keeps strings as a sequence with one per row (for a model that
         # tokenizes its input itself): rows, not parts.
         rows = index.tolist() if isinstance(index, torch.Tensor) else range(len(value))[index]
         return type(value)(value[i] for i in rows)
+    if isinstance(value, Inputs):
+        return value.map(lambda v: take(v, index))
     if isinstance(value, (tuple, list)):
         return type(value)(take(v, index) for v in value)
     if isinstance(value, dict):
@@ -192,12 +239,36 @@ def first_tensor(value: Any) -> torch.Tensor | None:
                 return found
     if isinstance(value, dict):
         return first_tensor(list(value.values()))
+    if isinstance(value, Inputs):
+        return first_tensor([v for _, v in value.parts()])
     return None
+
+
+def input_parts(value: Any) -> list[tuple[str, Any]]:
+    """(name, value) of each of a model's inputs: [("", x)] for a single input; the keys of
+    Inputs or a dict, or "input[i]" for a tuple of inputs (strings are one input, not parts)."""
+    if isinstance(value, Inputs):
+        return value.parts()
+    if isinstance(value, dict):
+        return [(str(k), v) for k, v in value.items()]
+    if isinstance(value, (tuple, list)) and not any(isinstance(v, (str, bytes)) for v in value):
+        return [(f"input[{i}]", v) for i, v in enumerate(value)]
+    return [("", value)]
+
+
+def part_label(name: str) -> str:
+    """How messages name an input part of input_parts: "inputs" (the only one), "input[0]",
+    "input 'meta'"."""
+    if not name:
+        return "inputs"
+    return name if name.startswith("input[") else f"input '{name}'"
 
 
 def to_device(value: Any, device: torch.device) -> Any:
     if isinstance(value, torch.Tensor):
         return value.to(device)
+    if isinstance(value, Inputs):
+        return value.map(lambda v: to_device(v, device))
     if isinstance(value, (tuple, list)):
         return type(value)(to_device(v, device) for v in value)
     if isinstance(value, dict):
@@ -212,6 +283,8 @@ def shape_of(value: Any) -> str:
         return "(" + ", ".join(shape_of(v) for v in value) + ")"
     if isinstance(value, dict):
         return "{" + ", ".join(f"{k}: {shape_of(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, Inputs):
+        return "(" + ", ".join(f"{k}={shape_of(v)}" for k, v in value.parts()) + ")"
     return type(value).__name__
 
 

@@ -56,7 +56,7 @@ from torch import nn
 
 from trainwise.errors import SetupError
 from trainwise.findings import Finding
-from trainwise.lr_loop import batch_loss, cycle, group_ratios, set_lrs
+from trainwise.lr_loop import BatchLoss, batch_loss, cycle, group_ratios, set_lrs
 from trainwise.lr_trials import Trials, check_trial_steps, run_trials
 from trainwise.state import preserved, preserved_loader, preserved_rng
 
@@ -532,7 +532,7 @@ def lr_find(
         if val is None and setup.val is not None:
             val = setup.val_loader()
         test = partial(
-            _find, build, setup.train_loader(), setup.loss,
+            _find, build, setup.train_loader(), BatchLoss(setup.split_batch, setup.batch_loss),
             device=device or setup.torch_device, val=val, **options,
         )  # fmt: skip
         return recorded(test, name or setup.name, opt, setup.torch_device)
@@ -604,7 +604,7 @@ def _build(setup: Any, seed: int) -> tuple[nn.Module, torch.optim.Optimizer]:
     with preserved_rng():
         torch.manual_seed(seed)
         model = setup.build_model()
-        return model, setup.build_optimizer(model.parameters())
+        return model, setup.build_optimizer(model)
 
 
 def _blocking(setup: Any, seed: int) -> tuple[str, Finding] | None:

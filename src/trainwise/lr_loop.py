@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
-from trainwise.data import as_pair, to_device
+from trainwise.batches import BatchFormat
+from trainwise.data import Split, to_device
 from trainwise.errors import SetupError
 
 
@@ -38,9 +40,30 @@ def cycle(loader: Iterable) -> Iterator[Any]:
             raise SetupError("lr_find: the training loader yielded no batches")
 
 
-def batch_loss(
-    model: nn.Module, loss_fn: Callable[[Any, Any], torch.Tensor], batch: Any, index: int, device
-) -> torch.Tensor:
-    """loss_fn(model(x), y) for one (x, y) batch, moved to `device`."""
-    x, y = as_pair(batch, index, "lr_find: the training loader's batch")
-    return loss_fn(model(to_device(x, device)), to_device(y, device))
+@dataclass(frozen=True)
+class BatchLoss:
+    """The loss of a loader's batch, however the batch is shaped: `split` takes it apart into
+    (model input, target), `loss(model, x, y)` computes the training loss. A Setup gives its
+    own (dicts, a model's own loss, a training step); a plain loss function the (x, y) form."""
+
+    split: Split
+    loss: Callable[[nn.Module, Any, Any], torch.Tensor]
+
+    @classmethod
+    def of(cls, loss: Any) -> BatchLoss:
+        """A BatchLoss as it is, or one from a loss function callable(output, target)."""
+        if isinstance(loss, BatchLoss):
+            return loss
+        batches = BatchFormat()
+        return cls(batches.split, lambda m, x, y: loss(batches.loss_input(batches.call(m, x)), y))
+
+    def __call__(self, model: nn.Module, batch: Any, index: int, where: str, device) -> Any:
+        x, y = self.split(batch, index, where)
+        return self.loss(model, to_device(x, device), to_device(y, device))
+
+
+def batch_loss(model: nn.Module, loss_fn: Any, batch: Any, index: int, device) -> torch.Tensor:
+    """The training loss of one batch of the training loader, moved to `device`."""
+    return BatchLoss.of(loss_fn)(
+        model, batch, index, "lr_find: the training loader's batch", device
+    )

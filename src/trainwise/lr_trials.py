@@ -33,9 +33,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from trainwise.data import as_pair, to_device
+from trainwise.data import to_device
 from trainwise.errors import SetupError
-from trainwise.lr_loop import batch_loss, cycle, group_ratios, set_lrs
+from trainwise.lr_loop import BatchLoss, batch_loss, cycle, group_ratios, set_lrs
 from trainwise.state import preserved, preserved_loader
 
 STEP = 0.25  # decades between candidates
@@ -231,13 +231,14 @@ def _trial(
 @torch.no_grad()
 def _validation_loss(model: nn.Module, loss_fn, val: Iterable, device) -> float:
     """Mean loss over the validation batches, weighted by batch size."""
+    loss_of = BatchLoss.of(loss_fn)
     model.eval()
     total, count = 0.0, 0
     for i, batch in enumerate(val):
-        x, y = as_pair(batch, i, "lr_find: the validation loader's batch")
-        x, y = to_device(x, device), to_device(y, device)
+        x, y = loss_of.split(batch, i, "lr_find: the validation loader's batch")
+        y = to_device(y, device)
         n = len(y) if hasattr(y, "__len__") else 1
-        total += float(loss_fn(model(x), y)) * n
+        total += float(loss_of.loss(model, to_device(x, device), y)) * n
         count += n
     if count == 0:
         raise SetupError("lr_find: the validation loader yielded no batches")

@@ -134,6 +134,17 @@ class InputDependence:
     loss_real: float
     loss_zeroed: float
     output_spread: float | None  # relative spread of its outputs across the samples
+    # The loss of a model that knows nothing (log C for cross-entropy...), None when unknown:
+    # an initial loss far above it (unscaled inputs) is not something zeroing must undo.
+    loss_know_nothing: float | None = None
+
+    @property
+    def learned(self) -> float:
+        """How far training brought the loss down from knowing nothing (or from init)."""
+        start = self.loss_at_init
+        if self.loss_know_nothing is not None:
+            start = min(start, self.loss_know_nothing)
+        return start - self.loss_real
 
 
 # -- batch independence -----------------------------------------------------------------------

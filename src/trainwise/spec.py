@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
+from trainwise.batches import BatchFormat, own_loss
+from trainwise.data import Inputs
 from trainwise.errors import SetupError
+from trainwise.steps import ModuleOptimizer, TrainingStep
 
 TASKS = ("classification", "multilabel", "regression", "segmentation")
 DEFAULT_BATCH_SIZE = 32
@@ -24,19 +27,29 @@ class Setup:
 
     model:       zero-arg callable returning a fresh nn.Module (preferred), or an nn.Module,
                  which is deep-copied for every experiment so the user's own is never touched
-    train:       torch Dataset or DataLoader yielding (input, target)
-    loss:        callable(output, target) -> scalar tensor, e.g. nn.CrossEntropyLoss()
+    train:       torch Dataset or DataLoader yielding batches of any common shape: (input,
+                 target), ((input_a, input_b), target), dicts (the target under "labels" by
+                 the Hugging Face convention), BatchEncodings, dataclasses
+    loss:        callable(output, target) -> scalar tensor, e.g. nn.CrossEntropyLoss(); None
+                 when the model computes its own loss (HF: called with labels=, its
+                 `output.loss` used); or a TrainingStep (a loss from whole batches)
     val:         Dataset or DataLoader, optional
     optimizer:   callable(params) -> torch.optim.Optimizer; default AdamW(lr=1e-3)
     task:        "classification" | "multilabel" | "regression" | "segmentation"; inferred if None
     batch_size:  from the DataLoader when one is given, else 32
     num_classes: inferred from the model output and the labels when None
     device:      default cuda when available, else cpu
+    inputs:      the dict keys that go to the model (by name when forward takes those names,
+                 else by position in this order); default: every key but the target's
+    target:      the target's dict key, or its position in a tuple (-1 for (a, b, target))
+    split:       callable(batch) -> (model_args, model_kwargs, target), for any other shape
+    output:      where the prediction is in the model's output: a key ("logits"), an index,
+                 or a callable; default the output itself, or the "logits" of a dict-like one
     """
 
     model: Callable[[], nn.Module] | nn.Module
     train: Dataset | DataLoader
-    loss: Callable[[Any, Any], torch.Tensor]
+    loss: Callable[[Any, Any], torch.Tensor] | TrainingStep | None = None
     val: Dataset | DataLoader | None = None
     optimizer: Callable[[Any], torch.optim.Optimizer] | None = None
     task: str | None = None
@@ -44,6 +57,11 @@ class Setup:
     num_classes: int | None = None
     device: str | torch.device | None = None
     name: str = "setup"  # shown in reports; the setup file sets it from the file name
+    inputs: str | tuple[str, ...] | list[str] | None = None
+    target: str | int | None = None
+    split: Callable[[Any], tuple[Any, Any, Any]] | None = None
+    output: str | int | Callable[[Any], Any] | None = None
+    batch_format: BatchFormat = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not (isinstance(self.model, nn.Module) or callable(self.model)):
@@ -60,18 +78,23 @@ class Setup:
                     f"Setup({field_name}=...) must be a torch Dataset or DataLoader yielding "
                     f"(input, target), got {type(value).__name__}"
                 )
-        if not callable(self.loss):
+        if self.loss is not None and not (
+            callable(self.loss) or isinstance(self.loss, TrainingStep)
+        ):
             raise SetupError(
-                f"Setup(loss=...) must be callable(output, target) -> scalar tensor, "
-                f"got {type(self.loss).__name__}"
+                f"Setup(loss=...) must be callable(output, target) -> scalar tensor (or None "
+                f"when the model computes its own loss), got {type(self.loss).__name__}"
             )
+        self.batch_format = self._batch_format()
         if isinstance(self.optimizer, torch.optim.Optimizer):
             raise SetupError(
                 "Setup(optimizer=...) got an optimizer instance; pass a factory instead, e.g. "
                 "`optimizer=lambda params: torch.optim.AdamW(params, lr=1e-3)`, so every "
                 "experiment starts from a fresh optimizer"
             )
-        if self.optimizer is not None and not callable(self.optimizer):
+        if self.optimizer is not None and not (
+            callable(self.optimizer) or isinstance(self.optimizer, ModuleOptimizer)
+        ):
             raise SetupError(
                 "Setup(optimizer=...) must be a callable(params) -> torch.optim.Optimizer, e.g. "
                 "`lambda p: torch.optim.SGD(p, lr=0.1)`; got an object of type "
@@ -87,6 +110,113 @@ class Setup:
             not isinstance(self.num_classes, int) or self.num_classes < 1
         ):
             raise SetupError(f"Setup(num_classes={self.num_classes!r}): expected a positive int")
+
+    @classmethod
+    def from_lightning(
+        cls,
+        module: nn.Module,
+        datamodule: Any = None,
+        train_dataloaders: Any = None,
+        val_dataloaders: Any = None,
+        **options: Any,
+    ) -> Setup:
+        """A Setup from a LightningModule: its training_step's loss, its configure_optimizers,
+        the DataModule's (or the given) loaders. `options` override any Setup field."""
+        from trainwise.integrations.lightning import setup_fields
+
+        fields = setup_fields(module, datamodule, train_dataloaders, val_dataloaders)
+        return cls(**{**fields, **options})
+
+    @classmethod
+    def from_hf(
+        cls,
+        model: Callable[[], nn.Module] | nn.Module,
+        train_dataset: Any,
+        eval_dataset: Any = None,
+        data_collator: Any = None,
+        args: Any = None,
+        **options: Any,
+    ) -> Setup:
+        """A Setup from what a transformers Trainer is given: the model computes its own loss
+        (labels=), batches come from the collator, the optimizer is the Trainer's, built
+        from `args` (TrainingArguments). `options` override any Setup field."""
+        from trainwise.integrations.transformers import setup_fields
+
+        fields = setup_fields(model, train_dataset, eval_dataset, data_collator, args)
+        return cls(**{**fields, **options})
+
+    def _batch_format(self) -> BatchFormat:
+        inputs = (self.inputs,) if isinstance(self.inputs, str) else self.inputs
+        if inputs is not None and not (
+            isinstance(inputs, (tuple, list)) and inputs and all(isinstance(k, str) for k in inputs)
+        ):
+            raise SetupError(
+                f"Setup(inputs={self.inputs!r}): expected a dict key or a tuple of keys"
+            )
+        if self.target is not None and not isinstance(self.target, (str, int)):
+            raise SetupError(
+                f"Setup(target={self.target!r}): expected a dict key (str) or a tuple position"
+            )
+        if self.split is not None and not callable(self.split):
+            raise SetupError(
+                "Setup(split=...) must be callable(batch) -> (model_args, model_kwargs, target)"
+            )
+        if self.split is not None and (self.inputs is not None or self.target is not None):
+            raise SetupError("Setup: give either split=... or inputs=/target=, not both")
+        if self.split is not None and isinstance(self.loss, TrainingStep):
+            raise SetupError(
+                f"Setup: the training step {self.loss.name} takes whole batches, which a "
+                "split=... cannot put back together; name the keys with inputs=/target= instead"
+            )
+        return BatchFormat(
+            tuple(inputs) if inputs else None, self.target, self.split, self.output,
+            own_loss=self.loss is None,
+        )  # fmt: skip
+
+    # -- batches, the model's call, the loss -------------------------------------------------
+
+    def split_batch(self, batch: Any, index: int, where: str) -> tuple[Any, Any]:
+        """(model input, target) of a batch or dataset item; `where` and `index` name it in
+        the error when it has neither."""
+        return self.batch_format.split(batch, index, where)
+
+    def call_model(self, model: nn.Module, x: Any) -> Any:
+        """The model's raw output on an input `split_batch` made."""
+        return self.batch_format.call(model, x)
+
+    def predict(self, model: nn.Module, x: Any) -> Any:
+        """The prediction the rules judge (the logits of a ModelOutput, ...), without the
+        target, so that a model computing its own loss does not compute it."""
+        return self.batch_format.prediction(self.call_model(model, without_target(x)))
+
+    def loss_from_output(self, output: Any, y: Any) -> torch.Tensor:
+        """The training loss of a raw model output (not for a TrainingStep: see batch_loss)."""
+        if self.loss is None:
+            return own_loss(output, "the model (Setup(loss=None): it computes its own loss)")
+        return self.loss(self.batch_format.loss_input(output), y)
+
+    def step_loss(self, model: nn.Module, x: Any, y: Any) -> torch.Tensor:
+        """A TrainingStep's loss on the batch (x, y) put back together."""
+        assert isinstance(self.loss, TrainingStep)
+        batch = self.batch_format.join(x, y)
+        return own_loss(self.loss.fn(model, batch), f"the training step {self.loss.name}")
+
+    def batch_loss(self, model: nn.Module, x: Any, y: Any) -> torch.Tensor:
+        """The training loss of the model on (x, y), however the setup computes it."""
+        if isinstance(self.loss, TrainingStep):
+            return self.step_loss(model, x, y)
+        return self.loss_from_output(self.call_model(model, x), y)
+
+    @property
+    def loss_name(self) -> str:
+        """How messages name the loss."""
+        if self.loss is None:
+            return "the model's own loss"
+        if isinstance(self.loss, TrainingStep):
+            return f"the training step {self.loss.name}"
+        if isinstance(self.loss, nn.Module):
+            return type(self.loss).__name__ + "()"
+        return getattr(self.loss, "__qualname__", type(self.loss).__name__)
 
     # -- model and optimizer ------------------------------------------------------------------
 
@@ -116,11 +246,16 @@ class Setup:
                 )
         return model.to(self.torch_device)
 
-    def build_optimizer(self, params: Any) -> torch.optim.Optimizer:
+    def build_optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
+        """The setup's optimizer over `model`'s parameters (a ModuleOptimizer gets the model
+        itself, e.g. Lightning's configure_optimizers)."""
         if self.optimizer is None:
-            return torch.optim.AdamW(params, lr=DEFAULT_LR)
+            return torch.optim.AdamW(model.parameters(), lr=DEFAULT_LR)
         try:
-            optimizer = self.optimizer(params)
+            if isinstance(self.optimizer, ModuleOptimizer):
+                optimizer = self.optimizer.fn(model)
+            else:
+                optimizer = self.optimizer(model.parameters())
         except Exception as exc:
             raise SetupError(
                 f"the optimizer factory raised {type(exc).__name__}: {exc}; expected "
@@ -183,3 +318,12 @@ class Setup:
             shuffle=False,
             collate_fn=self.collate_fn("val"),
         )
+
+
+def without_target(x: Any) -> Any:
+    """The model input without the target a model computing its own loss takes as a keyword:
+    a forward for predictions only (the target may be what is wrong, e.g. out of range)."""
+    if not isinstance(x, Inputs) or x.target_key is None:
+        return x
+    kwargs = {k: v for k, v in x.kwargs.items() if k != x.target_key}
+    return Inputs(x.args, kwargs, None, x.layout)

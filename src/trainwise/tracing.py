@@ -9,7 +9,7 @@ rules can follow the data flow: which call produced the input of a BatchNorm.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -252,19 +252,35 @@ def _hooks(
             h.remove()
 
 
-def run_forward(model: nn.Module, inputs: Any, stage: str = "static") -> Any:
-    """model(inputs), turning a crash in the user's model into a message naming the layer."""
+# How the model is called on an input: model(inputs) by default; a Setup's call_model for
+# inputs of several parts (trainwise.batches).
+Call = Callable[[nn.Module, Any], Any]
+
+
+def _plain_call(model: nn.Module, inputs: Any) -> Any:
+    return model(inputs)
+
+
+def run_forward(
+    model: nn.Module, inputs: Any, stage: str = "static", call: Call = _plain_call
+) -> Any:
+    """call(model, inputs), turning a crash in the user's model into a message naming the layer."""
     trace = Trace()
-    return _forward(model, inputs, trace, stage)
+    return _forward(model, inputs, trace, stage, call=call)
 
 
 def _forward(
-    model: nn.Module, inputs: Any, trace: Trace, stage: str, record_functions: bool = False
+    model: nn.Module,
+    inputs: Any,
+    trace: Trace,
+    stage: str,
+    record_functions: bool = False,
+    call: Call = _plain_call,
 ) -> Any:
     stack: list[str] = []
     with _hooks(model, trace, stack, record_functions):
         try:
-            return model(inputs)
+            return call(model, inputs)
         except Exception as exc:
             layer = stack[-1] if stack else ""
             module = dict(model.named_modules()).get(layer, model)
@@ -279,18 +295,20 @@ def _forward(
             ) from exc
 
 
-def trace_model(model: nn.Module, inputs: Any, stage: str = "static") -> Trace:
+def trace_model(
+    model: nn.Module, inputs: Any, stage: str = "static", call: Call = _plain_call
+) -> Trace:
     """Forward once (no grad) with hooks; the output is kept in trace.output."""
     trace = Trace()
     with torch.no_grad():
         try:
-            trace.output = _forward(model, inputs, trace, stage, record_functions=True)
+            trace.output = _forward(model, inputs, trace, stage, True, call)
         except ForwardError:
             # Retry without the function recorder, so a model that cannot run under a
             # TorchFunctionMode (compiled code, a mode of its own) is still traced by hooks;
             # a real error in the model raises again here, naming the layer.
             trace = Trace()
-            trace.output = _forward(model, inputs, trace, stage, record_functions=False)
+            trace.output = _forward(model, inputs, trace, stage, False, call)
     try:
         trace.graph = torch.fx.symbolic_trace(model).graph
     except Exception:  # data-dependent control flow etc.: hooks alone will do

@@ -81,7 +81,7 @@ def write_sample_record(root, name: str = "digits-raw-pixels", steps: int = STEP
     setup = raw_pixel_setup()
     report = tw.check(setup, record=False)  # logged into the record built here, below
     model = setup.build_model()
-    opt = setup.build_optimizer(model.parameters())
+    opt = setup.build_optimizer(model)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=steps)
     loader = DataLoader(setup.train, batch_size=64, shuffle=True)
     xv, yv = setup.val.tensors

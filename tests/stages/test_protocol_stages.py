@@ -401,7 +401,7 @@ def test_experiments_are_skipped_naming_the_part_that_is_not_finite(part):
     assert_fires(report, "nonfinite-inputs")
     init = report.stages[1]
     assert init.status == "skipped"
-    assert init.summary == f"skipped: the training {part} contain NaN/Inf (nonfinite-inputs)"
+    assert init.summary == f"skipped: NaN/Inf in the training {part} (nonfinite-inputs)"
 
 
 class _PairInputs(Dataset):
@@ -433,7 +433,7 @@ def test_nan_in_the_first_tensor_of_tuple_inputs_is_found_and_stops_the_experime
     report = tw.check(s, stages=[StaticStage(), InitLossStage()], quick=True)
     assert_fires(report, "nonfinite-inputs", where="train[5]")
     assert report.stages[1].summary == (
-        "skipped: the training inputs contain NaN/Inf (nonfinite-inputs)"
+        "skipped: NaN/Inf in the training input[0] (nonfinite-inputs)"
     )
 
 

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 from torch import nn
 
 from trainwise.context import StaticContext
-from trainwise.data import DataSample
+from trainwise.data import DataSample, input_parts, part_label
 from trainwise.loss_kinds import IGNORE_INDEX
 from trainwise.rules.registry import Hit, rule
 
@@ -41,10 +41,12 @@ def labels_out_of_range(ctx: StaticContext) -> Iterator[Hit]:
         return
     for split, sample in (("train", ctx.train_sample), ("val", ctx.val_sample)):
         if sample is not None:
-            yield from _check_labels(split, sample, ctx.num_classes)
+            yield from _check_labels(split, sample, ctx.num_classes, ctx.give_outputs)
 
 
-def _check_labels(split: str, sample: DataSample, classes: int) -> Iterator[Hit]:
+def _check_labels(
+    split: str, sample: DataSample, classes: int, give_outputs: Callable[[int], str]
+) -> Iterator[Hit]:
     y = sample.targets
     if not isinstance(y, torch.Tensor) or torch.is_floating_point(y):
         return
@@ -65,8 +67,8 @@ def _check_labels(split: str, sample: DataSample, classes: int) -> Iterator[Hit]
         )
     elif hi >= classes:
         fix = (
-            f"The data has labels up to {hi} but the model has {classes} outputs: give the last "
-            f"layer {hi + 1} outputs, or remap the labels to 0..{classes - 1}."
+            f"The data has labels up to {hi} but the model has {classes} outputs: "
+            f"{give_outputs(hi + 1)}, or remap the labels to 0..{classes - 1}."
         )
     else:
         fix = f"Remove or remap negative labels; only {IGNORE_INDEX} (ignore_index) is allowed."
@@ -129,9 +131,14 @@ def channel_dim(ctx: StaticContext, x: torch.Tensor) -> int:
     "scaling). LeCun et al., Efficient BackProp (1998), section 4.3.",
 )
 def inputs_not_normalized(ctx: StaticContext) -> Iterator[Hit]:
-    x = ctx.train_sample.inputs
-    if not isinstance(x, torch.Tensor) or not torch.is_floating_point(x) or x.dim() < 2:
-        return  # token ids and other integer inputs are not normalized
+    # A model of several inputs (an image and a table...): each part is judged on its own.
+    for name, x in input_parts(ctx.train_sample.inputs):
+        if isinstance(x, torch.Tensor) and torch.is_floating_point(x) and x.dim() >= 2:
+            yield from _not_normalized(ctx, x, name)  # token ids and other integers are skipped
+
+
+def _not_normalized(ctx: StaticContext, x: torch.Tensor, name: str) -> Iterator[Hit]:
+    what = f"{part_label(name)} is" if name else "inputs are"
     dim = channel_dim(ctx, x)
     xc = x.detach().float().movedim(dim, 1).reshape(x.shape[0], x.shape[dim], -1)  # (N, C, rest)
     per_channel = xc.transpose(0, 1).reshape(x.shape[dim], -1)  # (C, N * rest)
@@ -157,13 +164,17 @@ def inputs_not_normalized(ctx: StaticContext) -> Iterator[Hit]:
         numbers = f"mean={means}, std={stds}"
     else:
         numbers = "the per-feature mean/std in this finding's evidence (mean, std)"
+    part = f"{part_label(name)} " if name else "input "
+    evidence = {"mean": means, "std": stds, "channels": count, "sampled": len(ctx.train_sample)}
+    if name:
+        evidence["input"] = name
     yield Hit(
-        f"inputs are not normalized: over {len(ctx.train_sample)} sampled train inputs, "
+        f"{what} not normalized: over {len(ctx.train_sample)} sampled train inputs, "
         f"{kind} means span {float(mean.min()):.3g}..{float(mean.max()):.3g} and stds "
         f"{float(std_v.min()):.3g}..{float(std_v.max()):.3g} (expected about 0 and 1); "
-        f"input {kind} {worst} has mean {float(mean[worst]):.3g}, std {float(std[worst]):.3g}",
-        where=f"input {kind} {worst}",
-        evidence={"mean": means, "std": stds, "channels": count, "sampled": len(ctx.train_sample)},
+        f"{part}{kind} {worst} has mean {float(mean[worst]):.3g}, std {float(std[worst]):.3g}",
+        where=f"{part}{kind} {worst}",
+        evidence=evidence,
         fix=f"Standardize per {kind} with the training-set statistics, {numbers}: "
         f"`x = (x - mean) / std` (broadcast over {kind} dim {dim}).",
     )

@@ -24,7 +24,7 @@ from torch.utils.data import (
 )
 
 from trainwise.context import StaticContext
-from trainwise.data import DataSample, as_pair, first_tensor
+from trainwise.data import DataSample, Inputs, first_tensor, input_parts, part_label
 from trainwise.helpers import class_weights
 from trainwise.rules.registry import Hit, rule
 from trainwise.state import preserved_rng
@@ -57,6 +57,8 @@ Z95 = 1.96
 def row_hashes(x: Any) -> list[int] | None:
     """One hash per sample of collated inputs: a tensor (N, ...), or a tuple/list/dict of
     them (multi-input models). Equal hashes = identical samples."""
+    if isinstance(x, Inputs):
+        x = dict(x.parts())  # the inputs, without a target a model takes as a keyword
     if isinstance(x, dict):
         x = [x[k] for k in sorted(x, key=str)]
     if isinstance(x, (tuple, list)):
@@ -112,8 +114,7 @@ def nonfinite_inputs(ctx: StaticContext) -> Iterator[Hit]:
     for split, sample in (("train", ctx.train_sample), ("val", ctx.val_sample)):
         if sample is None:
             continue
-        for part in nonfinite_parts(sample):
-            t = first_tensor(sample.inputs if part == "inputs" else sample.targets)
+        for part, t in nonfinite_tensors(sample):
             bad = ~torch.isfinite(t)
             rows = bad.reshape(len(t), -1).any(dim=1)  # (N,)
             first = sample.indices[int(rows.nonzero()[0])]
@@ -121,7 +122,7 @@ def nonfinite_inputs(ctx: StaticContext) -> Iterator[Hit]:
             evidence = {"samples": int(rows.sum()), "sampled": len(sample), "nan": nan,
                         "inf": inf, "first_index": first}  # fmt: skip
             columns = ""
-            if part == "inputs" and t.dim() == 2:
+            if part != "targets" and t.dim() == 2:
                 cols = bad.any(dim=0).nonzero().flatten().tolist()
                 evidence["columns"] = cols
                 columns = f"; features {cols[:10]}{' ...' if len(cols) > 10 else ''}"
@@ -133,25 +134,32 @@ def nonfinite_inputs(ctx: StaticContext) -> Iterator[Hit]:
                 fix=(
                     "Fill missing values with the column median and add an indicator column "
                     "(`torch.isnan(x).float()`), or drop those samples."
-                    if part == "inputs"
+                    if part != "targets"
                     else "Drop or repair the samples whose targets are NaN/Inf."
                 ),
             )
 
 
 def nonfinite_parts(sample: DataSample) -> list[str]:
-    """Which of "inputs" and "targets" hold NaN/Inf: their tensor (for a tuple or dict of
-    tensors, the first), when it holds floats."""
-    parts = []
-    for part, value in (("inputs", sample.inputs), ("targets", sample.targets)):
+    """Which parts of the sample hold NaN/Inf: "inputs" (or "input 'meta'", "input[0]" for one
+    input of several), "targets"."""
+    return [part for part, _ in nonfinite_tensors(sample)]
+
+
+def nonfinite_tensors(sample: DataSample) -> list[tuple[str, torch.Tensor]]:
+    """(part, tensor) of each float input and of the targets (their first tensor) that holds
+    NaN/Inf; a part of several inputs is named by its key."""
+    found = []
+    tensors = [(part_label(k), v) for k, v in input_parts(sample.inputs)]
+    for part, value in [*tensors, ("targets", sample.targets)]:
         t = first_tensor(value)
         if not isinstance(t, torch.Tensor) or not torch.is_floating_point(t) or t.dim() == 0:
             continue
         if bool(torch.isfinite(t.sum())):
             continue  # one reduction: any NaN/Inf would make the sum non-finite
         if bool((~torch.isfinite(t)).any()):  # else finite values whose sum overflowed
-            parts.append(part)
-    return parts
+            found.append((part, t))
+    return found
 
 
 @rule(
@@ -350,8 +358,8 @@ def val_augmented(ctx: StaticContext) -> Iterator[Hit]:
     indices = ctx.val_sample.indices[:VAL_REREAD]
     with preserved_rng():  # the user's random streams continue as if nothing was read
         for i in indices:
-            first = as_pair(ds[i], i, "val")[0]
-            second = as_pair(ds[i], i, "val")[0]
+            first = first_tensor(ctx.setup.split_batch(ds[i], i, "val")[0])
+            second = first_tensor(ctx.setup.split_batch(ds[i], i, "val")[0])
             if not isinstance(first, torch.Tensor) or not isinstance(second, torch.Tensor):
                 return
             if first.shape == second.shape and torch.equal(first, second):
@@ -477,7 +485,8 @@ def _labels_at(ctx: StaticContext, order: Any) -> torch.Tensor | None:
             y = sample.targets[order]  # the sample holds the whole set in index order
         else:
             try:
-                y = torch.as_tensor([as_pair(dataset[i], i, "train")[1] for i in order])
+                split = ctx.setup.split_batch
+                y = torch.as_tensor([split(dataset[i], i, "train")[1] for i in order])
             except Exception:
                 return None
     if torch.is_floating_point(y) or y.dim() != 1:

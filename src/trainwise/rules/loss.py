@@ -284,7 +284,8 @@ def _classes_vs_outputs(ctx: StaticContext, y: torch.Tensor, out: torch.Tensor) 
             f"(0..{classes - 1})",
             where=where,
             evidence=evidence,
-            fix=f"Give the last layer {classes} outputs (labels-out-of-range lists the samples).",
+            fix=f"{ctx.give_outputs(classes).capitalize()} (labels-out-of-range lists the "
+            "samples).",
         )
     elif outputs > classes:
         sampled = len(ctx.train_sample)

@@ -94,6 +94,21 @@ def softmax_before_loss(ctx: StaticContext) -> Iterator[Hit]:
             fix=f"Remove the softmax at {where} and return raw logits; CrossEntropyLoss applies "
             "log-softmax itself. Use `model(x).softmax(dim=1)` at inference.",
         )
+    elif kind == CROSS_ENTROPY and ctx.loss_match[1] == "softmax":
+        # The model returns logits, but the loss code (a lambda, a Lightning training_step)
+        # applies a softmax before cross-entropy: its value is CE(softmax(out), y), same floor.
+        floor = math.log(1 + (classes - 1) / math.e)
+        name = ctx.setup.loss_name
+        yield Hit(
+            f"{name} applies a softmax to the model's {classes} logits before cross-entropy, "
+            f"which applies log-softmax again: its loss on a batch ({ctx.setup_loss_value:.4f}) "
+            "equals cross_entropy(softmax(logits), y), so it can never go below "
+            f"{floor:.2f} and gradients shrink",
+            where=name,
+            evidence={**evidence, "loss_floor": floor, "loss": ctx.setup_loss_value},
+            fix=f"In {name}, pass the raw logits to the cross-entropy: "
+            "`F.cross_entropy(logits, y)`, not `F.cross_entropy(F.softmax(logits, dim=1), y)`.",
+        )
     elif kind == CROSS_ENTROPY and form == "log-probabilities":
         yield Hit(
             f"the model output is already a log-softmax over {classes} classes and "

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from trainwise.context import StaticContext
-from trainwise.data import to_device
+from trainwise.data import take
 from trainwise.rules.registry import Hit, rule
 from trainwise.state import preserved
 
@@ -204,8 +204,8 @@ def unused_parameters(ctx: StaticContext) -> Iterator[Hit]:
     x, y = ctx.batch
     # Which parameters get a gradient does not depend on the batch size: a few rows suffice
     # (at least 2, which BatchNorm needs in train mode).
-    if isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor) and len(x) == len(y):
-        x, y = x[:BACKWARD_ROWS], y[:BACKWARD_ROWS]
+    if isinstance(y, torch.Tensor) and y.dim() > 0:
+        x, y = take(x, slice(0, BACKWARD_ROWS)), y[:BACKWARD_ROWS]
     # One forward/backward in train mode (training-only branches count), all state restored.
     with preserved(model):
         model.train()
@@ -214,7 +214,7 @@ def unused_parameters(ctx: StaticContext) -> Iterator[Hit]:
         try:
             with warnings.catch_warnings():  # shape warnings: output-size-mismatch's business
                 warnings.simplefilter("ignore", UserWarning)
-                loss = ctx.setup.loss(model(to_device(x, ctx.setup.torch_device)), y)
+                loss = ctx.setup.batch_loss(model, x, y)
             loss.backward()
         except Exception:
             return  # a loss that cannot backpropagate is reported elsewhere

@@ -228,7 +228,8 @@ def _memorize_causes(m: Memorized) -> list[str]:
     return causes
 
 
-# Zeroing the inputs must undo at least a quarter of what training on the batch gained.
+# Zeroing the inputs must undo at least a quarter of what training on the batch gained, counted
+# from the know-nothing loss (log C...) when the initial loss sits above it (unscaled inputs).
 RECOVERED = 0.25
 
 
@@ -272,7 +273,7 @@ def input_independent(m: InputDependence) -> Iterator[Hit]:
             },
         )
         return
-    gained = m.loss_at_init - m.loss_real
+    gained = m.learned
     if m.loss_zeroed < m.loss_real + RECOVERED * gained:
         yield Hit(
             f"Trained on one batch, the model scores {fmt(m.loss_real)} on it and "
@@ -283,6 +284,7 @@ def input_independent(m: InputDependence) -> Iterator[Hit]:
                 "loss_real_inputs": m.loss_real,
                 "loss_zeroed_inputs": m.loss_zeroed,
                 "loss_at_init": m.loss_at_init,
+                "loss_know_nothing": m.loss_know_nothing,
             },
         )
 

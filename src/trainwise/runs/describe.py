@@ -70,7 +70,10 @@ def describe_setup(setup: Any, optimizer: torch.optim.Optimizer | None = None) -
         "task": setup.task,
         "batch_size": setup.effective_batch_size,
         "num_classes": setup.num_classes,
-        "loss": getattr(loss, "__name__", None) or type(loss).__name__,  # F.* name or class
+        # F.* name or class; "the model's own loss", "the training step M.training_step"
+        "loss": (getattr(loss, "__name__", None) or type(loss).__name__)
+        if callable(loss)
+        else setup.loss_name,
         "device": str(setup.torch_device),
         "train_size": _len(setup.train_dataset),
         "val_size": _len(setup.val_dataset) if setup.val_dataset is not None else None,

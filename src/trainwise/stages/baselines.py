@@ -112,12 +112,8 @@ def _classes(y: Any, out: Any) -> bool:
 def _evaluate(run, model, vx, vy, step, train_loss, stage) -> dict[str, float]:
     was = model.training
     model.eval()
-    out = ex.forward(model, vx, stage)
-    point = {
-        "step": step,
-        "train_loss": train_loss,
-        "val_loss": float(ex.compute_loss(run, out, vy, stage)),
-    }
+    out, val_loss = ex.evaluate(run, model, vx, vy, stage)
+    point = {"step": step, "train_loss": train_loss, "val_loss": val_loss}
     if _classes(vy, out):
         point["val_accuracy"] = float((out.argmax(dim=1) == vy).float().mean())
     model.train(was)
@@ -158,8 +154,9 @@ def _trivial(run, train, vx, vy) -> dict[str, Any]:
 
 
 def _loss_or_nan(run, prediction, y) -> float:
+    loss_fn = run.context.prediction_loss
     try:
-        return float(run.setup.loss(prediction, y))
+        return float(loss_fn(prediction, y)) if loss_fn is not None else math.nan
     except Exception:  # a custom loss that wants the model's own output structure
         return math.nan
 

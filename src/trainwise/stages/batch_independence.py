@@ -45,7 +45,7 @@ class BatchIndependenceStage:
             with _recorded(model, calls), torch.enable_grad():
                 if isinstance(x, torch.Tensor) and torch.is_floating_point(x):
                     x = x.clone().requires_grad_(True)
-                out = ex.first_tensor(ex.forward(model, x, self.name))
+                out = ex.first_tensor(ex.forward(run, model, x, self.name))
             root = _root(x, calls, b)
             if out is None or out.dim() == 0 or out.shape[0] != b or root is None:
                 return ex.skipped(

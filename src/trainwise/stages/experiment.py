@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from trainwise.data import DataSample, shape_of, take, to_device
+from trainwise.data import DataSample, Inputs, shape_of, take, to_device
 from trainwise.data import first_tensor as first_tensor  # the stages' helper, from data
 from trainwise.errors import SetupError
 from trainwise.findings import Finding
@@ -32,8 +32,10 @@ from trainwise.rules.data import labels_out_of_range
 from trainwise.rules.dataset import nonfinite_inputs, nonfinite_parts
 from trainwise.rules.optimizer import frozen_parameters
 from trainwise.rules.protocol import fmt as fmt  # numbers in summaries read as in messages
+from trainwise.spec import without_target
 from trainwise.stages.base import CheckRun, StageOutcome
 from trainwise.state import preserved, preserved_rng
+from trainwise.steps import TrainingStep
 from trainwise.tracing import run_forward
 
 
@@ -112,7 +114,7 @@ def fresh(run: CheckRun, regularization: bool = True) -> tuple[nn.Module, torch.
                 module.p = 0.0
             elif isinstance(module, nn.MultiheadAttention):
                 module.dropout = 0.0
-    optimizer = run.setup.build_optimizer(model.parameters())
+    optimizer = run.setup.build_optimizer(model)
     if not regularization:
         for group in optimizer.param_groups:
             if "weight_decay" in group:
@@ -140,26 +142,84 @@ def configured_lr(optimizer: torch.optim.Optimizer) -> float:
 # -- running the user's model ---------------------------------------------------------------
 
 
-def forward(model: nn.Module, x: Any, stage: str) -> Any:
-    """model(x); on a crash, run it again under hooks to name the layer (ForwardError)."""
+def forward(run: CheckRun, model: nn.Module, x: Any, stage: str) -> Any:
+    """The model's prediction on x (the logits of a ModelOutput, ...); on a crash, run it
+    again under hooks to name the layer (ForwardError)."""
+    setup = run.setup
     try:
-        return model(x)
+        return setup.predict(model, x)
+    except SetupError:
+        raise
     except Exception as exc:
-        run_forward(model, x, stage=stage)  # raises ForwardError naming the layer, if it recurs
+        _name_failing_layer(run, model, without_target(x), stage, exc)
+        raise AssertionError("unreachable") from exc
+
+
+def _name_failing_layer(run: CheckRun, model: nn.Module, x: Any, stage: str, exc: Exception):
+    """Raise the model's crash on x as a SetupError naming the layer when it recurs."""
+    run_forward(model, x, stage=stage, call=run.setup.call_model)  # ForwardError, if it recurs
+    raise SetupError(
+        f"[{stage}] the model raised {type(exc).__name__} on an input of shape {shape_of(x)}: {exc}"
+    ) from exc
+
+
+def compute_loss(run: CheckRun, prediction: Any, y: Any, stage: str) -> torch.Tensor:
+    """The setup's loss of a prediction (a trivial baseline's, dropout passes' mean...): its
+    loss function, or for a model computing its own loss the known loss it matches."""
+    loss_fn = run.context.prediction_loss
+    if loss_fn is None:
         raise SetupError(
-            f"[{stage}] the model raised {type(exc).__name__} on an input of shape "
-            f"{shape_of(x)}: {exc}"
+            f"[{stage}] {run.setup.loss_name} cannot be computed on a prediction alone, and "
+            "matches no loss trainwise knows"
+        )
+    try:
+        return loss_fn(prediction, y)
+    except Exception as exc:
+        raise SetupError(
+            f"[{stage}] the loss raised {type(exc).__name__} on output {shape_of(prediction)} "
+            f"and target {shape_of(y)}: {exc}"
         ) from exc
 
 
-def compute_loss(run: CheckRun, out: Any, y: Any, stage: str) -> torch.Tensor:
+def loss_of(run: CheckRun, model: nn.Module, x: Any, y: Any, stage: str) -> torch.Tensor:
+    """The training loss on (x, y) however the setup computes it (its loss function, the
+    model's own loss, a training step); a crash names the model's layer or the loss."""
+    setup = run.setup
+    if isinstance(setup.loss, TrainingStep):
+        try:
+            return setup.step_loss(model, x, y)
+        except SetupError:
+            raise
+        except Exception as exc:
+            raise SetupError(
+                f"[{stage}] {setup.loss_name} raised {type(exc).__name__} on a batch of shape "
+                f"{shape_of(x)}: {exc}"
+            ) from exc
     try:
-        return run.setup.loss(out, y)
+        out = setup.call_model(model, x)
+    except SetupError:
+        raise
+    except Exception as exc:
+        _name_failing_layer(run, model, x, stage, exc)
+        raise AssertionError("unreachable") from exc
+    try:
+        return setup.loss_from_output(out, y)
+    except SetupError:
+        raise
     except Exception as exc:
         raise SetupError(
-            f"[{stage}] the loss raised {type(exc).__name__} on output {shape_of(out)} and "
-            f"target {shape_of(y)}: {exc}"
+            f"[{stage}] the loss raised {type(exc).__name__} on output "
+            f"{shape_of(setup.batch_format.loss_input(out))} and target {shape_of(y)}: {exc}"
         ) from exc
+
+
+def evaluate(run: CheckRun, model: nn.Module, x: Any, y: Any, stage: str) -> tuple[Any, float]:
+    """(prediction, loss) on (x, y): one forward when the loss is a function of the output,
+    two when the model or a training step computes it."""
+    if run.setup.loss is not None and not isinstance(run.setup.loss, TrainingStep):
+        out = forward(run, model, x, stage)
+        return out, float(compute_loss(run, out, y, stage))
+    return forward(run, model, x, stage), float(loss_of(run, model, x, y, stage))
 
 
 def backward(model: nn.Module, loss: torch.Tensor, x: Any, run: CheckRun, y: Any, stage: str):
@@ -192,7 +252,7 @@ def _failing_backward_layer(model: nn.Module, x: Any, y: Any, run: CheckRun) -> 
         for module in model.modules():
             handles.append(module.register_forward_hook(on_output))
         model.zero_grad(set_to_none=True)
-        run.setup.loss(model(x), y).backward()
+        run.setup.batch_loss(model, x, y).backward()
     except Exception:
         return last[-1] if last else ""
     finally:
@@ -206,7 +266,7 @@ def train_step(
 ) -> float:
     """One optimizer step; returns the loss before the step (one sync)."""
     optimizer.zero_grad(set_to_none=True)
-    loss = compute_loss(run, forward(model, x, stage), y, stage)
+    loss = loss_of(run, model, x, y, stage)
     backward(model, loss, x, run, y, stage)
     optimizer.step()
     return float(loss.detach())
@@ -214,15 +274,19 @@ def train_step(
 
 @torch.no_grad()
 def eval_loss(run: CheckRun, model: nn.Module, x: Any, y: Any, stage: str) -> float:
-    return float(compute_loss(run, forward(model, x, stage), y, stage))
+    return float(loss_of(run, model, x, y, stage))
 
 
 # -- data -----------------------------------------------------------------------------------
 
 
 def zeros_like(value: Any) -> Any:
+    """The input with every tensor zeroed (the target a model takes as a keyword kept)."""
     if isinstance(value, torch.Tensor):
         return torch.zeros_like(value)
+    if isinstance(value, Inputs):
+        kwargs = {k: v if k == value.target_key else zeros_like(v) for k, v in value.kwargs.items()}
+        return Inputs(zeros_like(value.args), kwargs, value.target_key, value.layout)
     if isinstance(value, (tuple, list)):
         return type(value)(zeros_like(v) for v in value)
     if isinstance(value, dict):
@@ -334,7 +398,7 @@ def blocking_finding(run: CheckRun) -> tuple[str, Finding] | None:
         ), frozen
     if (f := found.get(nonfinite_inputs.slug)) is not None:
         part = nonfinite_parts(run.context.train_sample)[0]  # the part the finding is about
-        return f"the training {part} contain NaN/Inf (nonfinite-inputs)", f
+        return f"NaN/Inf in the training {part} (nonfinite-inputs)", f
     return None
 
 

@@ -38,6 +38,7 @@ class InputDependenceStage:
             loss_real=real,
             loss_zeroed=zeroed,
             output_spread=result.output_spread,
+            loss_know_nothing=ex.reference_loss(run)[0],
         )
         metrics = {
             "loss_real_inputs": real,

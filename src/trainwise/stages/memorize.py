@@ -107,7 +107,7 @@ def memorize(
             result.out_of_time = True
             break
     result.seconds = time.perf_counter() - started
-    result.output_spread = output_spread(model, x, stage)
+    result.output_spread = output_spread(run, model, x, stage)
     return result
 
 
@@ -125,9 +125,9 @@ def inconsistent_labels(x: Any, y: Any) -> int:
 
 
 @torch.no_grad()
-def output_spread(model: nn.Module, x: Any, stage: str) -> float | None:
+def output_spread(run: CheckRun, model: nn.Module, x: Any, stage: str) -> float | None:
     """max |out_i - out_0| / max |out|: 0 when every sample gets the same output."""
-    out = ex.first_tensor(ex.forward(model, x, stage))
+    out = ex.first_tensor(ex.forward(run, model, x, stage))
     if out is None or out.dim() == 0 or out.shape[0] < 2 or not torch.is_floating_point(out):
         return None
     out = out.float()

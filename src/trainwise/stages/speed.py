@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, IterableDataset
 
-from trainwise.data import as_pair, to_device
+from trainwise.data import to_device
 from trainwise.measurements import LoaderTrial, SpeedProfile
 from trainwise.rules.protocol import LOADER_BOUND, SLOW_STEP, ms
 from trainwise.stages import experiment as ex
@@ -102,12 +102,12 @@ def profile(run, model, optimizer, loader, batches, seconds, stage) -> list[dict
                 batch = next(iterator)
             except StopIteration:
                 break
-            x, y = as_pair(batch, i, "train loader batch")
+            x, y = run.setup.split_batch(batch, i, "train loader batch")
             x, y = to_device(x, device), to_device(y, device)
             sync()
             t1 = time.perf_counter()
             optimizer.zero_grad(set_to_none=True)
-            loss = ex.compute_loss(run, ex.forward(model, x, stage), y, stage)
+            loss = ex.loss_of(run, model, x, y, stage)
             sync()
             t2 = time.perf_counter()
             ex.backward(model, loss, x, run, y, stage)

@@ -47,7 +47,7 @@ class TrainEvalStage:
             _switch_off_dropout(model)
             eval_out, eval_loss = _outputs(run, model, x, y, {}, self.name, 1)
             train_out, train_loss = _outputs(run, model, x, y, {"": True}, self.name, 1)
-            passes = PASSES if _random_in_train_mode(model, x, self.name) else 1
+            passes = PASSES if _random_in_train_mode(run, model, x, self.name) else 1
             if passes > 1:
                 train_out, train_loss = _outputs(run, model, x, y, {"": True}, self.name, passes)
             distance = _distance(train_out, eval_out)
@@ -101,7 +101,7 @@ def _stale_batchnorm(run, model, x, stage) -> StaleBatchNorm | None:
     try:
         with preserved(model):
             model.train()
-            ex.forward(model, x, stage)
+            ex.forward(run, model, x, stage)
     finally:
         for h in handles:
             h.remove()
@@ -141,7 +141,7 @@ def _refresh_batchnorm(run: CheckRun, model: nn.Module, stage: str) -> None:
     was_training = model.training
     model.train()
     for _ in range(REFRESH_BATCHES):
-        ex.forward(model, next(stream)[0], stage)
+        ex.forward(run, model, next(stream)[0], stage)
     model.train(was_training)
     for m, momentum in zip(norms, momenta, strict=True):
         m.momentum = momentum
@@ -156,7 +156,7 @@ def _switch_off_dropout(model: nn.Module) -> None:
 
 
 @torch.no_grad()
-def _random_in_train_mode(model, x, stage) -> bool:
+def _random_in_train_mode(run, model, x, stage) -> bool:
     """Whether train mode is still random with torch's dropout off (a custom dropout): only then
     are PASSES forwards averaged, here and for each module in `_responsible`. Any user-defined
     class (a U-Net's top module) used to count as possibly random, which made the module search
@@ -165,7 +165,7 @@ def _random_in_train_mode(model, x, stage) -> bool:
         return False
     with preserved(model):  # restores the RNG too, so both passes run inside it
         model.train()
-        first, second = (ex.first_tensor(ex.forward(model, x, stage)) for _ in range(2))
+        first, second = (ex.first_tensor(ex.forward(run, model, x, stage)) for _ in range(2))
     return not torch.equal(first, second)
 
 
@@ -181,7 +181,7 @@ def _outputs(run, model, x, y, train_modes: dict[str, bool], stage: str, passes:
             modules = dict(model.named_modules())
             for name in train_modes:
                 modules[name].training = True
-        outs = [ex.first_tensor(ex.forward(model, x, stage)).float() for _ in range(passes)]
+        outs = [ex.first_tensor(ex.forward(run, model, x, stage)).float() for _ in range(passes)]
         mean = torch.stack(outs).mean(dim=0)
         loss = float(ex.compute_loss(run, outs[0] if passes == 1 else mean, y, stage))
     return mean, loss
