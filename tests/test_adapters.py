@@ -201,3 +201,37 @@ def test_a_dict_batch_model_without_labels_argument_is_named():
     # With a loss function the same data check fine.
     report = static(tw.Setup(model=Net, train=data, loss=F.cross_entropy))
     assert report.verdict == "ready to train", [f.message for f in report.findings]
+
+
+class TokenShare(Dataset):
+    """Regression on token ids: the target is the (scaled) share of ids under 30."""
+
+    def __init__(self, n: int, seed: int):
+        g = torch.Generator().manual_seed(seed)
+        self.ids = torch.randint(5, 100, (n, 12), generator=g)
+        self.y = ((self.ids < 30).float().mean(dim=1) - 0.25) * 4
+
+    def __len__(self):
+        return len(self.y)
+
+    def __getitem__(self, i):
+        return {"input_ids": self.ids[i], "labels": self.y[i]}
+
+
+def test_an_hf_regression_head_is_judged_by_the_loss_it_computes():
+    from transformers import BertConfig, BertForSequenceClassification
+
+    def regressor():
+        config = BertConfig(vocab_size=100, hidden_size=16, num_hidden_layers=1,
+                            num_attention_heads=2, intermediate_size=32, num_labels=1)  # fmt: skip
+        return BertForSequenceClassification(config)
+
+    setup = tw.Setup.from_hf(regressor, TokenShare(128, seed=0), args=_args())
+    ctx = StaticContext(setup)
+    # HF squeezes the (N, 1) logits to the (N,) targets: MSE, and no broadcast to report.
+    assert ctx.loss_kind == "mse" and ctx.loss_match == ("mse", "squeeze")
+    report = static(setup)
+    assert "output-size-mismatch" not in {f.rule for f in report.findings}
+    # The same shapes through a loss function that broadcasts them are the real bug.
+    broken = tw.Setup.from_hf(regressor, TokenShare(128, seed=0), args=_args(), loss=nn.MSELoss())
+    assert "output-size-mismatch" in {f.rule for f in static(broken).findings}

@@ -174,16 +174,27 @@ class StaticContext:
 
     @cached_property
     def loss_match(self) -> tuple[LossKind, str]:
-        """(kind, what the loss applies to the prediction first: "" or "softmax") of a loss
+        """(kind, what the loss does to the prediction first: "", "softmax" or "squeeze") of a loss
         trainwise cannot read by its type (a lambda, a wrapper, the model's own loss, a
-        Lightning training_step): its value on the batch matched against the known losses,
-        on the prediction itself and on its softmax (a softmax applied twice)."""
+        Lightning training_step): its value on the batch matched against the known losses."""
+        kind, applied, _ = self._matched_loss
+        return kind, applied
+
+    @cached_property
+    def _matched_loss(self) -> tuple[LossKind, str, Callable[[Any, Any], torch.Tensor] | None]:
+        """(kind, applied, the known loss function that gives the same value on the batch).
+
+        Tried on the prediction itself; on its softmax (a softmax applied twice); and, for one
+        output per sample (N, 1) against targets (N,), on the squeezed prediction (HF's
+        regression loss squeezes)."""
         out, y, value = self.output, self.batch[1], self.setup_loss_value
         if not isinstance(out, torch.Tensor) or not isinstance(y, torch.Tensor) or value is None:
-            return OTHER, ""
+            return OTHER, "", None
         candidates = [(fn, kind, "") for fn, kind in _LOSS_FUNCTIONS.items()]
         if out.dim() >= 2 and out.shape[1] > 1 and torch.is_floating_point(out):
             candidates.append((_softmax_then_cross_entropy, CROSS_ENTROPY, "softmax"))
+        if out.dim() == y.dim() + 1 and out.shape[-1] == 1 and torch.is_floating_point(y):
+            candidates += [(_squeezed(fn), kind, "squeeze") for fn, kind in _LOSS_FUNCTIONS.items()]
         for fn, kind, applied in candidates:
             try:
                 with torch.no_grad(), warnings.catch_warnings():
@@ -192,8 +203,8 @@ class StaticContext:
             except Exception:
                 continue
             if abs(ref - value) <= 1e-5 * max(1.0, abs(ref)):
-                return kind, applied
-        return OTHER, ""
+                return kind, applied, fn
+        return OTHER, "", None
 
     @cached_property
     def setup_loss_value(self) -> float | None:
@@ -221,10 +232,7 @@ class StaticContext:
         loss = self.setup.loss
         if loss is not None and not isinstance(loss, TrainingStep):
             return loss
-        kind, applied = self.loss_match
-        if applied:
-            return _softmax_then_cross_entropy
-        return next((fn for fn, k in _LOSS_FUNCTIONS.items() if k == kind), None)
+        return self._matched_loss[2]
 
     @cached_property
     def task(self) -> str:
@@ -342,6 +350,11 @@ class StaticContext:
                 f"the loss {self.setup.loss_name} returned {shape_of(value)}; expected a scalar "
                 "tensor (use reduction='mean')"
             )
+
+
+def _squeezed(fn: Callable[[Any, Any], torch.Tensor]) -> Callable[[Any, Any], torch.Tensor]:
+    """fn on (N, 1) predictions squeezed to the (N,) targets' shape."""
+    return lambda out, y: fn(out.squeeze(-1), y)
 
 
 def _softmax_then_cross_entropy(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

@@ -229,6 +229,8 @@ def output_size_mismatch(ctx: StaticContext) -> Iterator[Hit]:
 
 def _regression_shapes(ctx: StaticContext, out: torch.Tensor) -> Iterator[Hit]:
     y = ctx.batch[1]  # the targets of the very batch the output came from
+    if ctx.loss_match[1] == "squeeze":
+        return  # the loss squeezes (N, 1) to the targets' (N,) itself (HF's regression loss)
     if isinstance(y, torch.Tensor) and out.shape != y.shape:
         try:
             broadcast = torch.broadcast_shapes(out.shape, y.shape)

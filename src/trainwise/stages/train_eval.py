@@ -5,6 +5,7 @@ must stay close to those in train mode (BatchNorm statistics, dropout scaling). 
 from __future__ import annotations
 
 import copy
+import math
 
 import torch
 from torch import nn
@@ -183,7 +184,10 @@ def _outputs(run, model, x, y, train_modes: dict[str, bool], stage: str, passes:
                 modules[name].training = True
         outs = [ex.first_tensor(ex.forward(run, model, x, stage)).float() for _ in range(passes)]
         mean = torch.stack(outs).mean(dim=0)
-        loss = float(ex.compute_loss(run, outs[0] if passes == 1 else mean, y, stage))
+        # A model's own loss that matches no known loss cannot score a mean of passes: NaN.
+        prediction = outs[0] if passes == 1 else mean
+        known = run.context.prediction_loss is not None
+        loss = float(ex.compute_loss(run, prediction, y, stage)) if known else math.nan
     return mean, loss
 
 
