@@ -19,6 +19,7 @@ _EXPORTS = {
     "Finding": "trainwise.findings",
     "LRFindResult": "trainwise.lr_find",
     "ModuleOptimizer": "trainwise.steps",
+    "Recipe": "trainwise.train.recipe",
     "Report": "trainwise.report.model",
     "Setup": "trainwise.spec",
     "SetupError": "trainwise.errors",
@@ -29,15 +30,17 @@ _EXPORTS = {
     "check": "trainwise.check",
     "class_weights": "trainwise.helpers",
     "convert_batchnorm": "trainwise.helpers",
+    "fit": "trainwise.train.loop",
     "lr_find": "trainwise.lr_find",
     "param_groups": "trainwise.helpers",
     "runs": "trainwise.runs",  # run records: tw.runs.start(...), tw.runs.list_runs()
     "watch": "trainwise.watch",
 }
 __all__ = [
-    "CATALOGUE", "Finding", "LRFindResult", "ModuleOptimizer", "Report", "Setup", "SetupError",
-    "StageResult", "TrainingStep", "TrainwiseError", "Watch", "__version__", "check", "class_weights", "convert_batchnorm",
-    "lr_find", "param_groups", "runs", "watch",
+    "CATALOGUE", "Finding", "LRFindResult", "ModuleOptimizer", "Recipe", "Report", "Setup",
+    "SetupError", "StageResult", "TrainingStep", "TrainwiseError", "Watch", "__version__",
+    "check", "class_weights", "convert_batchnorm", "fit", "lr_find", "param_groups", "runs",
+    "watch",
 ]  # = _EXPORTS + __version__, spelled out for tools that read it statically
 
 
@@ -79,4 +82,6 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     from trainwise.rules import CATALOGUE
     from trainwise.spec import Setup
     from trainwise.steps import ModuleOptimizer, TrainingStep
+    from trainwise.train.loop import fit
+    from trainwise.train.recipe import Recipe
     from trainwise.watch import Watch, watch

@@ -102,7 +102,12 @@ class Watch:
         scaler: Any = None,
         total_steps: int | None = None,
         record: bool = True,
+        *,
+        record_kind: str = "watch",
+        record_config: dict[str, Any] | None = None,
     ) -> None:
+        """record_kind / record_config: the record's kind and extra settings, for a command
+        that trains through the watch (fit: kind "fit", its recipe)."""
         _check_arguments(model, optimizer, preset, every)
         self.model, self.optimizer, self.preset = model, optimizer, PRESETS[preset]
         self.preset_name = preset
@@ -144,8 +149,9 @@ class Watch:
             from trainwise.runs.watch_record import WatchRecord
 
             self._record_writer = WatchRecord.open(
-                model, optimizer, name=name, root=log_dir, preset=preset, every=self.every
-            )
+                model, optimizer, name=name, root=log_dir, preset=preset, every=self.every,
+                kind=record_kind, config=record_config,
+            )  # fmt: skip
         self._switch_on(self._judge.producers() | self._drawn_producers())
         self._handles = [
             # The watch's own hooks run inside the user's step() and forward(): guarded too.
@@ -297,6 +303,11 @@ class Watch:
         and finishes the run record."""
         return self._close("finished")
 
+    def abort(self, status: str, error: str) -> list[Finding]:
+        """Closes after the training code raised: the record ends "failed" ("interrupted" on
+        Ctrl-C) with the error, as the `with watch(...)` block does."""
+        return self._close(status, error)
+
     def _close(self, status: str, error: str | None = None) -> list[Finding]:
         if self._closed:
             return self.findings
@@ -326,9 +337,9 @@ class Watch:
         if exc_type is None:
             self._close("finished")
         elif issubclass(exc_type, KeyboardInterrupt):
-            self._close("interrupted", "KeyboardInterrupt")
+            self.abort("interrupted", "KeyboardInterrupt")
         else:
-            self._close("failed", f"{exc_type.__name__}: {exc}")
+            self.abort("failed", f"{exc_type.__name__}: {exc}")
 
     # -- hooks -----------------------------------------------------------------------------
     def _guarded(self, hook):

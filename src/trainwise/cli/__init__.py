@@ -269,6 +269,11 @@ def _fail_unusable(exc: SetupError) -> None:
     sys.exit(EXIT_UNUSABLE)
 
 
+# Training: `trainwise fit` (cli/fit.py).
+from trainwise.cli.fit import fit_command  # noqa: E402
+
+main.add_command(fit_command)
+
 # Run records: `trainwise runs [show|diff]` and `trainwise report RUN` (cli/runs.py).
 from trainwise.cli.runs import report_command, runs_group  # noqa: E402
 

@@ -43,18 +43,22 @@ class WatchRecord:
         self._known_series = -1
 
     @classmethod
-    def open(cls, model: Any, optimizer: Any, *, name, root, preset, every) -> WatchRecord | None:
-        """Opens the record; None (with one warning) when it cannot be written."""
+    def open(
+        cls, model: Any, optimizer: Any, *, name, root, preset, every, kind="watch", config=None
+    ) -> WatchRecord | None:
+        """Opens the record (of `kind`, with `config` added to its settings); None (with one
+        warning) when it cannot be written."""
         try:
             first = next(model.parameters(), None)
             config = {
                 "model": type(model).__name__,
                 "parameters": count_parameters(model.parameters()),
                 "watch": {"preset": preset, "every": every},
+                **(config or {}),
             }
             run = start(
-                "watch",
-                name=name or "watch",
+                kind,
+                name=name or kind,
                 config=config,
                 optimizer=optimizer,
                 device=str(first.device) if first is not None else None,

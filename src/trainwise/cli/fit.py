@@ -1,0 +1,176 @@
+"""`trainwise fit SETUP`: train with the recipe of tips, a live progress line, the findings as
+they fire, and a table of final and best metrics. Exit 0 finished, 1 finished with error
+findings (or stopped by one), 2 unusable input; registered on the main group in cli/__init__.py.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from trainwise.errors import SetupError
+
+console = Console()
+err_console = Console(stderr=True)
+EXIT_CLEAN, EXIT_FINDINGS, EXIT_UNUSABLE = 0, 1, 2
+
+
+def _number_or(words: tuple[str, ...]):
+    """A click converter: one of `words` (None for "none"), or a positive number."""
+
+    def convert(ctx: Any, param: Any, value: str | None) -> Any:
+        if value is None:
+            return None
+        if value in words:
+            return None if value == "none" else value
+        try:
+            number = float(value)
+        except ValueError:
+            raise click.BadParameter(f"expected {' | '.join(words)} or a number") from None
+        if number <= 0:
+            raise click.BadParameter("expected a positive number")
+        return number
+
+    return convert
+
+
+def _sample(ctx: Any, param: Any, value: str | None) -> float | int | None:
+    if value is None:
+        return None
+    try:
+        number = float(value)
+    except ValueError:
+        raise click.BadParameter("expected a count (500) or a fraction (0.1)") from None
+    if 0 < number < 1:
+        return number
+    if number >= 1 and number == int(number):
+        return int(number)
+    raise click.BadParameter("expected a count >= 1 or a fraction in (0, 1)")
+
+
+@click.command("fit")
+@click.argument("target", metavar="FILE[.py][:FUNCTION]")
+@click.option("--epochs", type=click.IntRange(min=1), help="Epochs to train.")
+@click.option("--steps", type=click.IntRange(min=1), help="Optimizer steps to train (or --epochs).")
+@click.option("--recipe", "recipe_name", type=click.Choice(["default", "plain"]), default="default",
+              show_default=True, help="plain: the Setup as written, no tips.")  # fmt: skip
+@click.option("--lr", callback=_number_or(("auto",)), help="auto (LR range test) or a number.")
+@click.option("--schedule", type=click.Choice(
+    ["one-cycle", "cosine", "cosine-restarts", "step", "constant"]))  # fmt: skip
+@click.option("--weight-decay", type=click.FloatRange(min=0))
+@click.option("--clip", callback=_number_or(("auto", "none")), help="auto, none or a max norm.")
+@click.option("--label-smoothing", type=click.FloatRange(0, 1, max_open=True))
+@click.option("--output-bias/--no-output-bias", default=None, help="Init the last bias.")
+@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]))
+@click.option("--optimizer", type=click.Choice(["adamw", "setup"]))
+@click.option("--sample", callback=_sample, help="Train on a stratified sample: 500 or 0.1.")
+@click.option("--monitor", default="val_loss", show_default=True,
+              help="The metric that picks the best checkpoint.")  # fmt: skip
+@click.option("--early-stop", is_flag=True, help="Stop when the watch finds overfitting.")
+@click.option("--resume", type=click.Path(exists=True), help="Continue a killed fit run.")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the result.")
+@click.option("--record/--no-record", default=True, show_default=True, help="Keep a run record.")
+@click.option("--runs-dir", type=click.Path(file_okay=False), help="Folder of run records.")
+@click.option("--quiet", is_flag=True, help="No progress line, no findings as they fire.")
+def fit_command(target: str, epochs: int | None, steps: int | None, recipe_name: str,
+                json_path: str | None, record: bool, runs_dir: str | None, quiet: bool,
+                seed: int, sample: Any, monitor: str, early_stop: bool, resume: str | None,
+                **tips: Any) -> None:  # fmt: skip
+    """Train the Setup in FILE with a recipe of the tips, watched and recorded."""
+    from trainwise.loader import setup_file
+
+    if (epochs is None) == (steps is None) and resume is None:
+        _fail(SetupError("trainwise fit: give --epochs N or --steps N"))
+    try:
+        setup_file(target)
+    except SetupError as exc:
+        _fail(exc)
+    from trainwise.loader import load_setup
+    from trainwise.report.terminal import finding_panel
+    from trainwise.train.loop import fit
+    from trainwise.train.recipe import Recipe
+
+    try:
+        base = Recipe.plain() if recipe_name == "plain" else Recipe()
+        recipe = base.replace(**{k: v for k, v in tips.items() if v is not None})
+        setup = load_setup(target)
+        with _progress(quiet) as show:
+            result = fit(
+                setup, epochs=epochs, steps=steps, recipe=recipe, seed=seed, record=record,
+                runs_dir=runs_dir, sample=sample, monitor=monitor, early_stop=early_stop,
+                resume=resume, verbose=not quiet, on_progress=show,
+            )  # fmt: skip
+    except SetupError as exc:
+        _fail(exc)
+    console.print(_result_table(result))
+    for note in result.notes:
+        console.print(f"  {escape(note)}", highlight=False)
+    errors = [f for f in result.findings if f.severity == "error"]
+    for finding in errors:
+        console.print(finding_panel(finding))
+    if result.stopped:
+        console.print(f"[bold red]stopped[/]: {escape(result.stopped)}")
+    if result.checkpoint is not None:
+        console.print(f"best checkpoint: {escape(str(result.checkpoint))}", highlight=False)
+    if result.record_path is not None:
+        console.print(f"run record: {escape(str(result.record_path))}", highlight=False)
+    if json_path:
+        Path(json_path).write_text(json.dumps(result.to_dict(), default=str))
+        console.print(f"JSON written to {escape(json_path)}")
+    sys.exit(EXIT_FINDINGS if errors or result.stopped.startswith("error") else EXIT_CLEAN)
+
+
+class _progress:
+    """A rich progress bar (epoch, step, loss, val metrics, ETA); nothing with --quiet."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.bar = None if quiet else Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TimeRemainingColumn(), console=err_console, transient=False,
+        )  # fmt: skip
+        self.task = None
+        self.tail = ""  # the last validation point's numbers
+
+    def __enter__(self):
+        if self.bar is None:
+            return None
+        self.bar.__enter__()
+        self.task = self.bar.add_task("fit", total=None)
+        return self.show
+
+    def show(self, status: Any) -> None:
+        if status.loss is not None:  # a validation point: the numbers shown until the next
+            self.tail = f"  loss {status.loss:.4g}" + "".join(
+                f"  val {k} {v:.4g}" for k, v in status.val.items() if k != "ece"
+            )
+        words = f"epoch {status.epoch}/{status.epochs}{self.tail}"
+        self.bar.update(self.task, completed=status.step, total=status.total, description=words)
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(*exc)
+
+
+def _result_table(result: Any) -> Table:
+    table = Table(title=f"fit: {result.steps} steps", caption=escape(result.recipe.describe()))
+    table.add_column("metric")
+    table.add_column("final", justify="right")
+    table.add_column(f"best (step {result.best.get('step', '-')})", justify="right")
+    for name, value in result.metrics.items():
+        best = result.best.get(name)
+        table.add_row(name, f"{value:.4g}", f"{best:.4g}" if best is not None else "-")
+    return table
+
+
+def _fail(exc: SetupError) -> None:
+    err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
+    sys.exit(EXIT_UNUSABLE)

@@ -1,0 +1,124 @@
+"""fit's checkpoints, in the run record's folder.
+
+checkpoints/best.pt: the model's state dict at the best whole-set validation (by `monitor`),
+    `model.load_state_dict(torch.load(path, weights_only=True))`.
+checkpoints/last.pt: everything a killed run needs to go on exactly where it was: model,
+    optimizer, scheduler, scaler, clipping threshold, the torch RNG (now, and at the start of
+    the epoch, which decides its data order), the step, the epoch and the batch within it, the
+    recipe as applied, and the run's length, seed and sample. Saved at every validation point
+    and epoch end, written to a temporary file and renamed (a kill never leaves half a file).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from trainwise.errors import SetupError
+
+BEST = Path("checkpoints") / "best.pt"
+LAST = Path("checkpoints") / "last.pt"
+LOWER_IS_BETTER = ("val_loss", "val_mae", "val_ece")
+HIGHER_IS_BETTER = ("val_accuracy", "val_f1", "val_r2", "val_iou")
+
+
+def check_monitor(monitor: str) -> None:
+    if monitor not in LOWER_IS_BETTER + HIGHER_IS_BETTER:
+        raise SetupError(
+            f"fit: monitor={monitor!r}; expected one of {', '.join(LOWER_IS_BETTER + HIGHER_IS_BETTER)}"
+        )
+
+
+def _better(value: float, best: float | None, monitor: str) -> bool:
+    if best is None:
+        return True
+    return value > best if monitor in HIGHER_IS_BETTER else value < best
+
+
+class Saver:
+    """Writes the checkpoints of one fit run into `folder` (nothing without a record)."""
+
+    def __init__(self, folder: Path | None, recipe: Any, epochs, steps, seed, sample) -> None:
+        self.folder = folder
+        self.run = {"recipe": recipe.to_dict(), "epochs": epochs, "steps": steps, "seed": seed,
+                    "sample": sample}  # fmt: skip
+        self.best_path: Path | None = None
+
+    def last(self, model, optimizer, scheduler, scaler, clipper, step, epoch, batch, epoch_rng,
+             best) -> None:  # fmt: skip
+        """The state after `step` (batch `batch` of epoch `epoch` done)."""
+        if self.folder is None:
+            return
+        state = {
+            **self.run,
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "scaler": scaler.state_dict(),
+            "clipper": clipper.state_dict(),
+            "rng": torch.get_rng_state(),
+            "epoch_rng": epoch_rng,
+            "step": step,
+            "epoch": epoch,
+            "batch": batch,
+            "best": best,
+        }
+        _save(state, self.folder / LAST)
+
+    def epoch_end(self, model, optimizer, scheduler, scaler, clipper, step, epoch, metrics,
+                  best, monitor, last: bool = True) -> dict[str, float]:  # fmt: skip
+        """After a whole-set validation: best.pt when `monitor` improved, last.pt (unless the
+        run stopped on an error: the last good one stays). Returns the best so far."""
+        value = metrics.get(monitor.removeprefix("val_"))
+        if value is not None and _better(value, best.get(monitor), monitor):
+            best = {"step": step, "epoch": epoch, **{f"val_{k}": v for k, v in metrics.items()}}
+            if self.folder is not None:
+                _save(model.state_dict(), self.folder / BEST)
+                self.best_path = self.folder / BEST
+        if last:
+            self.last(model, optimizer, scheduler, scaler, clipper, step, epoch, 0, None, best)
+        return best
+
+
+def _save(obj: Any, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def load_last(run: str | Path) -> dict[str, Any]:
+    """The last checkpoint of a fit run folder (or the checkpoint file itself)."""
+    path = Path(run)
+    if path.is_dir():
+        path = path / LAST
+    if not path.is_file():
+        raise SetupError(
+            f"fit --resume {run}: no checkpoint at {path}; expected a fit run's folder "
+            "(trainwise runs lists them)"
+        )
+    try:
+        return torch.load(path, weights_only=True, map_location="cpu")
+    except Exception as exc:
+        raise SetupError(f"fit --resume: {path} could not be read ({exc})") from exc
+
+
+def restore(state, model: nn.Module, optimizer, scheduler, scaler, clipper) -> tuple:
+    """Loads a last checkpoint into the run's pieces; (step, epoch, batches done in the epoch,
+    best so far). The RNG is set to where the killed run was."""
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as exc:
+        raise SetupError(
+            f"fit --resume: the checkpoint does not match the setup's model ({exc})"
+        ) from exc
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    scaler.load_state_dict(state["scaler"])
+    clipper.load_state_dict(state["clipper"])
+    torch.set_rng_state(state["rng"])
+    return state["step"], state["epoch"], state["batch"], dict(state["best"])
