@@ -290,3 +290,28 @@ def test_a_users_split_function_is_used_for_every_batch():
     )
     report = tw.check(s, stages=speed_unjudged(), quick=True)
     assert report.verdict == "ready to train", [f.message for f in report.findings]
+
+
+class Mixing(nn.Module):
+    """Mixes samples: each row's output depends on the batch mean (batch-independence bug)."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = mlp()
+
+    def forward(self, x):
+        return self.net(x - x.mean(dim=0, keepdim=True))
+
+
+@pytest.mark.parametrize("form", ["pairs", "dicts"])
+def test_the_protocol_sees_dict_inputs_as_it_sees_tensors(form):
+    from trainwise.stages.baselines import BaselinesStage
+    from trainwise.stages.batch_independence import BatchIndependenceStage
+
+    x, y = blobs()
+    train = TensorDataset(x, y) if form == "pairs" else DictData(x, y)
+    s = tw.Setup(model=Mixing, train=train, loss=nn.CrossEntropyLoss())
+    report = tw.check(s, stages=[StaticStage(), BatchIndependenceStage(), BaselinesStage()],
+                      quick=True)  # fmt: skip
+    assert_fires(report, "batch-mixing")
+    assert "logistic regression" in report.stages[2].summary  # the linear baseline ran

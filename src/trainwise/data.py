@@ -256,6 +256,14 @@ def input_parts(value: Any) -> list[tuple[str, Any]]:
     return [("", value)]
 
 
+def sole_input(value: Any) -> Any:
+    """The model's input when it takes one (the value itself, or the one part of Inputs, e.g.
+    {"x": ...} passed by keyword); None when it takes several. Rules written for a single
+    input tensor read this."""
+    parts = input_parts(value) if isinstance(value, Inputs) else [("", value)]
+    return parts[0][1] if len(parts) == 1 else None
+
+
 def part_label(name: str) -> str:
     """How messages name an input part of input_parts: "inputs" (the only one), "input[0]",
     "input 'meta'"."""
@@ -295,7 +303,7 @@ def summarize_sample(sample: DataSample, task: str | None = None) -> dict[str, A
     F <= 16, else one overall value. Non-tensor inputs or targets are left out.
     """
     summary: dict[str, Any] = {"samples": len(sample), "dataset_size": sample.dataset_size}
-    x, y = sample.inputs, sample.targets
+    x, y = sole_input(sample.inputs), sample.targets
     if isinstance(x, torch.Tensor) and x.numel() and x.dtype != torch.bool:
         xf = x.detach().float()
         summary["input_shape"] = list(x.shape[1:])

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from trainwise.context import StaticContext
+from trainwise.data import sole_input
 from trainwise.rules.registry import Hit, rule
 
 MAX_FEATURES = 512  # tabular inputs only: one row of at most this many numbers
@@ -132,11 +133,12 @@ def _tabular_split(ctx: StaticContext):
     if ctx.task != "classification":
         return None
     train, val = ctx.train_sample, ctx.val_sample
-    if not _tabular(train.inputs, train.targets):
+    tx, vx_all = sole_input(train.inputs), sole_input(val.inputs) if val is not None else None
+    if not _tabular(tx, train.targets):
         return None
-    x, y = train.inputs.double().numpy(), train.targets.numpy()
-    if val is not None and _tabular(val.inputs, val.targets) and val.inputs.shape[1] == x.shape[1]:
-        vx, vy, val_from = val.inputs.double().numpy(), val.targets.numpy(), "validation rows"
+    x, y = tx.double().numpy(), train.targets.numpy()
+    if val is not None and _tabular(vx_all, val.targets) and vx_all.shape[1] == x.shape[1]:
+        vx, vy, val_from = vx_all.double().numpy(), val.targets.numpy(), "validation rows"
     else:
         held = np.arange(len(y)) % HOLDOUT_EVERY == 0
         x, y, vx, vy = x[~held], y[~held], x[held], y[held]

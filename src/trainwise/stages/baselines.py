@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from trainwise.data import DataSample, take
+from trainwise.data import DataSample, sole_input, take
 from trainwise.loss_kinds import REGRESSION
 from trainwise.measurements import ShortTraining
 from trainwise.stages import experiment as ex
@@ -163,8 +163,8 @@ def _loss_or_nan(run, prediction, y) -> float:
 
 def _linear(run, train, val) -> dict[str, Any]:
     """Logistic or ridge regression on the flattened, standardized inputs (scikit-learn)."""
-    x, y = train.inputs, train.targets
-    vx, vy = val.inputs, val.targets
+    x, y = sole_input(train.inputs), train.targets
+    vx, vy = sole_input(val.inputs), val.targets
     if not all(isinstance(t, torch.Tensor) for t in (x, y, vx, vy)) or not torch.is_floating_point(
         x
     ):

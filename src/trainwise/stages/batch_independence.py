@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from trainwise.data import shape_of
+from trainwise.data import Inputs, input_parts, shape_of
 from trainwise.measurements import BatchLeak
 from trainwise.rules.protocol import LEAK
 from trainwise.stages import experiment as ex
@@ -43,8 +43,7 @@ class BatchIndependenceStage:
             model.eval()
             calls: list[tuple[str, nn.Module, Any, torch.Tensor]] = []
             with _recorded(model, calls), torch.enable_grad():
-                if isinstance(x, torch.Tensor) and torch.is_floating_point(x):
-                    x = x.clone().requires_grad_(True)
+                x = _with_grad(x)
                 out = ex.first_tensor(ex.forward(run, model, x, self.name))
             root = _root(x, calls, b)
             if out is None or out.dim() == 0 or out.shape[0] != b or root is None:
@@ -95,11 +94,23 @@ class _recorded:
             h.remove()
 
 
+def _with_grad(x: Any) -> Any:
+    """The input with its float tensors requiring grad (every input of several; never the
+    target a model computing its own loss takes as a keyword)."""
+    if isinstance(x, torch.Tensor) and torch.is_floating_point(x):
+        return x.clone().requires_grad_(True)
+    if isinstance(x, Inputs):
+        kwargs = {k: v if k == x.target_key else _with_grad(v) for k, v in x.kwargs.items()}
+        return Inputs(tuple(_with_grad(a) for a in x.args), kwargs, x.target_key, x.layout)
+    return x
+
+
 def _root(x: Any, calls: list, b: int) -> torch.Tensor | None:
-    """The tensor to differentiate against: the input, or for token ids the first layer's
-    output (an embedding cannot mix samples)."""
-    if isinstance(x, torch.Tensor) and x.requires_grad:
-        return x
+    """The tensor to differentiate against: the (first float) input, or for token ids the
+    first layer's output (an embedding cannot mix samples)."""
+    for _, part in input_parts(x):
+        if isinstance(part, torch.Tensor) and part.requires_grad:
+            return part
     for _, _, _, out in calls:
         if out.requires_grad and out.dim() >= 1 and out.shape[0] == b:
             return out

@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from trainwise.data import sole_input
 from trainwise.loss_kinds import BINARY, CLASS_INDEX
 from trainwise.measurements import Memorized, Retry
 from trainwise.stages import experiment as ex
@@ -113,6 +114,7 @@ def memorize(
 
 def inconsistent_labels(x: Any, y: Any) -> int:
     """How many samples share an identical input with a sample of a different label."""
+    x = sole_input(x)
     if not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor) or y.dim() != 1:
         return 0
     _, group = torch.unique(x.flatten(1), dim=0, return_inverse=True)
