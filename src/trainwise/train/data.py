@@ -16,15 +16,16 @@ from trainwise.spec import Setup
 HELD_OUT = 0.2  # of the training set, when the Setup has no validation set
 
 
-def replaced(setup: Setup, train: Dataset, val: Dataset) -> Setup:
+def replaced(setup: Setup, train: Dataset, val: Dataset | None) -> Setup:
     """The setup with new train/val datasets, each behind a loader like the user's own (its
-    batch size and collate function)."""
+    batch size and collate function); no val stays no val (fit then holds out a split)."""
     import dataclasses
 
+    size = setup.effective_batch_size
     return dataclasses.replace(
         setup,
-        train=_loader_like(setup.train, train, setup.effective_batch_size, shuffle=True),
-        val=_loader_like(setup.val, val, setup.effective_batch_size, shuffle=False),
+        train=_loader_like(setup.train, train, size, shuffle=True),
+        val=_loader_like(setup.val, val, size, shuffle=False) if val is not None else None,
     )
 
 
