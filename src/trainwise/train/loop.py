@@ -143,6 +143,7 @@ def fit(
     notes += [note] if note else []
     ctx = StaticContext(setup, seed=seed)
     ctx.check_loss_accepts_output()  # an unusable setup fails here, before any training
+    _refuse_nonfinite_data(ctx)
     train_setup, note = _with_label_smoothing(setup, ctx, recipe.label_smoothing)
     notes += [note] if note else []
     loader = (
@@ -270,6 +271,15 @@ def _batches_per_epoch(loader: Any) -> int:
     if n < 1:
         raise SetupError("fit: the training loader yields no batches")
     return n
+
+
+def _refuse_nonfinite_data(ctx: StaticContext) -> None:
+    """NaN or Inf in the (sampled) inputs or targets: unusable input, refused before the
+    first step would write NaN into the weights."""
+    from trainwise.rules.dataset import nonfinite_inputs
+
+    for hit in nonfinite_inputs.check(ctx):
+        raise SetupError(f"fit: {hit.message} (trainwise explain {nonfinite_inputs.slug})")
 
 
 def _range_test_lr(setup: Setup, recipe: Recipe, seed: int) -> tuple[float, str]:
