@@ -316,8 +316,13 @@ def _optimizer(setup: Setup, model: nn.Module, recipe: Recipe) -> torch.optim.Op
 def _with_label_smoothing(setup: Setup, ctx: StaticContext, smoothing: float) -> tuple[Setup, str]:
     """The setup to train with: its CrossEntropyLoss smoothed on single-label classification.
     Validation keeps the setup's own loss, so recipes are compared on the same number."""
-    if smoothing <= 0 or ctx.task != "classification" or ctx.loss_kind != CROSS_ENTROPY:
+    if smoothing <= 0:
         return setup, ""
+    if ctx.task != "classification" or ctx.loss_kind != CROSS_ENTROPY:
+        return setup, (
+            f"label smoothing not applied: it is for single-label classification with "
+            f"cross-entropy; this is {ctx.task} with {setup.loss_name}"
+        )
     loss = setup.loss
     if isinstance(loss, nn.CrossEntropyLoss) and loss.label_smoothing == 0:
         smoothed = nn.CrossEntropyLoss(
