@@ -23,14 +23,18 @@ err_console = Console(stderr=True)
 EXIT_CLEAN, EXIT_FINDINGS, EXIT_UNUSABLE = 0, 1, 2
 
 
+NONE = "none"  # `--clip none`: the option given, its value None (an unset option is None)
+
+
 def _number_or(words: tuple[str, ...]):
-    """A click converter: one of `words` (None for "none"), or a positive number."""
+    """A click converter: one of `words` ("none" stays the word, for Recipe's None), or a
+    positive number."""
 
     def convert(ctx: Any, param: Any, value: str | None) -> Any:
         if value is None:
             return None
         if value in words:
-            return None if value == "none" else value
+            return value
         try:
             number = float(value)
         except ValueError:
@@ -101,7 +105,8 @@ def fit_command(target: str, epochs: int | None, steps: int | None, recipe_name:
 
     try:
         base = Recipe.plain() if recipe_name == "plain" else Recipe()
-        recipe = base.replace(**{k: v for k, v in tips.items() if v is not None})
+        given = {k: None if v == NONE else v for k, v in tips.items() if v is not None}
+        recipe = base.replace(**given)
         setup = load_setup(target)
         with _progress(quiet) as show:
             result = fit(

@@ -11,6 +11,7 @@ checkpoints/last.pt: everything a killed run needs to go on exactly where it was
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,8 @@ def check_monitor(monitor: str) -> None:
 
 
 def _better(value: float, best: float | None, monitor: str) -> bool:
+    if not math.isfinite(value):  # a diverged model is never the best one
+        return False
     if best is None:
         return True
     return value > best if monitor in HIGHER_IS_BETTER else value < best
@@ -50,8 +53,9 @@ class Saver:
 
     def last(self, model, optimizer, scheduler, scaler, clipper, step, epoch, batch, epoch_rng,
              best) -> None:  # fmt: skip
-        """The state after `step` (batch `batch` of epoch `epoch` done)."""
-        if self.folder is None:
+        """The state after `step` (batch `batch` of epoch `epoch` done); none while the
+        weights are not finite (a diverging run keeps its last good checkpoint)."""
+        if self.folder is None or not _finite(model):
             return
         state = {
             **self.run,
@@ -82,6 +86,12 @@ class Saver:
         if last:
             self.last(model, optimizer, scheduler, scaler, clipper, step, epoch, 0, None, best)
         return best
+
+
+def _finite(model: nn.Module) -> bool:
+    """Every floating-point weight and buffer finite (one sync)."""
+    tensors = [t for t in model.state_dict().values() if torch.is_floating_point(t)]
+    return not tensors or bool(torch.stack([t.isfinite().all() for t in tensors]).all())
 
 
 def _save(obj: Any, path: Path) -> None:

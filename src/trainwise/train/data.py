@@ -16,15 +16,16 @@ from trainwise.spec import Setup
 HELD_OUT = 0.2  # of the training set, when the Setup has no validation set
 
 
-def replaced(setup: Setup, train: Dataset, val: Dataset) -> Setup:
+def replaced(setup: Setup, train: Dataset, val: Dataset | None) -> Setup:
     """The setup with new train/val datasets, each behind a loader like the user's own (its
-    batch size and collate function)."""
+    batch size and collate function); no val stays no val (fit then holds out a split)."""
     import dataclasses
 
+    size = setup.effective_batch_size
     return dataclasses.replace(
         setup,
-        train=_loader_like(setup.train, train, setup.effective_batch_size, shuffle=True),
-        val=_loader_like(setup.val, val, setup.effective_batch_size, shuffle=False),
+        train=_loader_like(setup.train, train, size, shuffle=True),
+        val=_loader_like(setup.val, val, size, shuffle=False) if val is not None else None,
     )
 
 
@@ -69,7 +70,7 @@ def sampled(setup: Setup, sample: float | int, seed: int, labels: Any) -> tuple[
         val = Subset(val, _stratified(val_size, val_keep, None, seed + 1))
         val_note = f", validation {val_keep} of {val_size}"
     how = "stratified by class" if labels is not None else "at random"
-    note = f"trained on a sample ({how}): train {keep} of {train_size}{val_note}"
+    note = f"trained on a sample ({how}): train {len(indices)} of {train_size}{val_note}"
     return replaced(setup, Subset(train, indices), val), note
 
 
@@ -88,12 +89,24 @@ def _stratified(size: int, keep: int, labels: Any, seed: int) -> list[int]:
     if labels is None:
         return sorted(rng.choice(size, size=keep, replace=False).tolist())
     labels = np.asarray(labels)
+    classes, counts = np.unique(labels, return_counts=True)
     chosen: list[int] = []
-    for label in np.unique(labels):  # each class keeps its share (at least one sample)
+    for label, share in zip(classes, _shares(counts, keep), strict=True):
         members = np.flatnonzero(labels == label)
-        share = max(1, int(round(keep * len(members) / size)))
-        chosen += rng.choice(members, size=min(share, len(members)), replace=False).tolist()
+        chosen += rng.choice(members, size=share, replace=False).tolist()
     return sorted(chosen)
+
+
+def _shares(counts: np.ndarray, keep: int) -> list[int]:
+    """Each class's part of `keep`, in proportion to its count and adding up to `keep` (the
+    largest remainders round up); every class keeps at least one sample."""
+    exact = counts * keep / counts.sum()
+    shares = np.maximum(np.floor(exact).astype(int), 1)
+    while shares.sum() < keep:  # the classes furthest under their exact share get one more
+        shares[np.argmax(exact - shares)] += 1
+    while shares.sum() > keep and (shares > 1).any():  # the ones given to tiny classes
+        shares[np.argmax(np.where(shares > 1, shares - exact, -np.inf))] -= 1
+    return shares.tolist()
 
 
 def _sized(dataset: Dataset, what: str) -> int:

@@ -143,6 +143,7 @@ def fit(
     notes += [note] if note else []
     ctx = StaticContext(setup, seed=seed)
     ctx.check_loss_accepts_output()  # an unusable setup fails here, before any training
+    _refuse_nonfinite_data(ctx)
     train_setup, note = _with_label_smoothing(setup, ctx, recipe.label_smoothing)
     notes += [note] if note else []
     loader = (
@@ -272,6 +273,15 @@ def _batches_per_epoch(loader: Any) -> int:
     return n
 
 
+def _refuse_nonfinite_data(ctx: StaticContext) -> None:
+    """NaN or Inf in the (sampled) inputs or targets: unusable input, refused before the
+    first step would write NaN into the weights."""
+    from trainwise.rules.dataset import nonfinite_inputs
+
+    for hit in nonfinite_inputs.check(ctx):
+        raise SetupError(f"fit: {hit.message} (trainwise explain {nonfinite_inputs.slug})")
+
+
 def _range_test_lr(setup: Setup, recipe: Recipe, seed: int) -> tuple[float, str]:
     """The LR of trainwise's range test, run with the recipe's optimizer."""
     from trainwise.lr_find import lr_find
@@ -306,8 +316,13 @@ def _optimizer(setup: Setup, model: nn.Module, recipe: Recipe) -> torch.optim.Op
 def _with_label_smoothing(setup: Setup, ctx: StaticContext, smoothing: float) -> tuple[Setup, str]:
     """The setup to train with: its CrossEntropyLoss smoothed on single-label classification.
     Validation keeps the setup's own loss, so recipes are compared on the same number."""
-    if smoothing <= 0 or ctx.task != "classification" or ctx.loss_kind != CROSS_ENTROPY:
+    if smoothing <= 0:
         return setup, ""
+    if ctx.task != "classification" or ctx.loss_kind != CROSS_ENTROPY:
+        return setup, (
+            f"label smoothing not applied: it is for single-label classification with "
+            f"cross-entropy; this is {ctx.task} with {setup.loss_name}"
+        )
     loss = setup.loss
     if isinstance(loss, nn.CrossEntropyLoss) and loss.label_smoothing == 0:
         smoothed = nn.CrossEntropyLoss(

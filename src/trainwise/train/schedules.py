@@ -21,8 +21,11 @@ def build_schedule(
         raise SetupError(f"fit: {total_steps} training steps; expected at least 1")
     peaks = [float(g["lr"]) for g in optimizer.param_groups]
     if name == "one-cycle":
+        # OneCycleLR divides by its warm-up's last step, pct_start * total_steps - 1: never 0
+        # (4 steps at 0.25), or the first step raises ZeroDivisionError.
+        warmup = ONE_CYCLE_WARMUP if ONE_CYCLE_WARMUP * total_steps != 1 else 2 / total_steps
         return lr_scheduler.OneCycleLR(
-            optimizer, max_lr=peaks, total_steps=total_steps, pct_start=ONE_CYCLE_WARMUP
+            optimizer, max_lr=peaks, total_steps=total_steps, pct_start=warmup
         )
     if name == "cosine":
         return lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
