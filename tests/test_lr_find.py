@@ -280,3 +280,16 @@ def test_a_setup_check_refuses_is_refused_with_the_same_finding(tmp_path):
 
     (record,) = list_runs(tmp_path)
     assert [f["rule"] for f in record.findings] == ["labels-out-of-range"]
+
+
+def test_lr_find_on_a_sample_of_the_setups_data_says_so(tmp_path):
+    import json
+
+    x, y = blobs(n=400)
+    result = tw.lr_find(setup(mlp, x, y), sample=0.25, num_iter=30, runs_dir=tmp_path)
+    run = json.loads((result.record_path / "run.json").read_text())
+    assert "train 100 of 400" in run["config"]["lr_find"]["data"]
+    with pytest.raises(tw.SetupError, match="give a Setup"):
+        model = mlp()
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        tw.lr_find(model, loader(x, y), nn.CrossEntropyLoss(), opt, sample=0.5)

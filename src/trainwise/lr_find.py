@@ -483,6 +483,7 @@ def lr_find(
     record: bool = True,
     runs_dir: str | Path | None = None,
     name: str | None = None,
+    sample: float | int | None = None,
 ) -> LRFindResult:
     """Run an LR range test and suggest a learning rate.
 
@@ -504,6 +505,8 @@ def lr_find(
     record:   keep a run record (the curve with the suggestion, findings, report.html) in
               runs_dir (default $TRAINWISE_RUNS_DIR, else ./trainwise-runs)
     name:     the record's name (default: the setup's name, else "lr_find")
+    sample:   with a Setup: sweep on a stratified sample of its data, a count or a fraction
+              (0.1), as `fit --sample` trains on one; the record says so
     """
     from trainwise.spec import Setup
 
@@ -521,8 +524,15 @@ def lr_find(
         on_trial=on_trial,
     )
     recorded = partial(_recorded, record=record, root=runs_dir, seed=seed)
+    if sample is not None and not isinstance(model_or_setup, Setup):
+        raise SetupError("lr_find(sample=...) samples a Setup's data; give a Setup")
     if isinstance(model_or_setup, Setup):
         setup = model_or_setup
+        if sample is not None:
+            from trainwise.train.data import class_labels, sampled
+
+            setup, note = sampled(setup, sample, seed, class_labels(setup))
+            recorded = partial(recorded, note=note)
         build = partial(_build, setup)
         model, opt = build(seed)
         blocked = _blocking(setup, seed)
@@ -574,6 +584,7 @@ def _recorded(
     record: bool,
     root: str | Path | None,
     seed: int,
+    note: str = "",
 ) -> LRFindResult:
     """Runs `test()` (the range test, a partial of _find) inside its run record when `record`;
     sets the result's `record_path`. Recording problems only warn: the answer comes first."""
@@ -581,6 +592,8 @@ def _recorded(
     from trainwise.runs.record import recording
 
     settings = {k: test.keywords[k] for k in ("start_lr", "end_lr", "num_iter")}
+    if note:  # what the sweep ran on, when not the whole data (a sample)
+        settings["data"] = note
     with recording(
         "lr_find",
         record,

@@ -13,6 +13,7 @@ from rich.markdown import Markdown
 from rich.markup import escape
 from rich.table import Table
 
+from trainwise.cli.options import sample_option
 from trainwise.errors import SetupError
 
 console = Console()
@@ -186,6 +187,7 @@ def _example(text: str) -> list[str]:
     type=click.Path(file_okay=False),
     help="Folder of run records (default $TRAINWISE_RUNS_DIR, else ./trainwise-runs).",
 )
+@click.option("--sample", callback=sample_option, help="Sweep on a stratified sample: 500 or 0.1.")
 def lr_find_command(
     target: str,
     plot_path: str,
@@ -199,6 +201,7 @@ def lr_find_command(
     json_path: str | None,
     record: bool,
     runs_dir: str | None,
+    sample: float | int | None,
 ) -> None:
     """LR range test on the Setup in FILE: a suggested LR, its range, and the plot."""
     import json
@@ -241,6 +244,7 @@ def lr_find_command(
                 trial_steps=trial_steps,
                 record=record,
                 runs_dir=runs_dir,
+                sample=sample,
             )
     except SetupError as exc:
         _fail_unusable(exc)

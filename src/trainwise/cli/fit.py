@@ -16,6 +16,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from trainwise.cli.options import sample_option
 from trainwise.errors import SetupError
 
 console = Console()
@@ -46,20 +47,6 @@ def _number_or(words: tuple[str, ...]):
     return convert
 
 
-def _sample(ctx: Any, param: Any, value: str | None) -> float | int | None:
-    if value is None:
-        return None
-    try:
-        number = float(value)
-    except ValueError:
-        raise click.BadParameter("expected a count (500) or a fraction (0.1)") from None
-    if 0 < number < 1:
-        return number
-    if number >= 1 and number == int(number):
-        return int(number)
-    raise click.BadParameter("expected a count >= 1 or a fraction in (0, 1)")
-
-
 @click.command("fit")
 @click.argument("target", metavar="FILE[.py][:FUNCTION]")
 @click.option("--epochs", type=click.IntRange(min=1), help="Epochs to train.")
@@ -75,7 +62,7 @@ def _sample(ctx: Any, param: Any, value: str | None) -> float | int | None:
 @click.option("--output-bias/--no-output-bias", default=None, help="Init the last bias.")
 @click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]))
 @click.option("--optimizer", type=click.Choice(["adamw", "setup"]))
-@click.option("--sample", callback=_sample, help="Train on a stratified sample: 500 or 0.1.")
+@click.option("--sample", callback=sample_option, help="Train on a stratified sample: 500 or 0.1.")
 @click.option("--monitor", default="val_loss", show_default=True,
               help="The metric that picks the best checkpoint.")  # fmt: skip
 @click.option("--early-stop", is_flag=True, help="Stop when the watch finds overfitting.")

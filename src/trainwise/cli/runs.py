@@ -123,7 +123,10 @@ def runs_table(rows: list[dict[str, Any]], title: str, width: int) -> Table:
     for row, cells in zip(rows, shown, strict=True):
         style = STATUS_STYLE.get(row["status"], "white")
         table.add_row(
-            *[f"[{style}]{escape(cells[c])}" if c == "status" else escape(cells[c]) for c in columns]
+            *[
+                f"[{style}]{escape(cells[c])}" if c == "status" else escape(cells[c])
+                for c in columns
+            ]
         )
     return table
 
