@@ -193,11 +193,12 @@ def fit(
     saved = checkpoints.Saver(folder, recipe, epochs, steps, seed, sample)
     val_every = max(1, total // VAL_POINTS)
     val_batches = _random_batches(setup, seed)
+    batch_metrics = TaskMetrics(ctx.task, ctx.num_classes, device)  # reused at every point
     stopped, final = "", {}
 
     def validate_batch() -> dict[str, float]:
         x, y = next(val_batches)
-        return _evaluate(setup, ctx, model, [(x, y)], autocast)
+        return _evaluate(setup, ctx, model, [(x, y)], autocast, batch_metrics)
 
     try:
         evaluated_at = -1  # the step of the last whole-set evaluation
@@ -418,11 +419,14 @@ def _random_batches(setup: Setup, seed: int) -> Iterator[tuple[Any, Any]]:
 
 
 @torch.no_grad()
-def _evaluate(setup, ctx, model, batches, autocast) -> dict[str, float]:
-    """Loss and metrics over `batches`, in eval mode, with the setup's own loss."""
+def _evaluate(setup, ctx, model, batches, autocast, metrics=None) -> dict[str, float]:
+    """Loss and metrics over `batches`, in eval mode, with the setup's own loss (into
+    `metrics`, emptied first, when given)."""
     was = model.training
     model.eval()
-    metrics = TaskMetrics(ctx.task, ctx.num_classes, setup.torch_device)
+    if metrics is None:
+        metrics = TaskMetrics(ctx.task, ctx.num_classes, setup.torch_device)
+    metrics.reset()
     for x, y in batches:
         with autocast():
             prediction = setup.predict(model, x)
