@@ -8,18 +8,13 @@ import sys
 from pathlib import Path
 
 import click
-from rich.console import Console
 from rich.markdown import Markdown
 from rich.markup import escape
 from rich.table import Table
 
-from trainwise.cli.options import sample_option
+from trainwise.cli.common import EXIT_FINDINGS, console, err_console, sample_option
+from trainwise.cli.common import fail_unusable as _fail_unusable
 from trainwise.errors import SetupError
-
-console = Console()
-err_console = Console(stderr=True)
-
-EXIT_CLEAN, EXIT_FINDINGS, EXIT_UNUSABLE = 0, 1, 2
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -264,13 +259,6 @@ def lr_find_command(
         console.print(f"JSON written to {escape(json_path)}")
     if result.record_path is not None:
         console.print(f"run record: {escape(str(result.record_path))}", highlight=False)
-
-
-def _fail_unusable(exc: SetupError) -> None:
-    # escape: a message may hold square brackets (a stage tag "[static]", a list, an index)
-    # that rich would otherwise read as markup and drop.
-    err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
-    sys.exit(EXIT_UNUSABLE)
 
 
 # Training: `trainwise fit` (cli/fit.py).

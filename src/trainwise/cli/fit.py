@@ -11,18 +11,19 @@ from pathlib import Path
 from typing import Any
 
 import click
-from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from trainwise.cli.options import sample_option
+from trainwise.cli.common import (
+    EXIT_CLEAN,
+    EXIT_FINDINGS,
+    console,
+    err_console,
+    fail_unusable,
+    sample_option,
+)
 from trainwise.errors import SetupError
-
-console = Console()
-err_console = Console(stderr=True)
-EXIT_CLEAN, EXIT_FINDINGS, EXIT_UNUSABLE = 0, 1, 2
-
 
 NONE = "none"  # `--clip none`: the option given, its value None (an unset option is None)
 
@@ -80,11 +81,11 @@ def fit_command(target: str, epochs: int | None, steps: int | None, recipe_name:
     from trainwise.loader import setup_file
 
     if (epochs is None) == (steps is None) and resume is None:
-        _fail(SetupError("trainwise fit: give --epochs N or --steps N"))
+        fail_unusable(SetupError("trainwise fit: give --epochs N or --steps N"))
     try:
         setup_file(target)
     except SetupError as exc:
-        _fail(exc)
+        fail_unusable(exc)
     from trainwise.loader import load_setup
     from trainwise.report.terminal import finding_panel
     from trainwise.train.loop import fit
@@ -102,7 +103,7 @@ def fit_command(target: str, epochs: int | None, steps: int | None, recipe_name:
                 resume=resume, verbose=not quiet, on_progress=show,
             )  # fmt: skip
     except SetupError as exc:
-        _fail(exc)
+        fail_unusable(exc)
     console.print(_result_table(result))
     for note in result.notes:
         console.print(f"  {escape(note)}", highlight=False)
@@ -161,8 +162,3 @@ def _result_table(result: Any) -> Table:
         best = result.best.get(name)
         table.add_row(name, f"{value:.4g}", f"{best:.4g}" if best is not None else "-")
     return table
-
-
-def _fail(exc: SetupError) -> None:
-    err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
-    sys.exit(EXIT_UNUSABLE)

@@ -25,6 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 from torch.nn import functional as F
+from torch.utils.data import DataLoader
 
 from trainwise.context import StaticContext
 from trainwise.data import to_device
@@ -134,23 +135,8 @@ def fit(
     checkpoints.check_monitor(monitor)
     torch.manual_seed(seed)
 
-    # -- the data and what the check knows of them ---------------------------------------------
-    notes: list[str] = []
-    if sample is not None:
-        setup, note = sampled(setup, sample, seed, class_labels(setup))
-        notes.append(note)
-    setup, note = with_validation(setup, seed)
-    notes += [note] if note else []
-    ctx = StaticContext(setup, seed=seed)
-    ctx.check_loss_accepts_output()  # an unusable setup fails here, before any training
-    _refuse_nonfinite_data(ctx)
-    train_setup, note = _with_label_smoothing(setup, ctx, recipe.label_smoothing)
-    notes += [note] if note else []
-    loader = (
-        setup.train
-        if isinstance(setup.train, torch.utils.data.DataLoader)
-        else (setup.train_loader())
-    )
+    setup, ctx, train_setup, notes = _prepared(setup, sample, seed, recipe.label_smoothing)
+    loader = setup.train if isinstance(setup.train, DataLoader) else setup.train_loader()
     per_epoch = _batches_per_epoch(loader)
     total = steps if steps is not None else epochs * per_epoch
     epochs_planned = epochs if epochs is not None else math.ceil(total / per_epoch)
@@ -193,7 +179,8 @@ def fit(
     saved = checkpoints.Saver(folder, recipe, epochs, steps, seed, sample)
     val_every = max(1, total // VAL_POINTS)
     val_batches = _random_batches(setup, seed)
-    batch_metrics = TaskMetrics(ctx.task, ctx.num_classes, device)  # reused at every point
+    # One set of metrics for every point, without torchmetrics' per-call argument checks.
+    batch_metrics = TaskMetrics(ctx.task, ctx.num_classes, device, checked=False)
     stopped, final = "", {}
 
     def validate_batch() -> dict[str, float]:
@@ -217,12 +204,7 @@ def fit(
                 optimizer.zero_grad(set_to_none=True)
                 with autocast():
                     loss = train_setup.batch_loss(model, x, y)
-                scaler.scale(loss).backward()
-                scaler.unscale_(optimizer)  # clipping reads the true gradient norms
-                clipper.clip(params)
-                scaler.step(optimizer)
-                scaler.update()
-                scheduler.step()
+                _step(loss, optimizer, scheduler, scaler, clipper, params)
                 watch.log(**_logged(train_setup.loss, loss))
                 step += 1
                 status = FitStatus(epoch + 1, epochs_planned, step, total)
@@ -260,6 +242,36 @@ def fit(
 
 
 # -- pieces of the loop ----------------------------------------------------------------------------
+
+
+def _prepared(
+    setup: Setup, sample: float | int | None, seed: int, smoothing: float
+) -> tuple[Setup, StaticContext, Setup, list[str]]:
+    """(the setup to validate on, what the check knows of it, the setup to train with, notes):
+    sampled when asked, with a held-out split when it has no validation set, refused when it
+    cannot train (the loss rejects the output, NaN in the data), its cross-entropy smoothed."""
+    notes: list[str] = []
+    if sample is not None:
+        setup, note = sampled(setup, sample, seed, class_labels(setup))
+        notes.append(note)
+    setup, note = with_validation(setup, seed)
+    notes += [note] if note else []
+    ctx = StaticContext(setup, seed=seed)
+    ctx.check_loss_accepts_output()  # an unusable setup fails here, before any training
+    _refuse_nonfinite_data(ctx)
+    train_setup, note = _with_label_smoothing(setup, ctx, smoothing)
+    notes += [note] if note else []
+    return setup, ctx, train_setup, notes
+
+
+def _step(loss, optimizer, scheduler, scaler, clipper, params) -> None:
+    """backward, clip (on unscaled gradients under fp16), step the optimizer and the schedule."""
+    scaler.scale(loss).backward()
+    scaler.unscale_(optimizer)  # clipping reads the true gradient norms
+    clipper.clip(params)
+    scaler.step(optimizer)
+    scaler.update()
+    scheduler.step()
 
 
 def _batches_per_epoch(loader: Any) -> int:

@@ -26,9 +26,13 @@ class TaskMetrics:
     prediction: (N, C, ...) logits for classification/segmentation, (N, L) for multilabel,
     (N, ...) for regression; target: class indices (N, ...), 0/1 labels (N, L), or values."""
 
-    def __init__(self, task: str, num_classes: int | None, device: torch.device) -> None:
+    def __init__(
+        self, task: str, num_classes: int | None, device: torch.device, checked: bool = True
+    ) -> None:
+        """checked=False skips torchmetrics' argument checks (validate_args): for the many
+        one-batch passes of a run, on batches the whole-set pass has checked already."""
         self.task = task
-        self.metrics: dict[str, torchmetrics.Metric] = _metrics_of(task, num_classes)
+        self.metrics: dict[str, torchmetrics.Metric] = _metrics_of(task, num_classes, checked)
         for metric in self.metrics.values():
             metric.to(device)
         self.loss_sum, self.count = 0.0, 0
@@ -68,19 +72,22 @@ class TaskMetrics:
         return values
 
 
-def _metrics_of(task: str, num_classes: int | None) -> dict[str, torchmetrics.Metric]:
+def _metrics_of(
+    task: str, num_classes: int | None, checked: bool
+) -> dict[str, torchmetrics.Metric]:
     if task == "regression":
         return {"mae": torchmetrics.MeanAbsoluteError(), "r2": torchmetrics.R2Score()}
     if num_classes is None or num_classes < 1:
         return {}
     if task == "multilabel":
+        labels = {"num_labels": num_classes, "validate_args": checked}
         return {
-            "accuracy": tmc.MultilabelAccuracy(num_labels=num_classes),
-            "f1": tmc.MultilabelF1Score(num_labels=num_classes, average="macro"),
+            "accuracy": tmc.MultilabelAccuracy(**labels),
+            "f1": tmc.MultilabelF1Score(average="macro", **labels),
         }
     if num_classes < 2:
         return {}
-    common = {"num_classes": num_classes, "ignore_index": IGNORE_INDEX}
+    common = {"num_classes": num_classes, "ignore_index": IGNORE_INDEX, "validate_args": checked}
     if task == "segmentation":
         return {
             "accuracy": tmc.MulticlassAccuracy(average="micro", **common),
