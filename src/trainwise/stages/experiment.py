@@ -151,16 +151,16 @@ def forward(run: CheckRun, model: nn.Module, x: Any, stage: str) -> Any:
     except SetupError:
         raise
     except Exception as exc:
-        _name_failing_layer(run, model, without_target(x), stage, exc)
-        raise AssertionError("unreachable") from exc
+        raise _model_error(run, model, without_target(x), stage, exc) from exc
 
 
-def _name_failing_layer(run: CheckRun, model: nn.Module, x: Any, stage: str, exc: Exception):
-    """Raise the model's crash on x as a SetupError naming the layer when it recurs."""
-    run_forward(model, x, stage=stage, call=run.setup.call_model)  # ForwardError, if it recurs
-    raise SetupError(
+def _model_error(run: CheckRun, model: nn.Module, x: Any, stage: str, exc: Exception) -> SetupError:
+    """The model's crash on x as a SetupError: replayed under hooks first, which raises a
+    ForwardError naming the layer when the crash recurs."""
+    run_forward(model, x, stage=stage, call=run.setup.call_model)
+    return SetupError(
         f"[{stage}] the model raised {type(exc).__name__} on an input of shape {shape_of(x)}: {exc}"
-    ) from exc
+    )
 
 
 def compute_loss(run: CheckRun, prediction: Any, y: Any, stage: str) -> torch.Tensor:
@@ -200,8 +200,7 @@ def loss_of(run: CheckRun, model: nn.Module, x: Any, y: Any, stage: str) -> torc
     except SetupError:
         raise
     except Exception as exc:
-        _name_failing_layer(run, model, x, stage, exc)
-        raise AssertionError("unreachable") from exc
+        raise _model_error(run, model, x, stage, exc) from exc
     try:
         return setup.loss_from_output(out, y)
     except SetupError:
