@@ -5,53 +5,20 @@ above 0. The model itself ends in a Linear; the softmax is only in the step."""
 import sys
 from pathlib import Path
 
-import lightning as L
-import torch
 import torch.nn.functional as F
-from torch import nn
-from torch.utils.data import DataLoader
 
 import trainwise as tw
 
 sys.path.insert(0, str(Path(__file__).parents[1]))
-from _digits import digits  # noqa: E402
+from _lightning_digits import DigitsData, DigitsMLP  # noqa: E402
 
 EXPECT = ["softmax-before-loss"]
 
 
-class DigitsMLP(L.LightningModule):
-    def __init__(self, lr: float = 1e-3):
-        super().__init__()
-        self.lr = lr
-        self.net = nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 10))
-
-    def forward(self, x):  # (B, 64)
-        return self.net(x)  # (B, 10) logits
-
-    def training_step(self, batch, batch_idx):
-        x, y = batch
-        loss = F.cross_entropy(F.softmax(self(x), dim=1), y)  # the fault: probabilities in
-        self.log("train_loss", loss)
-        return loss
-
-    def configure_optimizers(self):
-        return torch.optim.AdamW(self.parameters(), lr=self.lr)
-
-
-class DigitsData(L.LightningDataModule):
-    def __init__(self, batch_size: int = 64):
-        super().__init__()
-        self.batch_size = batch_size
-
-    def setup(self, stage: str):
-        self.train, self.val = digits(flat=True)
-
-    def train_dataloader(self):
-        return DataLoader(self.train, batch_size=self.batch_size, shuffle=True)
-
-    def val_dataloader(self):
-        return DataLoader(self.val, batch_size=256)
+class SoftmaxInStep(DigitsMLP):
+    def loss(self, logits, y):
+        return F.cross_entropy(F.softmax(logits, dim=1), y)  # the fault: probabilities in
 
 
 def setup():
-    return tw.Setup.from_lightning(DigitsMLP(), DigitsData())
+    return tw.Setup.from_lightning(SoftmaxInStep(), DigitsData())
