@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset, IterableDataset
+from torch.utils.data import Dataset, IterableDataset, TensorDataset
 
 from trainwise.errors import SetupError
 
@@ -106,6 +106,28 @@ def _not_tensor(value: Any, path: str) -> tuple[str, Any] | None:
     return path, value
 
 
+# Splits a batch (or one item) into (model input, target), naming item `index` of `where` when
+# it cannot: `Setup.split_batch` (trainwise.batches), or `as_pair` for plain (x, y) data.
+Split = Callable[[Any, int, str], tuple[Any, Any]]
+
+
+def class_labels_at(dataset: Dataset, split: Split, indices: Any) -> torch.Tensor | None:
+    """The class labels (N,) of the items at `indices`: a TensorDataset's own label tensor, else
+    each item read and split. None when they are not single-label class indices (floats,
+    several per item) or cannot be read."""
+    indices = list(indices)
+    if isinstance(dataset, TensorDataset) and len(dataset.tensors) == 2:
+        y = dataset.tensors[1][indices]
+    else:
+        try:
+            y = torch.as_tensor([split(dataset[i], i, "train")[1] for i in indices])
+        except Exception:
+            return None
+    if torch.is_floating_point(y) or y.dim() != 1:
+        return None
+    return y
+
+
 def dataset_len(dataset: Dataset) -> int | None:
     if isinstance(dataset, IterableDataset):
         return None
@@ -129,11 +151,6 @@ class DataSample:
 
     def __len__(self) -> int:
         return len(self.indices)
-
-
-# Splits a batch (or one item) into (model input, target), naming item `index` of `where` when
-# it cannot: `Setup.split_batch` (trainwise.batches), or `as_pair` for plain (x, y) data.
-Split = Callable[[Any, int, str], tuple[Any, Any]]
 
 
 def sample_dataset(

@@ -24,7 +24,14 @@ from torch.utils.data import (
 )
 
 from trainwise.context import StaticContext
-from trainwise.data import DataSample, Inputs, first_tensor, input_parts, part_label
+from trainwise.data import (
+    DataSample,
+    Inputs,
+    class_labels_at,
+    first_tensor,
+    input_parts,
+    part_label,
+)
 from trainwise.helpers import class_weights
 from trainwise.rules.registry import Hit, rule
 from trainwise.state import preserved_rng
@@ -476,22 +483,12 @@ def _first_indices(sampler: Any) -> list[int] | None:
 def _labels_at(ctx: StaticContext, order: Any) -> torch.Tensor | None:
     """Class labels of the given dataset indices, read without loading more than needed."""
     order = list(order)
-    dataset = ctx.setup.train_dataset
-    if isinstance(dataset, TensorDataset) and len(dataset.tensors) == 2:
-        y = dataset.tensors[1][order]
-    else:
-        sample = ctx.train_sample
-        if sample.dataset_size == len(sample) and isinstance(sample.targets, torch.Tensor):
-            y = sample.targets[order]  # the sample holds the whole set in index order
-        else:
-            try:
-                split = ctx.setup.split_batch
-                y = torch.as_tensor([split(dataset[i], i, "train")[1] for i in order])
-            except Exception:
-                return None
-    if torch.is_floating_point(y) or y.dim() != 1:
-        return None
-    return y
+    dataset, sample = ctx.setup.train_dataset, ctx.train_sample
+    whole = sample.dataset_size == len(sample) and isinstance(sample.targets, torch.Tensor)
+    if whole and not isinstance(dataset, TensorDataset):
+        y = sample.targets[order]  # the sample holds the whole set in index order
+        return None if torch.is_floating_point(y) or y.dim() != 1 else y
+    return class_labels_at(dataset, ctx.setup.split_batch, order)
 
 
 def _first_labels_in_stream(ctx: StaticContext) -> torch.Tensor | None:

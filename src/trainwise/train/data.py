@@ -6,10 +6,9 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset, Subset
 
-from trainwise.data import dataset_len
+from trainwise.data import class_labels_at, dataset_len
 from trainwise.errors import SetupError
 from trainwise.spec import Setup
 
@@ -122,15 +121,5 @@ def _sized(dataset: Dataset, what: str) -> int:
 def class_labels(setup: Setup) -> list[int] | None:
     """Every training sample's class label (single-label classification), else None."""
     dataset = setup.train_dataset
-    if isinstance(dataset, torch.utils.data.TensorDataset) and len(dataset.tensors) == 2:
-        y = dataset.tensors[1]
-        return y.tolist() if y.dim() == 1 and not torch.is_floating_point(y) else None
-    labels = []
-    for i in range(_sized(dataset, "stratify")):
-        y = setup.split_batch(dataset[i], i, "train")[1]
-        if isinstance(y, torch.Tensor) and (y.dim() > 0 or torch.is_floating_point(y)):
-            return None
-        if not isinstance(y, (int, torch.Tensor, np.integer)):
-            return None
-        labels.append(int(y))
-    return labels
+    y = class_labels_at(dataset, setup.split_batch, range(_sized(dataset, "stratify")))
+    return None if y is None else y.tolist()
