@@ -32,6 +32,7 @@ _EXPORTS = {
     "class_weights": "trainwise.helpers",
     "convert_batchnorm": "trainwise.helpers",
     "fit": "trainwise.train.loop",
+    "interpret": "trainwise.interpret.core",
     "lr_find": "trainwise.lr_find",
     "param_groups": "trainwise.helpers",
     "runs": "trainwise.runs",  # run records: tw.runs.start(...), tw.runs.list_runs()
@@ -40,7 +41,7 @@ _EXPORTS = {
 __all__ = [
     "CATALOGUE", "Finding", "LRFindResult", "ModuleOptimizer", "Recipe", "Report", "Setup",
     "SetupError", "StageResult", "StopFit", "TrainingStep", "TrainwiseError", "Watch", "__version__",
-    "check", "class_weights", "convert_batchnorm", "fit", "lr_find", "param_groups", "runs",
+    "check", "class_weights", "convert_batchnorm", "fit", "interpret", "lr_find", "param_groups", "runs",
     "watch",
 ]  # = _EXPORTS + __version__, spelled out for tools that read it statically
 
@@ -78,6 +79,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     from trainwise.errors import SetupError, TrainwiseError
     from trainwise.findings import Finding
     from trainwise.helpers import class_weights, convert_batchnorm, param_groups
+    from trainwise.interpret.core import interpret
     from trainwise.lr_find import LRFindResult, lr_find
     from trainwise.report.model import Report, StageResult
     from trainwise.rules import CATALOGUE
