@@ -90,7 +90,9 @@ SETS = {  # name: (data, epochs)
 }
 
 
-def flipped(y: torch.Tensor, classes: int, rate: float, seed: int = 0) -> tuple[torch.Tensor, np.ndarray]:
+def flipped(
+    y: torch.Tensor, classes: int, rate: float, seed: int = 0
+) -> tuple[torch.Tensor, np.ndarray]:
     """(labels with `rate` of them moved to another class at random, the flipped indices)."""
     rng = np.random.default_rng(seed)
     noisy = y.clone().numpy()
@@ -122,7 +124,9 @@ def run(name: str, rate: float) -> list[dict]:
     rows = []
     cpu = time.process_time()
     reference = cleanlab_issues(labels, probs)  # default: prune_by_noise_rate, a boolean mask
-    rows.append(("cleanlab find_label_issues", np.flatnonzero(reference), time.process_time() - cpu))
+    rows.append(
+        ("cleanlab find_label_issues", np.flatnonzero(reference), time.process_time() - cpu)
+    )
     for method in METHODS:
         cpu = time.process_time()
         issues = find_label_issues(probs, labels, method)

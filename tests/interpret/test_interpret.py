@@ -132,7 +132,9 @@ def test_regression_gives_residuals_and_says_there_is_no_confusion(regressor):
     assert residuals.mae == pytest.approx(float(r.abs().mean()), rel=1e-5)
     assert residuals.mean == pytest.approx(float(r.mean()), rel=1e-4, abs=1e-6)
     top = interp.top_losses(1)[0]
-    assert top.index == int(r.abs().argmax()) and top.pred == pytest.approx(float(model(x[top.index]).detach()))
+    assert top.index == int(r.abs().argmax()) and top.pred == pytest.approx(
+        float(model(x[top.index]).detach())
+    )
     with pytest.raises(tw.SetupError, match="regression.*residuals"):
         interp.confusion()
     assert any("regression" in n and "residuals" in n for n in interp.notes)

@@ -14,7 +14,11 @@ def test_top_losses_are_the_k_largest_of_a_full_sort():
     g = torch.Generator().manual_seed(0)
     losses = torch.rand(1000, generator=g)
     losses[[3, 500, 999]] = 5.0  # ties at the top: the higher index first
-    labels, preds, probs = torch.randint(0, 3, (1000,)), torch.randint(0, 3, (1000,)), torch.rand(1000)
+    labels, preds, probs = (
+        torch.randint(0, 3, (1000,)),
+        torch.randint(0, 3, (1000,)),
+        torch.rand(1000),
+    )
     top = TopLosses(10)
     for start in range(0, 1000, 64):  # batches of 64, the last one short
         rows = slice(start, start + 64)

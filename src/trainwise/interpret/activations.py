@@ -25,7 +25,7 @@ def weight_layers(model: nn.Module) -> dict[str, nn.Module]:
     return {n: m for n, m in model.named_modules() if n and isinstance(m, WEIGHT_LAYERS)}
 
 
-def layer(model: nn.Module, name: str) -> nn.Module:
+def layer_named(model: nn.Module, name: str) -> nn.Module:
     """The module named `name`; a SetupError listing the model's layers when there is none."""
     modules = dict(model.named_modules())
     if name in modules and name:

@@ -24,8 +24,15 @@ from torch import nn
 
 from trainwise.context import StaticContext
 from trainwise.errors import SetupError
-from trainwise.interpret import activations as acts
-from trainwise.interpret import sources
+from trainwise.interpret.activations import (
+    Activation,
+    TopActivations,
+    UnitCapture,
+    channels_first,
+    layer_named,
+    weight_histograms,
+    weight_layers,
+)
 from trainwise.interpret.attributions import Attribution, attribute
 from trainwise.interpret.forms import FORMS, input_form
 from trainwise.interpret.label_issues import (
@@ -38,6 +45,7 @@ from trainwise.interpret.label_issues import (
 )
 from trainwise.interpret.losses import per_sample_loss
 from trainwise.interpret.passes import PassCounts, batches, stream
+from trainwise.interpret.sources import Subject, of_fit, of_model, of_run, of_setup
 from trainwise.interpret.stream import Calibration, ResidualSummary, TopLoss
 
 DEFAULT_K = 16  # top losses kept by the pass
@@ -89,11 +97,11 @@ def interpret(subject: Any, dataset: Any = None, loss: Any = None, *, checkpoint
     if isinstance(subject, nn.Module):
         if dataset is None:
             raise SetupError("interpret(model, dataset, loss_fn): the dataset is missing")
-        found = sources.of_model(subject, dataset, loss, **options)
+        found = of_model(subject, dataset, loss, **options)
     elif isinstance(subject, FitResult):
-        found = sources.of_fit(subject, setup, split)
+        found = of_fit(subject, setup, split)
     elif isinstance(subject, Setup):
-        found = sources.of_setup(subject, checkpoint, split, options.get("seed", 0))
+        found = of_setup(subject, checkpoint, split, options.get("seed", 0))
     else:
         raise SetupError(
             f"interpret({type(subject).__name__}): expected an nn.Module with a dataset and a "
@@ -105,13 +113,13 @@ def interpret(subject: Any, dataset: Any = None, loss: Any = None, *, checkpoint
 def interpret_run(ref: str, split: str = "val", k: int = DEFAULT_K, root: str | None = None,
                   form: str | None = None) -> Interpretation:  # fmt: skip
     """Interpret a fit run (number, id, name or folder): its setup file, its best checkpoint."""
-    return Interpretation.of(sources.of_run(ref, split, root), k, form)
+    return Interpretation.of(of_run(ref, split, root), k, form)
 
 
 class Interpretation:
     """The result of the pass, and what can be asked of the model afterwards."""
 
-    def __init__(self, subject: sources.Subject, counts: PassCounts, output_form: str,
+    def __init__(self, subject: Subject, counts: PassCounts, output_form: str,
                  form: str, notes: list[str]) -> None:  # fmt: skip
         self.subject, self.counts, self.output_form, self.form = subject, counts, output_form, form
         self.task, self.num_classes = counts.task, counts.num_classes
@@ -120,7 +128,7 @@ class Interpretation:
         self._label_issue_error: str | None = None
 
     @classmethod
-    def of(cls, subject: sources.Subject, k: int = DEFAULT_K, form: str | None = None
+    def of(cls, subject: Subject, k: int = DEFAULT_K, form: str | None = None
            ) -> Interpretation:  # fmt: skip
         if form is not None and form not in FORMS:
             raise SetupError(f"interpret: form={form!r}; expected one of {', '.join(FORMS)}")
@@ -137,7 +145,7 @@ class Interpretation:
             notes.append("multilabel: per-label scores and calibration; no confusion matrix "
                          "and no label issues (they need one label per sample)")  # fmt: skip
         model = subject.model
-        layers = acts.weight_layers(model)
+        layers = weight_layers(model)
         data = batches(setup, subject.dataset, _where(subject))
         counts = stream(setup, model, data, loss_fn, task, num_classes, ctx.output_form, k,
                         layers)  # fmt: skip
@@ -199,7 +207,7 @@ class Interpretation:
         return self.counts.residuals.result()
 
     def weight_distributions(self) -> dict[str, dict[str, Any]]:
-        return acts.weight_histograms(self.subject.model)
+        return weight_histograms(self.subject.model)
 
     def activation_distributions(self) -> dict[str, dict[str, Any]]:
         """Each weight layer's outputs over the first 512 samples of the pass (a sample)."""
@@ -242,8 +250,6 @@ class Interpretation:
             raise SetupError(f"label issues: this is {self.task}; they need one class label "
                              "per sample (single-label classification)")  # fmt: skip
         setup = self.subject.setup
-        if setup.model is self.subject.model:
-            setup = dataclasses.replace(setup, model=sources._fresh_copies(self.subject.model))
         dataset = setup.train_dataset
         size = dataset_len(dataset)
         labels = class_labels_at(dataset, setup.split_batch, range(size or 0))
@@ -259,14 +265,14 @@ class Interpretation:
         return find_label_issues(probs, labels, method), how
 
     def max_activating(self, layer: str, k: int = 9, units: list[int] | None = None
-                       ) -> dict[int, list[acts.Activation]]:  # fmt: skip
+                       ) -> dict[int, list[Activation]]:  # fmt: skip
         """Per unit of `layer` (a channel, averaged over positions, or a feature), the k
         samples of the split with the largest value, largest first; one more pass. units:
         default the layer's first 64."""
         model, setup = self.subject.model, self.subject.setup
-        module = acts.layer(model, layer)
-        capture = acts.UnitCapture(module, acts.channels_first(model, module))
-        heaps: acts.TopActivations | None = None
+        module = layer_named(model, layer)
+        capture = UnitCapture(module, channels_first(model, module))
+        heaps: TopActivations | None = None
         was = model.training
         model.eval()
         try:
@@ -278,7 +284,7 @@ class Interpretation:
                         raise SetupError(f"max_activating: layer {layer!r} gives no float "
                                          "tensor output")  # fmt: skip
                     if heaps is None:
-                        heaps = acts.TopActivations(self._units(layer, values, units), k)
+                        heaps = TopActivations(self._units(layer, values, units), k)
                     heaps.update(values.cpu(), indices)
         finally:
             model.train(was)
@@ -324,7 +330,9 @@ class Interpretation:
     def to_dict(self) -> dict[str, Any]:
         """The --json contract: top_losses, confusion, most_confused, per_class, calibration,
         label_issues (null when not computed), and for regression the residuals."""
-        classes = self.task in ("classification", "segmentation") and "confusion" in self.counts.metrics
+        classes = (
+            self.task in ("classification", "segmentation") and "confusion" in self.counts.metrics
+        )
         issues = self._issues[0] if self._issues else None
         return {
             "source": self.subject.source,
@@ -356,5 +364,5 @@ class Interpretation:
         return write_interpret_html(build_page(self, **choices), folder)
 
 
-def _where(subject: sources.Subject) -> str:
+def _where(subject: Subject) -> str:
     return "val" if subject.where == "val" else "train"

@@ -209,7 +209,9 @@ def cross_val_probabilities(setup: Any, labels: np.ndarray, num_classes: int, fo
         with torch.no_grad():
             for x, _, positions in batches(fold_setup, fold_setup.val_dataset, "train"):
                 out = fold_setup.predict(model, x)
-                probs[held[positions.numpy()]] = probabilities(out, "classification", output_form).cpu()
+                probs[held[positions.numpy()]] = probabilities(
+                    out, "classification", output_form
+                ).cpu()
     return probs, CrossValidation(folds, epochs, float(recipe.lr), steps)
 
 

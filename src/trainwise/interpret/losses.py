@@ -33,8 +33,12 @@ def per_sample_loss(loss: Any, matched: Any, task: str) -> tuple[PerSampleLoss, 
         if matched is not None:
             loss, note = matched, f"{what} ranked by the loss it matches, {_name(matched)}"
         else:
-            loss = F.mse_loss if task == "regression" else (
-                F.binary_cross_entropy_with_logits if task == "multilabel" else F.cross_entropy
+            loss = (
+                F.mse_loss
+                if task == "regression"
+                else (
+                    F.binary_cross_entropy_with_logits if task == "multilabel" else F.cross_entropy
+                )
             )
             note = f"{what} cannot be taken per sample: samples ranked by {_name(loss)}"
     unreduced = _unreduced(loss)

@@ -11,7 +11,7 @@ import torch
 
 from trainwise.data import to_device
 from trainwise.errors import SetupError
-from trainwise.interpret import activations as acts
+from trainwise.interpret.activations import weight_layers
 
 SHOWN_LOSSES = 16  # samples drawn in the top-loss grid
 SHOWN_ATTRIBUTIONS = 8
@@ -68,7 +68,7 @@ def _attributions(interp: Any, method: str, notes: list[str]) -> list[dict]:
 
 def default_layer(interp: Any) -> str | None:
     """The last weight layer before the output layer (the last hidden representation)."""
-    names = list(acts.weight_layers(interp.subject.model))
+    names = list(weight_layers(interp.subject.model))
     return names[-2] if len(names) >= 2 else (names[-1] if names else None)
 
 

@@ -129,7 +129,7 @@ def _update(counts: PassCounts, prediction: torch.Tensor, y: Any, indices: torch
         return
     confidence, predicted = probs.max(dim=1)  # (B,) or (B, H, W) for segmentation
     target = y.long()
-    for name, metric in counts.metrics.items():
+    for metric in counts.metrics.values():
         metric.update(predicted, target)
     valid = target != IGNORE_INDEX
     counts.calibration.update(confidence[valid], (predicted == target)[valid])

@@ -53,15 +53,15 @@ def of_model(model: nn.Module, dataset: Dataset | DataLoader, loss: Any, **optio
     """A trained module and a dataset (or DataLoader: its dataset is read in order). Label
     issues retrain copies of the module with their parameters reset."""
     if not isinstance(model, nn.Module):
-        raise SetupError(f"interpret(model, ...): expected an nn.Module, got {type(model).__name__}")
-    if isinstance(dataset, DataLoader):
-        options.setdefault("batch_size", dataset.batch_size)
-        options.setdefault("split", None)
-        dataset = dataset.dataset
+        raise SetupError(
+            f"interpret(model, ...): expected an nn.Module, got {type(model).__name__}"
+        )
+    data = dataset  # a DataLoader stays one: its batch size and collate function are kept
+    dataset = data.dataset if isinstance(data, DataLoader) else data
     options = {k: v for k, v in options.items() if v is not None}
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
     options.setdefault("device", device)
-    setup = Setup(model=_fresh_copies(model), train=dataset, val=dataset, loss=loss, **options)
+    setup = Setup(model=_fresh_copies(model), train=data, val=data, loss=loss, **options)
     return Subject(setup, model, dataset, "dataset", f"{type(model).__name__} as given")
 
 

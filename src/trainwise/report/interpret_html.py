@@ -36,15 +36,20 @@ def render(page: dict[str, Any]) -> str:
         ("residuals", "Residuals", _residuals(page)),
         ("label-issues", "Label issues", _label_issues(page)),
         ("weights", "Weight distributions", _hists(page["weights"], PALETTE[0], "weights")),
-        ("activations", "Activation distributions", _hists(page["activations"], PALETTE[2],
-                                                           "activations")),  # fmt: skip
+        (
+            "activations",
+            "Activation distributions",
+            _hists(page["activations"], PALETTE[2], "activations"),
+        ),  # fmt: skip
         ("max-activating", "Max-activating inputs", _max_activating(page)),
         ("notes", "Notes", _notes(page)),
     ]
     shown = [(a, t, b) for a, t, b in sections if b]
     nav = "".join(f'<a href="#{a}">{_e(t)}</a>' for a, t, _ in shown)
-    body = _header(page) + f"<nav>{nav}</nav>" + "".join(
-        f'<section id="{a}"><h2>{_e(t)}</h2>{b}</section>' for a, t, b in shown
+    body = (
+        _header(page)
+        + f"<nav>{nav}</nav>"
+        + "".join(f'<section id="{a}"><h2>{_e(t)}</h2>{b}</section>' for a, t, b in shown)
     )
     body += "<footer>trainwise interpret</footer>"
     title = f"trainwise interpretation: {page['source']}"
@@ -203,12 +208,14 @@ def _max_activating(page: dict[str, Any]) -> str:
     parts = [f'<p class="lede">The inputs that most activate units of layer '
              f"<code>{_e(found['layer'])}</code> (a channel averaged over positions, or a "
              "feature); the strongest units shown.</p>"]  # fmt: skip
-    for unit, items in found["units"].items():
+    units = found["units"]
+    if form in ("image", "signal") and all(
+        i["input"] is not None for v in units.values() for i in v
+    ):
+        return "".join(parts) + _img(plots.unit_rows(units, form, _value_caption), "units")
+    for unit, items in units.items():
         parts.append(f"<h3>unit {_e(unit)}</h3>")
-        if form in ("image", "signal") and all(i["input"] is not None for i in items):
-            parts.append(_img(plots.samples(items, form, _value_caption), f"unit {unit}"))
-        else:
-            parts.append(_table(["index", "value"], [[i["index"], i["value"]] for i in items]))
+        parts.append(_table(["index", "value"], [[i["index"], i["value"]] for i in items]))
     return "".join(parts)
 
 

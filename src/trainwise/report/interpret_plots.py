@@ -5,6 +5,8 @@ segmentation)."""
 
 from __future__ import annotations
 
+import base64
+import io
 import math
 from typing import Any
 
@@ -13,6 +15,13 @@ import numpy as np
 from trainwise.report.plots import INK, MARK_COLOR, MUTED, PALETTE, _figure, _uri
 
 COLUMNS = 8  # panels per row of a sample grid
+GRID_DPI = 100  # sample grids are many small panels: sharp enough, and half the drawing time
+
+
+def _grid_uri(fig: Any) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=GRID_DPI, bbox_inches="tight", facecolor="white")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
 def _grid(count: int, panel: float = 1.35) -> tuple[int, int, tuple[float, float]]:
@@ -30,28 +39,46 @@ def _image(value: np.ndarray) -> tuple[np.ndarray, str | None]:
     return (value[0] if value.ndim == 3 else value), "gray"
 
 
+def _panel(ax: Any, value: np.ndarray, form: str) -> None:
+    """One sample in its form: an image, or a signal's lines (one per channel)."""
+    if form == "image":
+        picture, cmap = _image(value)
+        ax.imshow(picture, cmap=cmap, interpolation="nearest")
+    else:
+        lines = value.reshape(-1, value.shape[-1]) if value.ndim > 1 else value[None]
+        for c, line in enumerate(lines):
+            ax.plot(line, color=PALETTE[c % len(PALETTE)], linewidth=0.8)
+        ax.grid(False)
+    ax.set_xticks([]), ax.set_yticks([])
+
+
 def samples(items: list[dict[str, Any]], form: str, caption: Any) -> str:
-    """A grid of samples, each titled by caption(item): images as images, signals as small
-    line plots (one line per channel)."""
+    """A grid of samples, each titled by caption(item)."""
     rows, cols, size = _grid(len(items))
     with _figure(size) as (fig, _):
         fig.clf()
         for i, item in enumerate(items):
             ax = fig.add_subplot(rows, cols, i + 1)
-            value = item["input"]
-            if form == "image":
-                picture, cmap = _image(value)
-                ax.imshow(picture, cmap=cmap, interpolation="nearest")
-                ax.set_xticks([]), ax.set_yticks([])
-            else:
-                lines = value.reshape(-1, value.shape[-1]) if value.ndim > 1 else value[None]
-                for c, line in enumerate(lines):
-                    ax.plot(line, color=PALETTE[c % len(PALETTE)], linewidth=0.8)
-                ax.set_xticks([]), ax.set_yticks([])
-                ax.grid(False)
+            _panel(ax, item["input"], form)
             ax.set_title(caption(item), fontsize=7, color=INK, fontweight="normal")
         fig.tight_layout(pad=0.3)
-        return _uri(fig)
+        return _grid_uri(fig)
+
+
+def unit_rows(units: dict[Any, list[dict[str, Any]]], form: str, caption: Any) -> str:
+    """One row per unit: the samples that activate it most, strongest first."""
+    cols = max(len(items) for items in units.values())
+    with _figure((1.35 * cols + 0.6, 1.35 * len(units) + 0.3)) as (fig, _):
+        fig.clf()
+        for r, (unit, items) in enumerate(units.items()):
+            for c, item in enumerate(items):
+                ax = fig.add_subplot(len(units), cols, r * cols + c + 1)
+                _panel(ax, item["input"], form)
+                ax.set_title(caption(item), fontsize=7, color=INK, fontweight="normal")
+                if c == 0:
+                    ax.set_ylabel(f"unit {unit}", fontsize=8, color=INK)
+        fig.tight_layout(pad=0.3)
+        return _grid_uri(fig)
 
 
 def attributions(items: list[dict[str, Any]], form: str) -> str:
@@ -80,7 +107,7 @@ def attributions(items: list[dict[str, Any]], form: str) -> str:
             right.set_title(f"attribution (class {item['target']})", fontsize=7,
                             fontweight="normal")  # fmt: skip
         fig.tight_layout(pad=0.3)
-        return _uri(fig)
+        return _grid_uri(fig)
 
 
 def segmentation(items: list[dict[str, Any]]) -> str:
