@@ -376,7 +376,7 @@ class _NoWatch:
     def log(self, **values) -> None:
         pass
 
-    log_val = log
+    log_val = log_config = log
 
     def close(self) -> list:
         return []
@@ -385,7 +385,7 @@ class _NoWatch:
         pass
 
 
-def _hand_val(setup, ctx, model, batches, autocast):
+def _hand_val(setup, model, batches, task):
     """The hand loop's validation batch: the loss and the accuracy, nothing else."""
     was = model.training
     model.eval()
@@ -393,7 +393,7 @@ def _hand_val(setup, ctx, model, batches, autocast):
         ((x, y),) = batches
         out = model(x)
         values = {"loss": float(setup.loss(out, y))}
-        if ctx.task == "classification":
+        if task == "classification":
             values["accuracy"] = float((out.argmax(1) == y).float().mean())
     model.train(was)
     return values
@@ -410,10 +410,10 @@ def _patched(variant: str):
         watch.Watch = _NoWatch
     if "hand val" in variant:
 
-        def evaluate(setup, ctx, model, batches, autocast, *args):
+        def evaluate(setup, model, batches, autocast, metrics):
             if isinstance(batches, list) and len(batches) == 1:
-                return _hand_val(setup, ctx, model, batches, autocast)
-            return saved[1](setup, ctx, model, batches, autocast, *args)
+                return _hand_val(setup, model, batches, metrics.task)
+            return saved[1](setup, model, batches, autocast, metrics)
 
         loop._evaluate = evaluate
     try:
