@@ -84,6 +84,9 @@ def test_each_tip_is_switched_off_against_the_full_recipe_with_paired_seeds(tmp_
     assert table["metric"] == "val_accuracy" and [t["tip"] for t in table["tips"]] == [
         "output-bias", "weight-decay"]  # fmt: skip
     assert run_json(result.record_path)["kind"] == "ablate"
+    # ... for its report as it was measured (tests/runs/test_html.py draws tables).
+    tables = json.loads((result.record_path / "tables.json").read_text())
+    assert tables["ablation"]["rows"] == json.loads(json.dumps(result.rows()))
 
 
 def test_a_tip_the_recipe_lacks_is_switched_on_for_the_comparison():

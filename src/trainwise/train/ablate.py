@@ -17,7 +17,8 @@ ablation measures each one on the user's own setup:
   reason; nothing is trained for it.
 
 Every run is a fit run record (config "ablate": the tip, on or off, the seed); the table itself
-is a record of kind "ablate" (ablation.json and ablation.md beside run.json).
+is a record of kind "ablate" (its table in tables.json, drawn in report.html; ablation.json and
+ablation.md among its artifacts).
 """
 
 from __future__ import annotations
@@ -145,21 +146,26 @@ class AblationResult:
             "record": str(self.record_path) if self.record_path else None,
         }
 
-    def markdown(self) -> str:
-        """The table: the metric with and without each tip, the difference, its interval."""
-        lines = [
-            f"| tip | {self.metric} with | without | with - without | 90% interval | verdict |",
-            "|---|---|---|---|---|---|",
-        ]
+    COLUMNS = ("tip", "with", "without", "with - without", "90% interval", "verdict")
+
+    def rows(self) -> list[list[Any]]:
+        """The table's rows (COLUMNS): the metric with and without each tip, the difference,
+        its interval, the verdict; a skipped tip has only its reason."""
+        rows = []
         for t in self.tips:
             if t.skipped:
-                lines.append(f"| {t.tip} | | | | | skipped: {t.skipped} |")
+                rows.append([t.tip, None, None, None, None, f"skipped: {t.skipped}"])
                 continue
             lo, hi = t.interval
-            lines.append(
-                f"| {t.tip} | {t.with_:.4g} | {t.without:.4g} | {t.diff:+.4g} | "
-                f"[{lo:+.3g}, {hi:+.3g}] | {t.verdict} |"
-            )
+            rows.append([t.tip, t.with_, t.without, t.diff, f"[{lo:+.3g}, {hi:+.3g}]", t.verdict])
+        return rows
+
+    def markdown(self) -> str:
+        lines = ["| " + " | ".join(self.COLUMNS) + " |", "|---" * len(self.COLUMNS) + "|"]
+        for row in self.rows():
+            cells = ["" if v is None else f"{v:+.4g}" if i == 3 else f"{v:.4g}"
+                     if isinstance(v, float) else str(v) for i, v in enumerate(row)]  # fmt: skip
+            lines.append("| " + " | ".join(cells) + " |")
         return "\n".join(lines)
 
 
@@ -303,6 +309,8 @@ def _record(result: AblationResult, name: str, runs_dir: str | Path | None) -> P
     config = {"metric": result.metric, "recipe": result.recipe.to_dict(), "seeds": result.seeds,
               "tips": [t.tip for t in result.tips]}  # fmt: skip
     with start("ablate", name=name, config=config, root=runs_dir, tensorboard=False) as run:
+        caption = f"{result.metric}, {len(result.seeds)} seeds; recipe: {result.recipe.describe()}"
+        run.log_table("ablation", result.COLUMNS, result.rows(), caption)
         run.attach("ablation.json", json.dumps(result.to_dict(), indent=1))
         run.attach("ablation.md", result.markdown() + "\n")
         return run.path
