@@ -81,22 +81,22 @@ TIPS: dict[str, Tip] = {
     tip.slug: tip
     for tip in (
         Tip("lr-range-test", "the LR from trainwise's range test instead of AdamW's 1e-3",
-            "find the LR with a range test rather than guessing (fastai; seeds 001, 003)",
+            "pick the LR with a range test, not by guessing (seed 002; Smith 2015)",
             _field("lr", "auto", None)),
         Tip("one-cycle", "one-cycle LR schedule instead of a constant LR",
-            "one-cycle trains faster and ends better (Smith & Topin 2018; seed 001)",
+            "an annealed or one-cycle LR ends better than a fixed one (seeds 001, 002)",
             _field("schedule", "one-cycle", "constant")),
         Tip("clipping", "gradient clipping at the 90th percentile of the first norms",
-            "clipping keeps rare large gradients from wrecking the run (seed 003)",
+            "clipping keeps rare large gradients from wrecking the run (seeds 001, 004)",
             _field("clip", "auto", None)),
         Tip("output-bias", "last bias at the log class prior / the target mean",
-            "initialise the output layer well (Karpathy, seed 003)",
+            "start the last layer at the prior: a sane first loss (seed 004; Karpathy)",
             _field("output_bias", True, False)),
         Tip("label-smoothing", "label smoothing 0.1",
-            "label smoothing improves accuracy and calibration (Szegedy 2016; seed 001)",
+            "label smoothing generalises and calibrates better (seed 001; Szegedy 2016)",
             _field("label_smoothing", 0.1, 0.0), _single_label_cross_entropy),
         Tip("weight-decay", "decoupled weight decay 0.01 on weight matrices",
-            "a little weight decay regularises (Loshchilov & Hutter 2019; seed 003)",
+            "a little weight decay regularises (seed 004; Loshchilov & Hutter 2019)",
             _field("weight_decay", 0.01, 0.0)),
     )
 }  # fmt: skip
