@@ -28,6 +28,7 @@ _EXPORTS = {
     "TrainingStep": "trainwise.steps",
     "TrainwiseError": "trainwise.errors",
     "Watch": "trainwise.watch",
+    "ablate": "trainwise.train.ablate",
     "check": "trainwise.check",
     "class_weights": "trainwise.helpers",
     "convert_batchnorm": "trainwise.helpers",
@@ -41,7 +42,8 @@ _EXPORTS = {
 __all__ = [
     "CATALOGUE", "Finding", "LRFindResult", "ModuleOptimizer", "Recipe", "Report", "Setup",
     "SetupError", "StageResult", "StopFit", "TrainingStep", "TrainwiseError", "Watch", "__version__",
-    "check", "class_weights", "convert_batchnorm", "fit", "interpret", "lr_find", "param_groups", "runs",
+    "ablate", "check", "class_weights", "convert_batchnorm", "fit", "interpret", "lr_find",
+    "param_groups", "runs",
     "watch",
 ]  # = _EXPORTS + __version__, spelled out for tools that read it statically
 
@@ -85,6 +87,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     from trainwise.rules import CATALOGUE
     from trainwise.spec import Setup
     from trainwise.steps import ModuleOptimizer, TrainingStep
+    from trainwise.train.ablate import ablate
     from trainwise.train.loop import StopFit, fit
     from trainwise.train.recipe import Recipe
     from trainwise.watch import Watch, watch

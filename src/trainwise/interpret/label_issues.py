@@ -180,7 +180,7 @@ def cross_val_probabilities(setup: Any, labels: np.ndarray, num_classes: int, fo
                             output_form: str = "raw") -> tuple[np.ndarray, CrossValidation]:  # fmt: skip
     """(probabilities (N, classes) of every training sample from a model trained on the other
     folds (stratified), how). Each fold trains with tw.fit (no record, nothing printed); the
-    recipe's LR "auto" is resolved once, by one range test on the whole training set."""
+    recipe's LR "auto" is resolved once, by the first fold's fit, and reused by the others."""
     from sklearn.model_selection import StratifiedKFold
     from torch.utils.data import Subset
 
@@ -189,7 +189,7 @@ def cross_val_probabilities(setup: Any, labels: np.ndarray, num_classes: int, fo
     from trainwise.train.loop import fit
     from trainwise.train.recipe import Recipe
 
-    recipe = _resolved(setup, recipe or Recipe(), seed)
+    recipe = recipe or Recipe()
     dataset = setup.train_dataset
     least = int(np.bincount(labels).min()) if len(labels) else 0
     if folds < 2 or least < folds:
@@ -205,6 +205,7 @@ def cross_val_probabilities(setup: Any, labels: np.ndarray, num_classes: int, fo
         result = fit(fold_setup, epochs=epochs, recipe=recipe, seed=seed + fold, record=False,
                      verbose=False, preset="cheap")  # fmt: skip
         steps += result.steps
+        recipe = result.recipe  # "auto" resolved by the first fold: the same LR for the rest
         model = result.model.eval()
         with torch.no_grad():
             for x, _, positions in batches(fold_setup, fold_setup.val_dataset, "train"):
@@ -213,12 +214,3 @@ def cross_val_probabilities(setup: Any, labels: np.ndarray, num_classes: int, fo
                     out, "classification", output_form
                 ).cpu()
     return probs, CrossValidation(folds, epochs, float(recipe.lr), steps)
-
-
-def _resolved(setup: Any, recipe: Any, seed: int) -> Any:
-    if isinstance(recipe.lr, (int, float)):
-        return recipe
-    from trainwise.train.loop import _range_test_lr  # the LR fit itself would find
-
-    lr, _ = _range_test_lr(setup, recipe, seed)
-    return recipe.replace(lr=lr)
