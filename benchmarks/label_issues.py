@@ -13,9 +13,9 @@ Needs cleanlab and mnist1d (the `bench` extra); every data set is built offline:
                    an MLP 20-128-8
 For each set and noise rate (5%, 20%), that share of the training labels is flipped to another
 class drawn at random (seed 0). Out-of-sample probabilities come from 5-fold stratified
-cross-validation, each fold trained by tw.fit with the default Recipe for the set's epochs (lr
-"auto" resolved by the first fold's fit and reused by the others): trainwise's `cross_val_probabilities`, the
-same pass `trainwise interpret` makes. Both methods read the SAME probabilities, so their compute
+cross-validation, each fold trained by tw.fit with the default Recipe for the set's epochs
+(lr "auto" resolved by the first fold's fit and reused by the others): trainwise's
+`cross_val_probabilities`, the same one `trainwise interpret --label-issues` runs. Both methods read the SAME probabilities, so their compute
 is equal (the training is the compute; each method's own time is printed too). cleanlab runs its
 default (`filter_by="prune_by_noise_rate"`); trainwise runs each of its methods. Scored: the
 precision and recall of the flipped indices among the flagged ones.

@@ -80,7 +80,7 @@ class ClassScores:
 
 def interpret(subject: Any, dataset: Any = None, loss: Any = None, *, checkpoint: Any = None,
               split: str = "val", k: int = DEFAULT_K, form: str | None = None,
-              setup: Any = None, **options: Any) -> Interpretation:  # fmt: skip
+              setup: Any = None, seed: int = 0, **options: Any) -> Interpretation:  # fmt: skip
     """Interpret a trained model on a dataset in one bounded pass.
 
     interpret(model, dataset, loss_fn)        a module, a Dataset/DataLoader of (input, target)
@@ -89,7 +89,8 @@ def interpret(subject: Any, dataset: Any = None, loss: Any = None, *, checkpoint
     interpret(fit_result[, setup=setup])      after tw.fit; split="val" or "train"
     interpret(setup, checkpoint=path)         a Setup and a state dict
     k: the top losses kept; form: how samples are drawn (one of forms.FORMS; default read from
-    the first sample's shape).
+    the first sample's shape); seed: of fit's held-out split, for a Setup without validation
+    set (fit's --seed).
     """
     from trainwise.spec import Setup
     from trainwise.train.loop import FitResult
@@ -101,7 +102,7 @@ def interpret(subject: Any, dataset: Any = None, loss: Any = None, *, checkpoint
     elif isinstance(subject, FitResult):
         found = of_fit(subject, setup, split)
     elif isinstance(subject, Setup):
-        found = of_setup(subject, checkpoint, split, options.get("seed", 0))
+        found = of_setup(subject, checkpoint, split, seed)
     else:
         raise SetupError(
             f"interpret({type(subject).__name__}): expected an nn.Module with a dataset and a "

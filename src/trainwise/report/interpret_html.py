@@ -107,7 +107,11 @@ def _top_losses(page: dict[str, Any]) -> str:
                    [[i["index"], i["label"], i["pred"], i["prob"], i["loss"]] for i in items])  # fmt: skip
     drawable = all(i.get("input") is not None for i in items)
     if form == "segmentation" and all("truth" in i for i in items):
-        return lede + _img(plots.segmentation(items[:8]), "top losses") + table
+        return (
+            lede
+            + _img(plots.segmentation(items[:8], page["num_classes"] or 2), "top losses")
+            + table
+        )
     if form in ("image", "signal") and drawable:
         return lede + _img(plots.samples(items, form, _caption), "top losses") + table
     if form == "table" and drawable:

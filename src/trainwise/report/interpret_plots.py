@@ -110,24 +110,33 @@ def attributions(items: list[dict[str, Any]], form: str) -> str:
         return _grid_uri(fig)
 
 
-def segmentation(items: list[dict[str, Any]]) -> str:
-    """One row per sample: the image, the true mask, the predicted mask, the error map."""
+def segmentation(items: list[dict[str, Any]], classes: int) -> str:
+    """One row per sample: the image, the true mask, the predicted mask (one colour per class,
+    the same in both; ignored pixels left blank), the error map."""
     size = (6.4, 1.6 * len(items) + 0.3)
+    scale = {"cmap": "tab10" if classes <= 10 else "tab20", "vmin": 0, "vmax": max(classes - 1, 1)}
     with _figure(size) as (fig, _):
         fig.clf()
         for i, item in enumerate(items):
-            truth, predicted = item["truth"], item["prediction"]
-            error = (truth != predicted).astype(float)
-            panels = [(_image(item["input"]), "image"), ((truth, "tab20"), "truth"),
-                      ((predicted, "tab20"), "prediction"), ((error, "Reds"), "error")]  # fmt: skip
-            for j, ((picture, cmap), title) in enumerate(panels):
+            truth, predicted = np.asarray(item["truth"]), np.asarray(item["prediction"])
+            ignored = truth < 0  # IGNORE_INDEX pixels
+            error = np.where(ignored, 0.0, (truth != predicted).astype(float))
+            picture, cmap = _image(item["input"])
+            panels = [
+                (picture, {"cmap": cmap}, "image"),
+                (np.ma.masked_where(ignored, truth), scale, "truth"),
+                (predicted, scale, "prediction"),
+                (error, {"cmap": "Reds", "vmin": 0, "vmax": 1}, "error"),
+            ]
+            for j, (values, style, title) in enumerate(panels):
                 ax = fig.add_subplot(len(items), 4, 4 * i + j + 1)
-                ax.imshow(picture, cmap=cmap, interpolation="nearest")
+                ax.imshow(values, interpolation="nearest", **style)
                 ax.set_xticks([]), ax.set_yticks([])
+                ax.grid(False)
                 ax.set_title(f"#{item['index']} {title}" if j == 0 else title, fontsize=7,
                              fontweight="normal")  # fmt: skip
         fig.tight_layout(pad=0.3)
-        return _uri(fig)
+        return _grid_uri(fig)
 
 
 def confusion(matrix: list[list[int]]) -> str:
