@@ -47,7 +47,7 @@ def test_multilabel_scores_per_label_match_sklearn_and_there_is_no_confusion_mat
     assert interp.task == "multilabel"
     with torch.no_grad():
         predicted = (model(x).sigmoid() > 0.5).int().numpy()
-    precision, recall, f1, _ = precision_recall_fscore_support(
+    precision, recall, f1, support = precision_recall_fscore_support(
         y.int().numpy(), predicted, average=None, zero_division=0
     )
     scores = interp.per_class()
@@ -56,6 +56,7 @@ def test_multilabel_scores_per_label_match_sklearn_and_there_is_no_confusion_mat
         assert (got.precision, got.recall, got.f1) == pytest.approx(
             (precision[label], recall[label], f1[label]), abs=1e-6
         )
+        assert got.support == support[label]  # the label's positives
     with pytest.raises(tw.SetupError, match="multilabel"):
         interp.confusion()
     assert interp.to_dict()["confusion"] is None

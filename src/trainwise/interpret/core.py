@@ -126,7 +126,6 @@ class Interpretation:
         self.task, self.num_classes = counts.task, counts.num_classes
         self.notes = notes
         self._issues: tuple[list[LabelIssue], CrossValidation] | None = None
-        self._label_issue_error: str | None = None
 
     @classmethod
     def of(cls, subject: Subject, k: int = DEFAULT_K, form: str | None = None
@@ -224,8 +223,6 @@ class Interpretation:
         return metric
 
     def _support(self) -> list[int]:
-        if self.task == "multilabel":
-            return [0] * self.num_classes  # the positives per label are not counted
         stats = self._metric("support", "per-class scores").compute().cpu()  # (C, 5)
         return stats[:, 4].long().tolist()  # tp, fp, tn, fn, support
 

@@ -58,9 +58,13 @@ def _metrics(task: str, num_classes: int | None, device: torch.device) -> dict:
         return {}
     if task == "multilabel":
         labels = {"num_labels": num_classes, "average": None}
-        return {"precision": tmc.MultilabelPrecision(**labels),
-                "recall": tmc.MultilabelRecall(**labels),
-                "f1": tmc.MultilabelF1Score(**labels)}  # fmt: skip
+        metrics = {
+            "precision": tmc.MultilabelPrecision(**labels),
+            "recall": tmc.MultilabelRecall(**labels),
+            "f1": tmc.MultilabelF1Score(**labels),
+            "support": tmc.MultilabelStatScores(**labels),
+        }
+        return {name: metric.to(device) for name, metric in metrics.items()}
     if task not in CLASS_TASKS or num_classes < 2:
         return {}
     common = {"num_classes": num_classes, "ignore_index": IGNORE_INDEX}
