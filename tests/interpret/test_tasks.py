@@ -73,3 +73,23 @@ def test_a_fit_result_with_its_setup_and_without_one(tmp_path):
     assert interp.subject.recipe.lr == 1e-2
     with pytest.raises(tw.SetupError, match=r"give the Setup \(tw.interpret\(result, setup\)\)"):
         tw.interpret(result)
+
+
+@pytest.mark.parametrize(
+    ("shape", "dtype", "task", "form"),
+    [
+        ((1, 8, 8), torch.float32, "classification", "image"),
+        ((3, 32, 32), torch.float32, "classification", "image"),
+        ((28, 28), torch.float32, "classification", "image"),
+        ((40,), torch.float32, "classification", "signal"),
+        ((1, 40), torch.float32, "classification", "signal"),
+        ((16, 4), torch.float32, "classification", "sequence"),
+        ((30,), torch.float32, "regression", "table"),
+        ((12,), torch.long, "classification", "tokens"),
+        ((1, 8, 8), torch.float32, "segmentation", "segmentation"),
+    ],
+)
+def test_the_form_a_sample_is_drawn_in(shape, dtype, task, form):
+    from trainwise.interpret.forms import input_form
+
+    assert input_form(torch.zeros(shape, dtype=dtype), task) == form

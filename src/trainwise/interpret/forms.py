@@ -8,16 +8,17 @@ from typing import Any
 
 import torch
 
-FORMS = ("image", "signal", "table", "tokens", "segmentation", "other")
+FORMS = ("image", "signal", "sequence", "table", "tokens", "segmentation", "other")
 SIGNAL_LENGTH = 32  # a 1D input at least this long is a signal (MNIST-1D's 40); shorter: a row
 MAX_CHANNELS = 4  # (C, H, W) with C <= 4 is an image: gray, RGB, RGBA
 MAX_SIGNAL_CHANNELS = 8
 
 
 def input_form(x: Any, task: str) -> str:
-    """image: (C<=4, H, W) or (H, W) floats; signal: (L>=32,) or (C<=8, L) floats; table: a
-    short row (F<32,); tokens: integer ids; segmentation: any input of a segmentation task;
-    other: anything else (several inputs, strings, ...)."""
+    """image: (C<=4, H, W) or (H, W) floats; signal: (L>=32,) or (C<=8, L) floats; sequence:
+    (T, F<=8) floats with T > 8 (time first, as recurrent models take it); table: a short row
+    (F<32,); tokens: integer ids; segmentation: any input of a segmentation task; other:
+    anything else (several inputs, strings, ...)."""
     if task == "segmentation":
         return "segmentation"
     if not isinstance(x, torch.Tensor):
@@ -31,6 +32,8 @@ def input_form(x: Any, task: str) -> str:
         return "image"
     if len(shape) == 2 and shape[0] <= MAX_SIGNAL_CHANNELS:
         return "signal"
+    if len(shape) == 2 and shape[1] <= MAX_SIGNAL_CHANNELS:
+        return "sequence"
     if len(shape) == 1:
         return "signal" if shape[0] >= SIGNAL_LENGTH else "table"
     return "other"

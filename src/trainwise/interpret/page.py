@@ -55,7 +55,7 @@ def _drawn(interp: Any, row: dict) -> dict:
 
 
 def _attributions(interp: Any, method: str, notes: list[str]) -> list[dict]:
-    if interp.form not in ("image", "signal", "table"):
+    if interp.form not in ("image", "signal", "sequence", "table"):
         return []
     try:
         found = interp.attributions(SHOWN_ATTRIBUTIONS, method)

@@ -112,9 +112,9 @@ def _top_losses(page: dict[str, Any]) -> str:
             + _img(plots.segmentation(items[:8], page["num_classes"] or 2), "top losses")
             + table
         )
-    if form in ("image", "signal") and drawable:
+    if form in ("image", "signal", "sequence") and drawable:
         return lede + _img(plots.samples(items, form, _caption), "top losses") + table
-    if form == "table" and drawable:
+    if form in ("table", "tokens") and drawable:
         width = len(items[0]["input"].reshape(-1))
         head = ["index", "label", "pred", "loss", *(f"x{j}" for j in range(width))]
         rows = [[i["index"], i["label"], i["pred"], i["loss"], *i["input"].reshape(-1).tolist()]

@@ -44,7 +44,8 @@ def _panel(ax: Any, value: np.ndarray, form: str) -> None:
     if form == "image":
         picture, cmap = _image(value)
         ax.imshow(picture, cmap=cmap, interpolation="nearest")
-    else:
+    else:  # signal (C, L) or (L,); sequence (T, F): one line per channel / feature
+        value = value.T if form == "sequence" else value
         lines = value.reshape(-1, value.shape[-1]) if value.ndim > 1 else value[None]
         for c, line in enumerate(lines):
             ax.plot(line, color=PALETTE[c % len(PALETTE)], linewidth=0.8)
@@ -96,6 +97,10 @@ def attributions(items: list[dict[str, Any]], form: str) -> str:
                 left.imshow(picture, cmap=cmap, interpolation="nearest")
                 heat = attribution.sum(axis=0) if attribution.ndim == 3 else attribution
                 right.imshow(heat, cmap="inferno", interpolation="nearest")
+            elif form == "sequence":  # (T, F): features as rows, time along x
+                _panel(left, value, form)
+                right.imshow(attribution.T, cmap="inferno", interpolation="nearest",
+                             aspect="auto")  # fmt: skip
             else:
                 flat_x, flat_a = value.reshape(-1), attribution.reshape(-1)
                 left.plot(flat_x, color=PALETTE[0], linewidth=0.8)
