@@ -78,9 +78,10 @@ class TopLosses:
 
 
 def _host(values, rows: torch.Tensor) -> list:
+    """values[rows] as Python numbers (indices live on the host, losses on the model's device)."""
     if values is None:
         return [None] * len(rows)
-    return values.detach()[rows].tolist()
+    return values.detach()[rows.to(values.device)].tolist()
 
 
 @dataclass(frozen=True)
