@@ -97,21 +97,19 @@ def test_interpret_a_fit_run_writes_the_json_contract_and_the_report(fit_run):
     assert page.count("data:image/png;base64") >= 7
 
 
-def test_the_run_checkpoint_is_the_one_interpreted(fit_run):
-    folder, _, run = fit_run
-    setup = tw.Setup(**{**_setup_fields(folder)})
-    interp = tw.interpret(setup, checkpoint=run / "checkpoints" / "best.pt")
-    via_run = tw.interpret.__module__  # the API: interpret_run resolves the same files
+def test_the_run_is_read_back_as_its_setup_file_and_best_checkpoint(fit_run):
+    """interpret_run finds the setup file through the recorded command line and folder."""
     from trainwise.interpret import interpret_run
-
-    assert via_run and interpret_run(str(run)).confusion() == interp.confusion()
-
-
-def _setup_fields(folder: Path) -> dict:
     from trainwise.loader import load_setup
 
-    s = load_setup(str(folder / "my_setup.py"))
-    return {"model": s.model, "train": s.train, "val": s.val, "loss": s.loss}
+    folder, _, run = fit_run
+    setup = load_setup(str(folder / "my_setup.py"))
+    direct = tw.interpret(setup, checkpoint=run / "checkpoints" / "best.pt")
+    via_run = interpret_run(str(run))
+    assert via_run.confusion() == direct.confusion()
+    assert [t.index for t in via_run.top_losses()] == [t.index for t in direct.top_losses()]
+    assert via_run.subject.epochs == 2 and via_run.subject.recipe.lr == 0.01
+    assert via_run.subject.folder == run
 
 
 def cli(*args):
