@@ -248,3 +248,56 @@ def test_gradual_unfreezing_as_a_lightning_callback():
         [True, True, True],
         [True, True, True],
     ]
+
+
+def test_gradual_unfreezing_as_a_hugging_face_trainer_callback(tmp_path):
+    from transformers import Trainer, TrainerCallback, TrainingArguments
+
+    class Classifier(nn.Module):
+        """The HF Trainer's contract: forward(**batch) returns a dict holding "loss"."""
+
+        def __init__(self):
+            super().__init__()
+            self.net = small_cnn()
+
+        def forward(self, x, labels):
+            return {"loss": F.cross_entropy(self.net(x), labels)}
+
+    class Recorder(TrainerCallback):
+        """Per epoch: which groups trained (their first parameter moved). The Trainer builds
+        its optimizer from the parameters that require gradients when training starts: the
+        schedule must not have frozen anything by then, or the body would never train."""
+
+        def __init__(self, groups):
+            self.groups, self.moved = groups, []
+
+        def on_epoch_begin(self, args, state, control, **kwargs):
+            self.start = [g.params[0].detach().clone() for g in self.groups]
+
+        def on_epoch_end(self, args, state, control, **kwargs):
+            now = [g.params[0] for g in self.groups]
+            self.moved.append([not torch.equal(a, b) for a, b in zip(self.start, now, strict=True)])
+
+    class Pairs(torch.utils.data.Dataset):
+        def __init__(self):
+            self.x, self.y = batch(n=32)
+
+        def __len__(self):
+            return 32
+
+        def __getitem__(self, i):
+            return {"x": self.x[i], "labels": self.y[i]}
+
+    model = Classifier()
+    schedule = tw.GradualUnfreezing(model.net, groups=3)
+    recorder = Recorder(schedule.groups)
+    args = TrainingArguments(
+        output_dir=str(tmp_path), num_train_epochs=3, per_device_train_batch_size=16,
+        save_strategy="no", report_to=[], use_cpu=True, disable_tqdm=True,
+    )  # fmt: skip
+    trainer = Trainer(model=model, args=args, train_dataset=Pairs(),
+                      callbacks=[schedule.transformers(), recorder])  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer.train()
+    assert recorder.moved == [[False, False, True], [False, True, True], [True, True, True]]

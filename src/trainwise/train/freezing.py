@@ -94,9 +94,13 @@ class GradualUnfreezing:
             schedule.on_epoch_start(epoch)
             ...
         trainer = lightning.Trainer(callbacks=[schedule.lightning()])   # the same, in Lightning
+        trainer = transformers.Trainer(..., callbacks=[schedule.transformers()])   # or HF's
 
     Build the optimizer over all parameters (e.g. tw.discriminative_lrs with the same groups):
-    frozen ones are skipped until they get gradients.
+    frozen ones are skipped until they get gradients. An optimizer built only from the
+    parameters that require gradients (the HF Trainer's own, Lightning modules that filter)
+    must be built before the first freeze, which the callbacks' order gives: leave the freezing
+    to the schedule.
     """
 
     def __init__(
@@ -127,6 +131,12 @@ class GradualUnfreezing:
         from trainwise.integrations.lightning import GradualUnfreezingCallback
 
         return GradualUnfreezingCallback(self)
+
+    def transformers(self):
+        """This schedule as a Hugging Face TrainerCallback (called at every epoch's start)."""
+        from trainwise.integrations.transformers import GradualUnfreezingTrainerCallback
+
+        return GradualUnfreezingTrainerCallback(self)
 
 
 # -- the part of a model before or after a boundary ------------------------------------------------
