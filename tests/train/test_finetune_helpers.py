@@ -301,3 +301,51 @@ def test_gradual_unfreezing_as_a_hugging_face_trainer_callback(tmp_path):
         warnings.simplefilter("ignore")
         trainer.train()
     assert recorder.moved == [[False, False, True], [False, True, True], [True, True, True]]
+
+
+# -- a deliberate freeze is not the frozen-parameters mistake ------------------------------------
+
+
+def _frozen_findings(findings) -> list:
+    return [f for f in findings if f.rule == "frozen-parameters"]
+
+
+def test_the_static_rule_leaves_the_helpers_freeze_alone_and_still_reports_a_manual_one():
+    from builders import static
+
+    x, y = batch(n=64)
+    model = tw.freeze(small_cnn())  # the default optimizer holds every parameter, frozen ones too
+    assert _frozen_findings(static(tw.Setup(model=model, train=TensorDataset(x, y),
+                                            loss=nn.CrossEntropyLoss())).findings) == []  # fmt: skip
+    manual = small_cnn()
+    for p in manual[0].parameters():
+        p.requires_grad_(False)
+    found = _frozen_findings(static(tw.Setup(model=manual, train=TensorDataset(x, y),
+                                             loss=nn.CrossEntropyLoss())).findings)  # fmt: skip
+    assert [f.where for f in found] == ["0.weight"]
+
+
+def test_the_watch_leaves_gradual_unfreezing_alone_and_still_reports_a_manual_freeze():
+    def watched_run(model, schedule=None) -> list:
+        opt = torch.optim.SGD(model.parameters(), lr=0.05)
+        watch = tw.watch(model, opt, verbose=False)
+        for epoch in range(3):
+            if schedule is not None:
+                schedule.on_epoch_start(epoch)
+            for i in range(4):
+                model.train()
+                x, y = batch(seed=10 * epoch + i)
+                opt.zero_grad()
+                loss = F.cross_entropy(model(x), y)
+                loss.backward()
+                opt.step()
+                watch.log(loss=loss)
+        watch.close()
+        return _frozen_findings(watch.findings)
+
+    model = small_cnn()
+    assert watched_run(model, tw.GradualUnfreezing(model, groups=3)) == []
+    manual = small_cnn()
+    for p in manual[0].parameters():
+        p.requires_grad_(False)
+    assert [f.where for f in watched_run(manual)] == ["0.weight"]

@@ -8,8 +8,11 @@ A frozen BatchNorm layer must also stop updating its running mean and variance, 
 statistics drift towards the new data while its scale and shift stay put. It is held in eval
 mode by a forward pre-hook that switches it back to eval before every forward, so the hold
 survives `model.train()` (which a loop calls every epoch) and deep copies, and pickles (the hook
-is a module-level function). The layer records why it is held (by freeze, by freeze_batchnorm),
-so that unfreezing the body does not undo freeze_batchnorm.
+is a module-level function).
+
+Every module whose parameters these helpers freeze records why (by freeze, by
+freeze_batchnorm), so that unfreezing the body does not undo freeze_batchnorm, and so that the
+frozen-parameters rule can tell a deliberate freeze from an accident (frozen_marks.py).
 
 The boundary `upto` is the same for freeze and unfreeze: everything before it is the frozen part.
 """
@@ -21,10 +24,10 @@ from collections.abc import Sequence
 from torch import nn
 
 from trainwise.errors import SetupError
+from trainwise.train.frozen_marks import FROZEN_BY
 from trainwise.train.layer_groups import LayerGroup, resolve_groups
 
-FREEZE, BATCHNORM = "freeze", "batchnorm"  # why a BatchNorm layer is held in eval mode
-_HELD_BY = "_trainwise_held_by"  # attribute on a held BatchNorm layer: the set of reasons
+FREEZE, BATCHNORM = "freeze", "batchnorm"  # why a module's parameters are frozen
 _BATCHNORM = nn.modules.batchnorm._BatchNorm  # BatchNorm1d/2d/3d, SyncBatchNorm, lazy ones
 
 
@@ -39,13 +42,10 @@ def freeze(
     before it is frozen; it and what follows stay trainable). Returns the model.
     """
     modules, loose = _part(model, upto, groups, before=True, where="freeze")
-    for p in loose:
-        _set_trainable(p, False)
+    if loose:  # the model's own direct parameters: the model records the freeze
+        modules.append(model)
     for module in modules:
-        for p in module.parameters(recurse=False):
-            _set_trainable(p, False)
-        if isinstance(module, _BATCHNORM):
-            _hold(module, FREEZE)
+        _mark(module, FREEZE)
     return model
 
 
@@ -59,15 +59,11 @@ def unfreeze(
     `upto` reads as in freeze. BatchNorm layers held by tw.freeze_batchnorm stay frozen unless
     batchnorm=True. Returns the model."""
     modules, loose = _part(model, upto, groups, before=False, where="unfreeze")
-    for p in loose:
-        _set_trainable(p, True)
+    reasons = {FREEZE, BATCHNORM} if batchnorm else {FREEZE}
+    if loose:
+        modules.append(model)
     for module in modules:
-        if isinstance(module, _BATCHNORM):
-            _release(module, {FREEZE, BATCHNORM} if batchnorm else {FREEZE}, model.training)
-            if getattr(module, _HELD_BY, None):
-                continue  # still held by freeze_batchnorm: its scale and shift stay frozen
-        for p in module.parameters(recurse=False):
-            _set_trainable(p, True)
+        _unmark(module, reasons, model.training)
     return model
 
 
@@ -78,9 +74,7 @@ def freeze_batchnorm(model: nn.Module) -> nn.Module:
     tw.unfreeze(model, batchnorm=True) releases them. Returns the model."""
     for module in model.modules():
         if isinstance(module, _BATCHNORM):
-            for p in module.parameters(recurse=False):
-                _set_trainable(p, False)
-            _hold(module, BATCHNORM)
+            _mark(module, BATCHNORM)
     return model
 
 
@@ -186,36 +180,44 @@ def _modules_around(model: nn.Module, name: str, before: bool, where: str) -> li
     return [modules[n] for n in chosen if n not in ancestors]
 
 
-# -- holding BatchNorm in eval mode ----------------------------------------------------------------
+# -- marking frozen modules; holding BatchNorm in eval mode --------------------------------------
 
 
-def _set_trainable(p: nn.Parameter, trainable: bool) -> None:
-    p.requires_grad_(trainable)
-    if not trainable:
+def _mark(module: nn.Module, reason: str) -> None:
+    """Freeze `module`'s own parameters for `reason`; a BatchNorm layer is also held in eval."""
+    if not isinstance(module, _BATCHNORM) and next(module.parameters(False), None) is None:
+        return  # nothing of its own to freeze (a ReLU, a container): left unmarked
+    reasons = getattr(module, FROZEN_BY, None)
+    if reasons is None:
+        reasons = set()
+        setattr(module, FROZEN_BY, reasons)
+        if isinstance(module, _BATCHNORM):
+            module.register_forward_pre_hook(_stay_in_eval)
+    reasons.add(reason)
+    for p in module.parameters(recurse=False):
+        p.requires_grad_(False)
         p.grad = None  # a gradient left from before would still be applied by the next step
+    if isinstance(module, _BATCHNORM):
+        module.train(False)
 
 
-def _hold(bn: nn.Module, reason: str) -> None:
-    held = getattr(bn, _HELD_BY, None)
-    if held is None:
-        bn.register_forward_pre_hook(_stay_in_eval)
-        held = set()
-        setattr(bn, _HELD_BY, held)
-    held.add(reason)
-    bn.train(False)
-
-
-def _release(bn: nn.Module, reasons: set[str], training: bool) -> None:
-    held = getattr(bn, _HELD_BY, None)
-    if not held:
-        return
-    held -= reasons
-    if not held:
-        bn.train(training)  # back to the model's mode now, not only at its next train()
+def _unmark(module: nn.Module, reasons: set[str], training: bool) -> None:
+    """Drop `reasons`; with none left, `module`'s own parameters train again (and a BatchNorm
+    layer returns to the model's mode now, not only at its next train()). A module these
+    helpers never froze is made trainable too: unfreeze(model) means all of it."""
+    held = getattr(module, FROZEN_BY, None)
+    if held:
+        held -= reasons
+        if held:
+            return  # still frozen for another reason (freeze_batchnorm's)
+        if isinstance(module, _BATCHNORM):
+            module.train(training)
+    for p in module.parameters(recurse=False):
+        p.requires_grad_(True)
 
 
 def _stay_in_eval(bn: nn.Module, args: tuple) -> None:
-    """Forward pre-hook of a held BatchNorm layer: eval mode before every forward (running
+    """Forward pre-hook of a frozen BatchNorm layer: eval mode before every forward (running
     statistics used, not updated), whatever model.train() set."""
-    if bn.training and getattr(bn, _HELD_BY, None):
+    if bn.training and getattr(bn, FROZEN_BY, None):
         bn.train(False)
