@@ -81,6 +81,10 @@ def init_output_bias(model: nn.Module, data: Any, task: str | None = None) -> st
     raises SetupError when the output does not come from a Linear/Conv layer with a bias."""
     from trainwise.spec import Setup
 
+    if not isinstance(model, nn.Module):
+        raise SetupError(
+            f"init_output_bias(model=...): expected the nn.Module itself, got {type(model).__name__}"
+        )
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
     setup = Setup(model=model, train=data, task=task, device=device, name="init_output_bias")
     done = output_bias_init(model, StaticContext(setup))
