@@ -33,6 +33,7 @@ _EXPORTS = {
     "TrainwiseError": "trainwise.errors",
     "Watch": "trainwise.watch",
     "YRange": "trainwise.train.heads",
+    "ablate": "trainwise.train.ablate",
     "check": "trainwise.check",
     "class_weights": "trainwise.helpers",
     "convert_batchnorm": "trainwise.helpers",
@@ -55,8 +56,8 @@ __all__ = [
     "CATALOGUE", "DistillationLoss", "Finding", "GradualUnfreezing", "LRFindResult", "LayerGroup",
     "ModuleOptimizer", "ProgressiveResize", "Recipe", "Report", "Setup", "SetupError",
     "StageResult", "StopFit", "TrainingStep", "TrainwiseError", "Watch", "YRange", "__version__",
-    "check", "class_weights", "convert_batchnorm", "discriminative_lrs", "fit", "freeze",
-    "freeze_batchnorm", "init_output_bias", "kaiming_init_", "layer_groups", "lr_find",
+    "ablate", "check", "class_weights", "convert_batchnorm", "discriminative_lrs", "fit",
+    "freeze", "freeze_batchnorm", "init_output_bias", "kaiming_init_", "layer_groups", "lr_find",
     "param_groups", "runs", "train_plus_val", "tta", "unfreeze", "watch",
 ]  # = _EXPORTS + __version__, spelled out for tools that read it statically
 
@@ -99,6 +100,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     from trainwise.rules import CATALOGUE
     from trainwise.spec import Setup
     from trainwise.steps import ModuleOptimizer, TrainingStep
+    from trainwise.train.ablate import ablate
     from trainwise.train.distill import DistillationLoss
     from trainwise.train.final_fit import train_plus_val
     from trainwise.train.freezing import GradualUnfreezing, freeze, freeze_batchnorm, unfreeze

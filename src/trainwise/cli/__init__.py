@@ -261,10 +261,12 @@ def lr_find_command(
         console.print(f"run record: {escape(str(result.record_path))}", highlight=False)
 
 
-# Training: `trainwise fit` (cli/fit.py).
+# Training: `trainwise fit` (cli/fit.py), `trainwise ablate` (cli/ablate.py).
+from trainwise.cli.ablate import ablate_command  # noqa: E402
 from trainwise.cli.fit import fit_command  # noqa: E402
 
 main.add_command(fit_command)
+main.add_command(ablate_command)
 
 # Run records: `trainwise runs [show|diff]` and `trainwise report RUN` (cli/runs.py).
 from trainwise.cli.runs import report_command, runs_group  # noqa: E402
