@@ -24,6 +24,7 @@ _EXPORTS = {
     "Setup": "trainwise.spec",
     "SetupError": "trainwise.errors",
     "StageResult": "trainwise.report.model",
+    "StopFit": "trainwise.train.loop",
     "TrainingStep": "trainwise.steps",
     "TrainwiseError": "trainwise.errors",
     "Watch": "trainwise.watch",
@@ -38,7 +39,7 @@ _EXPORTS = {
 }
 __all__ = [
     "CATALOGUE", "Finding", "LRFindResult", "ModuleOptimizer", "Recipe", "Report", "Setup",
-    "SetupError", "StageResult", "TrainingStep", "TrainwiseError", "Watch", "__version__",
+    "SetupError", "StageResult", "StopFit", "TrainingStep", "TrainwiseError", "Watch", "__version__",
     "check", "class_weights", "convert_batchnorm", "fit", "lr_find", "param_groups", "runs",
     "watch",
 ]  # = _EXPORTS + __version__, spelled out for tools that read it statically
@@ -82,6 +83,6 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     from trainwise.rules import CATALOGUE
     from trainwise.spec import Setup
     from trainwise.steps import ModuleOptimizer, TrainingStep
-    from trainwise.train.loop import fit
+    from trainwise.train.loop import StopFit, fit
     from trainwise.train.recipe import Recipe
     from trainwise.watch import Watch, watch

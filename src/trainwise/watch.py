@@ -286,6 +286,11 @@ class Watch:
             self._record_writer.metrics(self.iteration - 1, values)
         self._run_judge(frozenset({Phase.WINDOW}))
 
+    def log_config(self, **settings: Any) -> None:
+        """Add settings to the run record's config (fit: how the run ended)."""
+        if self._record_writer is not None:
+            self._record_writer.config(settings)
+
     @property
     def record_path(self):
         """The folder of this watch's run record (None with record=False or when it could not

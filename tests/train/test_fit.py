@@ -139,6 +139,39 @@ def test_without_a_record_nothing_is_written(tmp_path):
     assert set(result.metrics) == {"val_loss", "val_accuracy", "val_f1", "val_ece"}
 
 
+def test_on_progress_gets_the_whole_set_metrics_on_each_epochs_last_step(tmp_path):
+    seen = []
+    result = tw.fit(blob_setup(), epochs=3, recipe=fast(), runs_dir=tmp_path, verbose=False,
+                    on_progress=seen.append)  # fmt: skip
+    at_epoch_end = [(s.step, s.epoch) for s in seen if s.epoch_metrics is not None]
+    assert at_epoch_end == [(PER_EPOCH, 1), (2 * PER_EPOCH, 2), (3 * PER_EPOCH, 3)]
+    rows = metric_rows(result.record_path)
+    recorded = [r["val/epoch_loss"] for r in rows if "val/epoch_loss" in r]
+    assert [s.epoch_metrics["loss"] for s in seen if s.epoch_metrics] == pytest.approx(recorded)
+    assert seen[-1].epoch_metrics["loss"] == pytest.approx(result.metrics["val_loss"])
+
+
+def test_stop_fit_raised_by_on_progress_ends_the_run_cleanly(tmp_path):
+    def prune(status):
+        if status.step == 11:
+            raise tw.StopFit("pruned at step 11")
+
+    result = tw.fit(blob_setup(), epochs=4, recipe=fast(), runs_dir=tmp_path, verbose=False,
+                    name="trial-3", record_info={"sweep": {"study": "s", "trial": 3}},
+                    on_progress=prune)  # fmt: skip
+    assert result.stopped == "pruned at step 11" and result.steps == 11
+    # The model as it stopped is evaluated and kept: the metrics, both checkpoints, the record.
+    rows = metric_rows(result.record_path)
+    epoch_losses = [r["val/epoch_loss"] for r in rows if "val/epoch_loss" in r]
+    assert len(epoch_losses) == 2 and epoch_losses[-1] == pytest.approx(result.metrics["val_loss"])
+    assert result.checkpoint.is_file() and result.last_checkpoint.is_file()
+    assert torch.load(result.last_checkpoint, weights_only=True)["step"] == 11
+    meta = run_json(result.record_path)
+    assert meta["status"] == "finished" and meta["name"] == "trial-3"
+    assert meta["config"]["sweep"] == {"study": "s", "trial": 3}
+    assert meta["config"]["outcome"] == {"steps": 11, "stopped": "pruned at step 11"}
+
+
 def test_on_progress_sees_every_step(tmp_path):
     seen = []
     result = tw.fit(blob_setup(), steps=20, recipe=fast(), record=False, verbose=False,

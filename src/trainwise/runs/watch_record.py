@@ -85,6 +85,9 @@ class WatchRecord:
     def findings(self, findings: list[Any]) -> None:
         self._guard(lambda: self.run.log_findings(findings))
 
+    def config(self, settings: dict[str, Any]) -> None:
+        self._guard(lambda: self.run.log_config(**settings))
+
     def finish(self, status: str = "finished", error: str | None = None) -> None:
         run, self.run = self.run, None
         if run is None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import os
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,33 @@ def _better(value: float, best: float | None, monitor: str) -> bool:
     return value > best if monitor in HIGHER_IS_BETTER else value < best
 
 
+@dataclass
+class Pieces:
+    """What a fit run trains with and a checkpoint holds: a resumed run restores all five."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: Any  # a torch LR scheduler
+    scaler: Any  # torch.amp.GradScaler, or fit's stand-in that does nothing
+    clipper: Any  # train.clipping.GradientClipper
+
+    def state_dicts(self) -> dict[str, Any]:
+        return {name: getattr(self, name).state_dict() for name in PIECES}
+
+    def load_state_dicts(self, state: dict[str, Any]) -> None:
+        try:
+            self.model.load_state_dict(state["model"])
+        except RuntimeError as exc:
+            raise SetupError(
+                f"fit --resume: the checkpoint does not match the setup's model ({exc})"
+            ) from exc
+        for name in PIECES[1:]:
+            getattr(self, name).load_state_dict(state[name])
+
+
+PIECES = tuple(f.name for f in fields(Pieces))
+
+
 class Saver:
     """Writes the checkpoints of one fit run into `folder` (nothing without a record)."""
 
@@ -51,19 +79,14 @@ class Saver:
                     "sample": sample}  # fmt: skip
         self.best_path: Path | None = None
 
-    def last(self, model, optimizer, scheduler, scaler, clipper, step, epoch, batch, epoch_rng,
-             best) -> None:  # fmt: skip
+    def last(self, pieces: Pieces, step: int, epoch: int, batch: int, epoch_rng, best) -> None:
         """The state after `step` (batch `batch` of epoch `epoch` done); none while the
         weights are not finite (a diverging run keeps its last good checkpoint)."""
-        if self.folder is None or not _finite(model):
+        if self.folder is None or not _finite(pieces.model):
             return
         state = {
             **self.run,
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "scaler": scaler.state_dict(),
-            "clipper": clipper.state_dict(),
+            **pieces.state_dicts(),
             "rng": torch.get_rng_state(),
             "epoch_rng": epoch_rng,
             "step": step,
@@ -73,18 +96,18 @@ class Saver:
         }
         _save(state, self.folder / LAST)
 
-    def epoch_end(self, model, optimizer, scheduler, scaler, clipper, step, epoch, metrics,
-                  best, monitor, last: bool = True) -> dict[str, float]:  # fmt: skip
+    def epoch_end(self, pieces: Pieces, step: int, epoch: int, metrics: dict[str, float],
+                  best: dict[str, float], monitor: str, last: bool = True) -> dict[str, float]:  # fmt: skip
         """After a whole-set validation: best.pt when `monitor` improved, last.pt (unless the
         run stopped on an error: the last good one stays). Returns the best so far."""
         value = metrics.get(monitor.removeprefix("val_"))
         if value is not None and _better(value, best.get(monitor), monitor):
             best = {"step": step, "epoch": epoch, **{f"val_{k}": v for k, v in metrics.items()}}
             if self.folder is not None:
-                _save(model.state_dict(), self.folder / BEST)
+                _save(pieces.model.state_dict(), self.folder / BEST)
                 self.best_path = self.folder / BEST
         if last:
-            self.last(model, optimizer, scheduler, scaler, clipper, step, epoch, 0, None, best)
+            self.last(pieces, step, epoch, 0, None, best)
         return best
 
 
@@ -117,18 +140,9 @@ def load_last(run: str | Path) -> dict[str, Any]:
         raise SetupError(f"fit --resume: {path} could not be read ({exc})") from exc
 
 
-def restore(state, model: nn.Module, optimizer, scheduler, scaler, clipper) -> tuple:
+def restore(state: dict[str, Any], pieces: Pieces) -> tuple[int, int, int, dict[str, float]]:
     """Loads a last checkpoint into the run's pieces; (step, epoch, batches done in the epoch,
     best so far). The RNG is set to where the killed run was."""
-    try:
-        model.load_state_dict(state["model"])
-    except RuntimeError as exc:
-        raise SetupError(
-            f"fit --resume: the checkpoint does not match the setup's model ({exc})"
-        ) from exc
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    scaler.load_state_dict(state["scaler"])
-    clipper.load_state_dict(state["clipper"])
+    pieces.load_state_dicts(state)
     torch.set_rng_state(state["rng"])
     return state["step"], state["epoch"], state["batch"], dict(state["best"])

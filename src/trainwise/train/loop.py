@@ -58,7 +58,9 @@ class FitStatus:
     step: int
     total: int
     loss: float | None = None
-    val: dict[str, float] = field(default_factory=dict)
+    val: dict[str, float] = field(default_factory=dict)  # a random validation batch's
+    # the whole validation set's, on the step that ended an epoch (else None)
+    epoch_metrics: dict[str, float] | None = None
 
 
 @dataclass
@@ -96,6 +98,16 @@ class FitResult:
         }
 
 
+class StopFit(Exception):
+    """Raised by an `on_progress` callback to end a fit early and cleanly (a sweep pruning a
+    trial): the model is evaluated as it is, the checkpoints and the record are kept, and
+    `FitResult.stopped` is `reason`."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason or "stopped by on_progress"
+
+
 def fit(
     setup: Setup,
     epochs: int | None = None,
@@ -111,134 +123,220 @@ def fit(
     resume: str | Path | None = None,
     preset: str = "standard",
     verbose: bool = True,
+    name: str | None = None,
+    record_info: dict[str, Any] | None = None,
     on_progress: Callable[[FitStatus], None] | None = None,
 ) -> FitResult:
     """Train `setup` for `epochs` (or `steps`) with `recipe` (default: every tip, Recipe()).
 
-    sample:     train and validate on a stratified sample: a count or a fraction (0.1)
-    monitor:    the validation metric that picks the best checkpoint ("val_loss", lower is
-                better; "val_accuracy", "val_f1", "val_r2", "val_iou": higher is better)
-    early_stop: stop when the watch finds overfitting (the best checkpoint is kept)
-    resume:     a fit run folder: continue from its last checkpoint (weights, optimizer,
-                schedule, clipping, RNG, step); the recipe and length are the run's own
+    sample:      train and validate on a stratified sample: a count or a fraction (0.1)
+    monitor:     the validation metric that picks the best checkpoint ("val_loss", lower is
+                 better; "val_accuracy", "val_f1", "val_r2", "val_iou": higher is better)
+    early_stop:  stop when the watch finds overfitting (the best checkpoint is kept)
+    resume:      a fit run folder: continue from its last checkpoint (weights, optimizer,
+                 schedule, clipping, RNG, step); the recipe and length are the run's own
+    name:        the run record's name (default: the setup's)
+    record_info: more settings for the run record's config (a sweep's study and trial)
+    on_progress: called after every step with a FitStatus (with the whole validation set's
+                 metrics on an epoch's last step); it may raise StopFit to end the run
     """
     state = checkpoints.load_last(resume) if resume is not None else None
     if state is not None:  # the run's own recipe (lr resolved), length, seed and sample
         recipe, epochs, steps = Recipe(**state["recipe"]), state["epochs"], state["steps"]
         seed, sample = state["seed"], state["sample"]
-    recipe = recipe or Recipe()
-    if (epochs is None) == (steps is None):
-        raise SetupError("fit: give epochs=N or steps=N (one of them)")
-    for name, value in (("epochs", epochs), ("steps", steps)):
-        if value is not None and (not isinstance(value, int) or value < 1):
-            raise SetupError(f"fit: {name}={value!r}; expected a positive int")
-    checkpoints.check_monitor(monitor)
+    plan = _Plan(epochs, steps, seed, sample, monitor, early_stop)
     torch.manual_seed(seed)
-
-    setup, ctx, train_setup, notes = _prepared(setup, sample, seed, recipe.label_smoothing)
-    loader = setup.train if isinstance(setup.train, DataLoader) else setup.train_loader()
-    per_epoch = _batches_per_epoch(loader)
-    total = steps if steps is not None else epochs * per_epoch
-    epochs_planned = epochs if epochs is not None else math.ceil(total / per_epoch)
-
-    # -- the recipe, resolved -------------------------------------------------------------------
-    if recipe.lr == "auto" and state is None:
-        lr, note = _range_test_lr(setup, recipe, seed)
-        recipe = recipe.replace(lr=lr)
-        notes.append(note)
-    device = setup.torch_device
-    model = setup.build_model().train()
-    if recipe.output_bias and state is None:
-        done = output_bias_init(model, ctx)
-        notes.append(done or "output bias left as built (no final Linear/Conv with a bias)")
-    optimizer = _optimizer(setup, model, recipe)
-    scheduler = build_schedule(recipe.schedule, optimizer, total)
-    autocast, scaler = _precision(recipe.precision, device)
-    clipper = GradientClipper(recipe.clip)
-    params = grad_params(optimizer)
-    step, epoch, skip, best = 0, 0, 0, {}
+    run = _FitRun(setup, recipe or Recipe(), plan, state, on_progress)
     if state is not None:
-        step, epoch, skip, best = checkpoints.restore(
-            state, model, optimizer, scheduler, scaler, clipper
+        run.notes.append(f"resumed from {resume} at step {run.step}")
+    run.open_watch(preset, runs_dir, name or setup.name, verbose, record, record_info or {})
+    run.train()
+    return run.finish()
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What was asked of a run (a resumed run's own, from its checkpoint)."""
+
+    epochs: int | None
+    steps: int | None
+    seed: int
+    sample: float | int | None
+    monitor: str
+    early_stop: bool
+
+    def __post_init__(self) -> None:
+        if (self.epochs is None) == (self.steps is None):
+            raise SetupError("fit: give epochs=N or steps=N (one of them)")
+        for name, value in (("epochs", self.epochs), ("steps", self.steps)):
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise SetupError(f"fit: {name}={value!r}; expected a positive int")
+        checkpoints.check_monitor(self.monitor)
+
+
+class _FitRun:
+    """One fit: made ready in __init__ (data, the recipe resolved, model, optimizer, schedule),
+    watched from open_watch(), trained by train(), summed up by finish()."""
+
+    def __init__(self, setup: Setup, recipe: Recipe, plan: _Plan, state: dict | None,
+                 on_progress: Callable[[FitStatus], None] | None) -> None:  # fmt: skip
+        self.plan, self.state, self.on_progress = plan, state, on_progress
+        self.setup, self.ctx, self.train_setup, self.notes = _prepared(
+            setup, plan.sample, plan.seed, recipe.label_smoothing
         )
-        notes.append(f"resumed from {resume} at step {step}")
+        setup = self.setup
+        self.loader = setup.train if isinstance(setup.train, DataLoader) else setup.train_loader()
+        self.per_epoch = _batches_per_epoch(self.loader)
+        self.total = plan.steps if plan.steps is not None else plan.epochs * self.per_epoch
+        self.epochs_planned = plan.epochs or math.ceil(self.total / self.per_epoch)
+        if recipe.lr == "auto" and state is None:
+            lr, note = _range_test_lr(setup, recipe, plan.seed)
+            recipe = recipe.replace(lr=lr)
+            self.notes.append(note)
+        self.recipe = recipe
+        self.device = setup.torch_device
+        self.pieces = self._build(recipe)
+        self.params = grad_params(self.pieces.optimizer)
+        self.step, self.epoch, self.skip, self.best = 0, 0, 0, {}
+        if state is not None:
+            self.step, self.epoch, self.skip, self.best = checkpoints.restore(state, self.pieces)
+        self.val_every = max(1, self.total // VAL_POINTS)
+        self.val_batches = _random_batches(setup, plan.seed)
+        # One set of metrics for every point, without torchmetrics' per-call argument checks.
+        self.batch_metrics = TaskMetrics(self.ctx.task, self.ctx.num_classes, self.device,
+                                         checked=False)  # fmt: skip
+        self.stopped = ""  # why the run stopped early ("" while it goes on)
+        self.final: dict[str, float] = {}  # the last whole-set validation
+        self.evaluated_at = -1  # the step of the last whole-set validation
 
-    config = {
-        "fit": {"epochs": epochs, "steps": steps, "total_steps": total, "seed": seed,
-                "sample": sample, "monitor": monitor, "early_stop": early_stop},
-        "recipe": recipe.to_dict(),
-        "notes": notes,
-    }  # fmt: skip
-    from trainwise.watch import Watch
+    def _build(self, recipe: Recipe) -> checkpoints.Pieces:
+        """The model (output bias set on a fresh run), optimizer, schedule, scaler, clipper."""
+        model = self.setup.build_model().train()
+        if recipe.output_bias and self.state is None:
+            done = output_bias_init(model, self.ctx)
+            self.notes.append(
+                done or "output bias left as built (no final Linear/Conv with a bias)"
+            )
+        optimizer = _optimizer(self.setup, model, recipe)
+        self.autocast, scaler = _precision(recipe.precision, self.device)
+        schedule = build_schedule(recipe.schedule, optimizer, self.total)
+        return checkpoints.Pieces(model, optimizer, schedule, scaler, GradientClipper(recipe.clip))
 
-    watch = Watch(
-        model, optimizer, preset, log_dir=runs_dir, name=setup.name, verbose=verbose,
-        scaler=scaler, total_steps=total, record=record, record_kind="fit", record_config=config,
-    )  # fmt: skip
-    folder = watch.record_path
-    saved = checkpoints.Saver(folder, recipe, epochs, steps, seed, sample)
-    val_every = max(1, total // VAL_POINTS)
-    val_batches = _random_batches(setup, seed)
-    # One set of metrics for every point, without torchmetrics' per-call argument checks.
-    batch_metrics = TaskMetrics(ctx.task, ctx.num_classes, device, checked=False)
-    stopped, final = "", {}
+    def open_watch(self, preset: str, runs_dir, name: str | None, verbose: bool, record: bool,
+                   record_info: dict[str, Any]) -> None:  # fmt: skip
+        """The watch, whose run record (kind "fit") holds the recipe, the notes, the curves,
+        the findings and the checkpoints."""
+        from trainwise.watch import Watch
 
-    def validate_batch() -> dict[str, float]:
-        x, y = next(val_batches)
-        return _evaluate(setup, ctx, model, [(x, y)], autocast, batch_metrics)
+        plan = self.plan
+        config = {
+            "fit": {"epochs": plan.epochs, "steps": plan.steps, "total_steps": self.total,
+                    "seed": plan.seed, "sample": plan.sample, "monitor": plan.monitor,
+                    "early_stop": plan.early_stop},
+            "recipe": self.recipe.to_dict(),
+            "notes": self.notes,
+            **record_info,
+        }  # fmt: skip
+        self.watch = Watch(
+            self.pieces.model, self.pieces.optimizer, preset, log_dir=runs_dir, name=name,
+            verbose=verbose, scaler=self.pieces.scaler, total_steps=self.total, record=record,
+            record_kind="fit", record_config=config,
+        )  # fmt: skip
+        self.saved = checkpoints.Saver(self.watch.record_path, self.recipe, plan.epochs,
+                                       plan.steps, plan.seed, plan.sample)  # fmt: skip
 
-    try:
-        evaluated_at = -1  # the step of the last whole-set evaluation
-        while step < total and not stopped:
-            resuming = state is not None and skip > 0
-            epoch_rng = state["epoch_rng"] if resuming else torch.get_rng_state()
-            torch.set_rng_state(epoch_rng)
-            batches = iter(loader)  # draws the epoch's order from the RNG (the default sampler)
-            for _ in range(skip):  # resuming mid-epoch: the same order, the done batches skipped
-                next(batches)
-            if resuming:
-                torch.set_rng_state(state["rng"])  # dropout goes on where it stopped
-            for index, batch in enumerate(batches, start=skip):
-                x, y = setup.split_batch(batch, index, "train")
-                x, y = to_device(x, device), to_device(y, device)
-                optimizer.zero_grad(set_to_none=True)
-                with autocast():
-                    loss = train_setup.batch_loss(model, x, y)
-                _step(loss, optimizer, scheduler, scaler, clipper, params)
-                watch.log(**_logged(train_setup.loss, loss))
-                step += 1
-                status = FitStatus(epoch + 1, epochs_planned, step, total)
-                if step % val_every == 0 or step == total:
-                    status.loss, status.val = float(loss.detach()), validate_batch()
-                    watch.log_val(**status.val)
-                    saved.last(model, optimizer, scheduler, scaler, clipper, step, epoch,
-                               index + 1, epoch_rng, best)  # fmt: skip
-                if on_progress is not None:
-                    on_progress(status)
-                if step % CHECK_EVERY == 0 or step == total:
-                    stopped = _stop_reason(watch.findings, early_stop)
-                if stopped or step >= total:
-                    break
-            if not stopped and step % per_epoch == 0:  # the epoch ran to its end
-                epoch += 1
-                final, evaluated_at = _epoch_end(setup, ctx, model, autocast, watch), step
-                best = saved.epoch_end(model, optimizer, scheduler, scaler, clipper, step,
-                                       epoch, final, best, monitor)  # fmt: skip
-            skip, state = 0, None
-        if evaluated_at != step:  # ended mid-epoch (steps=N, or stopped): the model as it is
-            final = _epoch_end(setup, ctx, model, autocast, watch)
-            best = saved.epoch_end(model, optimizer, scheduler, scaler, clipper, step, epoch,
-                                   final, best, monitor, last=not stopped.startswith("error"))  # fmt: skip
-    except BaseException as exc:
-        word = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
-        watch.abort(word, f"{type(exc).__name__}: {exc}")
-        raise
-    findings = watch.close()
-    metrics = {f"val_{k}": v for k, v in final.items()}
-    return FitResult(
-        model=model, recipe=recipe, metrics=metrics, best=best, record_path=folder,
-        checkpoint=saved.best_path, findings=findings, steps=step, stopped=stopped, notes=notes,
-    )  # fmt: skip
+    # -- training ---------------------------------------------------------------------------
+    def train(self) -> None:
+        try:
+            while self.step < self.total and not self.stopped:
+                self._epoch()
+            if self.evaluated_at != self.step:  # ended mid-epoch (steps=N, or stopped)
+                self._validate_all(last=not self.stopped.startswith("error"))
+        except BaseException as exc:
+            word = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+            self.watch.abort(word, f"{type(exc).__name__}: {exc}")
+            raise
+
+    def _epoch(self) -> None:
+        batches, epoch_rng = self._epoch_batches()
+        for index, batch in enumerate(batches, start=self.skip):
+            loss = self._train_step(batch, index)
+            status = FitStatus(self.epoch + 1, self.epochs_planned, self.step, self.total)
+            if self.step % self.val_every == 0 or self.step == self.total:
+                status.loss, status.val = float(loss.detach()), self._validate_batch()
+                self.saved.last(self.pieces, self.step, self.epoch, index + 1, epoch_rng, self.best)
+            if self.step % CHECK_EVERY == 0 or self.step == self.total:
+                self.stopped = _stop_reason(self.watch.findings, self.plan.early_stop)
+            if not self.stopped and self.step % self.per_epoch == 0:  # the epoch's last batch
+                self.epoch += 1
+                status.epoch_metrics = self._validate_all()
+            self._report(status)
+            if self.stopped or self.step >= self.total:
+                break
+        self.skip, self.state = 0, None
+
+    def _epoch_batches(self) -> tuple[Iterator[Any], torch.Tensor]:
+        """The epoch's batches and the RNG state that drew their order (the default sampler
+        draws it from torch's RNG); resuming mid-epoch, the same order with the done batches
+        skipped, and the RNG put back where the killed run was (dropout goes on from there)."""
+        resuming = self.state is not None and self.skip > 0
+        epoch_rng = self.state["epoch_rng"] if resuming else torch.get_rng_state()
+        torch.set_rng_state(epoch_rng)
+        batches = iter(self.loader)
+        for _ in range(self.skip):
+            next(batches)
+        if resuming:
+            torch.set_rng_state(self.state["rng"])
+        return batches, epoch_rng
+
+    def _train_step(self, batch: Any, index: int) -> torch.Tensor:
+        x, y = _on_device(self.setup, batch, index, "train")
+        pieces = self.pieces
+        pieces.optimizer.zero_grad(set_to_none=True)
+        with self.autocast():
+            loss = self.train_setup.batch_loss(pieces.model, x, y)
+        _step(loss, pieces, self.params)
+        self.watch.log(**_logged(self.train_setup.loss, loss))
+        self.step += 1
+        return loss
+
+    def _validate_batch(self) -> dict[str, float]:
+        """One random validation batch: a point of the validation curve the watch judges."""
+        values = _evaluate(self.setup, self.pieces.model, [next(self.val_batches)],
+                           self.autocast, self.batch_metrics)  # fmt: skip
+        self.watch.log_val(**values)
+        return values
+
+    def _validate_all(self, last: bool = True) -> dict[str, float]:
+        """The whole validation set: the metrics of record (also in the record as "epoch_*"),
+        and the checkpoints (last.pt unless `last` is False: the last good one stays)."""
+        setup = self.setup
+        batches = (_on_device(setup, b, i, "val") for i, b in enumerate(setup.val_loader()))
+        metrics = TaskMetrics(self.ctx.task, self.ctx.num_classes, self.device)
+        self.final = _evaluate(setup, self.pieces.model, batches, self.autocast, metrics)
+        self.watch.log_val(**{f"epoch_{k}": v for k, v in self.final.items()})
+        self.evaluated_at = self.step
+        self.best = self.saved.epoch_end(self.pieces, self.step, self.epoch, self.final,
+                                         self.best, self.plan.monitor, last=last)  # fmt: skip
+        return dict(self.final)
+
+    def _report(self, status: FitStatus) -> None:
+        if self.on_progress is None:
+            return
+        try:
+            self.on_progress(status)
+        except StopFit as stop:
+            self.stopped = self.stopped or stop.reason
+
+    def finish(self) -> FitResult:
+        self.watch.log_config(outcome={"steps": self.step, "stopped": self.stopped})
+        findings = self.watch.close()
+        return FitResult(
+            model=self.pieces.model, recipe=self.recipe,
+            metrics={f"val_{k}": v for k, v in self.final.items()}, best=self.best,
+            record_path=self.watch.record_path, checkpoint=self.saved.best_path,
+            findings=findings, steps=self.step, stopped=self.stopped, notes=self.notes,
+        )  # fmt: skip
 
 
 # -- pieces of the loop ----------------------------------------------------------------------------
@@ -264,14 +362,15 @@ def _prepared(
     return setup, ctx, train_setup, notes
 
 
-def _step(loss, optimizer, scheduler, scaler, clipper, params) -> None:
+def _step(loss: torch.Tensor, pieces: checkpoints.Pieces, params: list[torch.Tensor]) -> None:
     """backward, clip (on unscaled gradients under fp16), step the optimizer and the schedule."""
+    scaler = pieces.scaler
     scaler.scale(loss).backward()
-    scaler.unscale_(optimizer)  # clipping reads the true gradient norms
-    clipper.clip(params)
-    scaler.step(optimizer)
+    scaler.unscale_(pieces.optimizer)  # clipping reads the true gradient norms
+    pieces.clipper.clip(params)
+    scaler.step(pieces.optimizer)
     scaler.update()
-    scheduler.step()
+    pieces.scheduler.step()
 
 
 def _batches_per_epoch(loader: Any) -> int:
@@ -414,30 +513,33 @@ def _precision(setting: str, device: torch.device):
     return (lambda: torch.autocast(kind, dtype=dtype)), scaler
 
 
+def _on_device(setup: Setup, batch: Any, index: int, stage: str) -> tuple[Any, Any]:
+    """(model input, target) of a loader's batch, on the setup's device."""
+    x, y = setup.split_batch(batch, index, stage)
+    device = setup.torch_device
+    return to_device(x, device), to_device(y, device)
+
+
 def _random_batches(setup: Setup, seed: int) -> Iterator[tuple[Any, Any]]:
     """Endless random validation batches, from a generator of their own (the training RNG and
     data order stay as they would be without validation)."""
-    dataset = setup.val_dataset
     generator = torch.Generator().manual_seed(seed + 1)
     loader = torch.utils.data.DataLoader(
-        dataset, batch_size=setup.effective_batch_size, shuffle=True, generator=generator,
-        collate_fn=setup.collate_fn("val"),
+        setup.val_dataset, batch_size=setup.effective_batch_size, shuffle=True,
+        generator=generator, collate_fn=setup.collate_fn("val"),
     )  # fmt: skip
-    device = setup.torch_device
     while True:
         for i, batch in enumerate(loader):
-            x, y = setup.split_batch(batch, i, "val")
-            yield to_device(x, device), to_device(y, device)
+            yield _on_device(setup, batch, i, "val")
 
 
 @torch.no_grad()
-def _evaluate(setup, ctx, model, batches, autocast, metrics=None) -> dict[str, float]:
+def _evaluate(setup: Setup, model: nn.Module, batches, autocast, metrics: TaskMetrics
+              ) -> dict[str, float]:  # fmt: skip
     """Loss and metrics over `batches`, in eval mode, with the setup's own loss (into
-    `metrics`, emptied first, when given)."""
+    `metrics`, emptied first)."""
     was = model.training
     model.eval()
-    if metrics is None:
-        metrics = TaskMetrics(ctx.task, ctx.num_classes, setup.torch_device)
     metrics.reset()
     for x, y in batches:
         with autocast():
@@ -455,19 +557,6 @@ def _evaluate(setup, ctx, model, batches, autocast, metrics=None) -> dict[str, f
 def _own(setup: Setup) -> bool:
     """The loss comes from the model or a training step, not from the prediction alone."""
     return setup.loss is None or not callable(setup.loss)
-
-
-def _epoch_end(setup, ctx, model, autocast, watch) -> dict[str, float]:
-    """The whole validation set: the metrics of record, also in the run record ("epoch_*")."""
-    device = setup.torch_device
-    loader = setup.val_loader()
-    batches = (
-        tuple(to_device(v, device) for v in setup.split_batch(b, i, "val"))
-        for i, b in enumerate(loader)
-    )
-    values = _evaluate(setup, ctx, model, batches, autocast)
-    watch.log_val(**{f"epoch_{k}": v for k, v in values.items()})
-    return values
 
 
 def _stop_reason(findings: list[Finding], early_stop: bool) -> str:
