@@ -25,6 +25,7 @@ _EXPORTS = {
     "SetupError": "trainwise.errors",
     "StageResult": "trainwise.report.model",
     "StopFit": "trainwise.train.loop",
+    "SweepResult": "trainwise.sweep.result",
     "TrainingStep": "trainwise.steps",
     "TrainwiseError": "trainwise.errors",
     "Watch": "trainwise.watch",
@@ -34,13 +35,14 @@ _EXPORTS = {
     "fit": "trainwise.train.loop",
     "lr_find": "trainwise.lr_find",
     "param_groups": "trainwise.helpers",
-    "runs": "trainwise.runs",  # run records: tw.runs.start(...), tw.runs.list_runs()
+    "runs": "trainwise.runs",
+    "sweep": "trainwise.sweep",  # tw.sweep(setup, space, trials=...): the function  # run records: tw.runs.start(...), tw.runs.list_runs()
     "watch": "trainwise.watch",
 }
 __all__ = [
     "CATALOGUE", "Finding", "LRFindResult", "ModuleOptimizer", "Recipe", "Report", "Setup",
-    "SetupError", "StageResult", "StopFit", "TrainingStep", "TrainwiseError", "Watch", "__version__",
-    "check", "class_weights", "convert_batchnorm", "fit", "lr_find", "param_groups", "runs",
+    "SetupError", "StageResult", "StopFit", "SweepResult", "TrainingStep", "TrainwiseError", "Watch", "__version__",
+    "check", "class_weights", "convert_batchnorm", "fit", "lr_find", "param_groups", "runs", "sweep",
     "watch",
 ]  # = _EXPORTS + __version__, spelled out for tools that read it statically
 
@@ -83,6 +85,8 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     from trainwise.rules import CATALOGUE
     from trainwise.spec import Setup
     from trainwise.steps import ModuleOptimizer, TrainingStep
+    from trainwise.sweep import sweep
+    from trainwise.sweep.result import SweepResult
     from trainwise.train.loop import StopFit, fit
     from trainwise.train.recipe import Recipe
     from trainwise.watch import Watch, watch

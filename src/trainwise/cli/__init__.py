@@ -266,6 +266,11 @@ from trainwise.cli.fit import fit_command  # noqa: E402
 
 main.add_command(fit_command)
 
+# Sweeps: `trainwise sweep` (cli/sweep.py).
+from trainwise.cli.sweep import sweep_command  # noqa: E402
+
+main.add_command(sweep_command)
+
 # Run records: `trainwise runs [show|diff]` and `trainwise report RUN` (cli/runs.py).
 from trainwise.cli.runs import report_command, runs_group  # noqa: E402
 
