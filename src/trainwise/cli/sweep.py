@@ -59,12 +59,14 @@ STATE_STYLE = {"complete": "green", "pruned": "yellow", "fail": "red", "running"
 @click.option("--seed", default=0, show_default=True)
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the result.")
 @click.option("--runs-dir", type=click.Path(file_okay=False), help="Folder of run records.")
+@click.option("--record/--no-record", default=True, show_default=True,
+              help="Keep a run record per trial and one for the sweep (sheet, report).")
 @click.option("--quiet", is_flag=True, help="No live table.")
 def sweep_command(target: str, params: tuple[str, ...], trials: int, epochs: int | None,
                   steps: int | None, timeout: float | None, workers: int, storage: str | None,
                   study_name: str | None, sampler: str, pruner: str, recipe_name: str,
                   sample: Any, seed: int, json_path: str | None, runs_dir: str | None,
-                  quiet: bool) -> None:  # fmt: skip
+                  record: bool, quiet: bool) -> None:  # fmt: skip
     """Search hyperparameters of the Setup in FILE: one fit run per trial, pruned early when
     its validation loss is not promising."""
     from trainwise.loader import setup_file
@@ -89,7 +91,7 @@ def sweep_command(target: str, params: tuple[str, ...], trials: int, epochs: int
                 target, list(params), trials, epochs=epochs, steps=steps, timeout=timeout,
                 workers=workers, storage=storage, study=study_name, sampler=sampler,
                 pruner=pruner, recipe=Recipe.plain() if recipe_name == "plain" else Recipe(),
-                seed=seed, sample=sample, runs_dir=runs_dir, on_update=view.update,
+                seed=seed, sample=sample, runs_dir=runs_dir, record=record, on_update=view.update,
             )  # fmt: skip
     except SetupError as exc:
         fail_unusable(exc)

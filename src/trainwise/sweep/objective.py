@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+import socket
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -19,7 +21,7 @@ from trainwise.sweep.space import suggest_all
 log = logging.getLogger("trainwise")
 
 # Trial user attributes (Optuna stores them with the trial; the sheet and report read them).
-RECORD, STEPS, WHY, UNREAD = "record", "steps", "why", "unread"
+RECORD, STEPS, WHY, UNREAD, WORKER = "record", "steps", "why", "unread", "worker"
 SMOOTH_POINTS = 3  # validation points averaged into each reported value
 SIZED = "_trainwise_pruner_steps"  # on a worker's Study object: the trial length its pruner has
 
@@ -105,6 +107,7 @@ def run_trial(trial: Any, plan: SweepPlan, build_setup: Callable[[HyperParams], 
 
     from trainwise.train.loop import fit
 
+    trial.set_user_attr(WORKER, f"{socket.gethostname()}:{os.getpid()}")  # who trains it
     params = suggest_all(trial, plan.space)
     recipe_values, setup_values = split_params(params)
     hp = HyperParams(setup_values)

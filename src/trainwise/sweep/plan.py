@@ -16,7 +16,7 @@ from trainwise.train.recipe import Recipe
 SAMPLERS = ("tpe", "random", "grid")
 PRUNERS = ("asha", "hyperband", "median", "none")
 REDUCTION_FACTOR = 4  # ASHA's η (Li et al. 2020 use 4): a quarter of each rung goes on
-FIRST_RUNG_FRACTION = 16  # the first rung at 1/16 of a trial's steps
+FIRST_RUNG_FRACTION = 4  # the first rung at 1/4 of a trial: where one-cycle's warm-up ends
 MEDIAN_STARTUP_TRIALS = 5  # Optuna's MedianPruner default: no pruning before 5 finished trials
 
 

@@ -9,7 +9,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from trainwise.sweep.objective import RECORD, STEPS, UNREAD, WHY
+from trainwise.sweep.objective import RECORD, STEPS, UNREAD, WHY, WORKER
 
 
 @dataclass(frozen=True)
@@ -28,6 +28,7 @@ class TrialRow:
     last: float | None = None
     last_step: int | None = None
     unread: tuple[str, ...] = ()
+    worker: str | None = None  # host:pid of the process that trained it
     curve: tuple[tuple[int, float], ...] = ()  # (step, validation loss) as reported
 
     def to_dict(self) -> dict[str, Any]:
@@ -49,7 +50,8 @@ def _row(t: Any) -> TrialRow:
         number=t.number, state=t.state.name.lower(), params=dict(t.params),
         value=value if t.state.name == "COMPLETE" else None,
         steps=attrs.get(STEPS, last_step), record=attrs.get(RECORD), why=attrs.get(WHY),
-        last=last, last_step=last_step, unread=tuple(attrs.get(UNREAD) or ()), curve=curve,
+        last=last, last_step=last_step, unread=tuple(attrs.get(UNREAD) or ()),
+        worker=attrs.get(WORKER), curve=curve,
     )  # fmt: skip
 
 

@@ -16,6 +16,7 @@ and the driver's message, before any training.
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ MAX_RETRY = 2  # a trial whose worker died is retried this often, then left fail
 # SQLite's busy timeout: a writer waits this long for another's lock instead of failing with
 # "database is locked" (sqlite3's default is 5 s; four workers writing reports can exceed it).
 SQLITE_BUSY_TIMEOUT_S = 60
+SCHEMA_RACE_RETRIES = 5
 CONNECT_TIMEOUT_S = 10  # PostgreSQL/MySQL: an unreachable host fails in seconds, not minutes
 
 
@@ -97,7 +99,7 @@ def open_storage(spec: StorageSpec, heartbeat: bool = True) -> Any:
     if spec.kind == "sqlite":
         _make_parent(spec.url.split("///", 1)[-1] if "///" in spec.url else "", spec)
     try:
-        return optuna.storages.RDBStorage(spec.url, engine_kwargs=engine, **beat)
+        return _rdb(optuna, spec.url, engine, beat)
     except ImportError as exc:  # the URL's driver is not installed (Optuna names no module)
         missing = exc.__cause__ or exc
         raise SetupError(
@@ -107,6 +109,22 @@ def open_storage(spec: StorageSpec, heartbeat: bool = True) -> Any:
         ) from None
     except Exception as exc:  # noqa: BLE001 - SQLAlchemy's errors name the driver's cause
         raise SetupError(f"--storage {spec.shown}: cannot open it: {_driver_message(exc)}") from None
+
+
+def _rdb(optuna: Any, url: str, engine: dict[str, Any], beat: dict[str, Any]) -> Any:
+    """RDBStorage, retried when another process was creating the same fresh database's
+    tables at the same moment (two machines starting together: PostgreSQL then says
+    "duplicate key ... already exists" to the second)."""
+    for attempt in range(SCHEMA_RACE_RETRIES):
+        try:
+            return optuna.storages.RDBStorage(url, engine_kwargs=engine, **beat)
+        except Exception as exc:  # noqa: BLE001 - only the race is retried, below
+            words = str(getattr(exc, "orig", exc))
+            racing = "already exists" in words or "duplicate key" in words
+            if not racing or attempt == SCHEMA_RACE_RETRIES - 1:
+                raise
+            time.sleep(0.5 * (attempt + 1))
+    raise AssertionError("unreachable")
 
 
 def _journal(spec: StorageSpec) -> Any:

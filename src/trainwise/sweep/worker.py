@@ -87,7 +87,7 @@ def run_worker(plan: SweepPlan, worker: int = 0, threads: int | None = None) -> 
             study.stop()
 
     study.optimize(lambda trial: run_trial(trial, plan, build), timeout=plan.timeout,
-                   callbacks=[enough], catch=(TrialStopped,), gc_after_trial=True)  # fmt: skip
+                   callbacks=[enough], catch=(TrialStopped,), gc_after_trial=False)  # fmt: skip
 
 
 def worker_main(plan: SweepPlan, worker: int, threads: int, errors: Any) -> None:

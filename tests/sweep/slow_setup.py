@@ -1,0 +1,24 @@
+"""A setup file whose every forward pass sleeps 20 ms: a trial of 60 steps lasts seconds, so a
+test can kill its worker mid-trial (the blobs of blobs_setup.py otherwise)."""
+
+import time
+
+from torch import nn
+
+from blobs_setup import setup as blobs_setup
+
+
+class Slow(nn.Module):
+    def __init__(self, width):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(8, width), nn.ReLU(), nn.Linear(width, 3))
+
+    def forward(self, x):
+        time.sleep(0.02)
+        return self.net(x)
+
+
+def setup(hp):
+    base = blobs_setup(hp)
+    base.model = lambda: Slow(hp.get("width", 16))
+    return base

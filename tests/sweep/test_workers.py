@@ -1,0 +1,111 @@
+"""Many processes, one study: local workers through the journal file, two `trainwise sweep`
+processes joining one PostgreSQL study (as two machines would), and a worker killed mid-trial
+whose trial the heartbeat fails and retries while the finished ones stay."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from sweepkit import BLOBS, SLOW
+
+import trainwise as tw
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+def trainwise(*args, cwd):
+    return subprocess.Popen([sys.executable, "-m", "trainwise", *args], cwd=cwd, env=ENV,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+
+
+def workers(rows) -> set[str]:
+    """The processes that trained the trials (host:pid, kept with each trial)."""
+    return {r.worker for r in rows}
+
+
+def test_local_workers_share_a_journal_file(tmp_path):
+    journal = tmp_path / "study.log"
+    result = tw.sweep(BLOBS, trials=4, steps=24, workers=2, storage=f"journal:{journal}",
+                      pruner="none", runs_dir=tmp_path, record=False)  # fmt: skip
+    done = [r for r in result.trials if r.state == "complete"]
+    assert len(done) >= 4 and journal.is_file()
+    assert len(workers(done)) == 2  # both workers trained trials of the one study
+    assert os.getpid() not in {int(w.rsplit(":", 1)[1]) for w in workers(done)}
+    assert result.storage == f"journal:{journal.resolve()}"
+
+
+def test_two_processes_join_one_postgresql_study(postgres, tmp_path):
+    args = ["sweep", BLOBS, "--trials", "4", "--steps", "24", "--pruner", "none", "--storage",
+            postgres.url, "--study", "two-machines", "--quiet", "--no-record"]  # fmt: skip
+    a = trainwise(*args, "--json", "a.json", cwd=tmp_path)
+    b = trainwise(*args, "--json", "b.json", cwd=tmp_path)
+    for proc in (a, b):
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, out + err
+    study = optuna.load_study(study_name="two-machines", storage=postgres.url)
+    complete = [t for t in study.trials if t.state.name == "COMPLETE"]
+    assert len(complete) >= 4
+    pids = {int(t.user_attrs["worker"].rsplit(":", 1)[1]) for t in complete}
+    assert pids == {a.pid, b.pid}  # each process ran trials of the shared study
+    last = json.loads((tmp_path / "b.json").read_text())
+    assert last["study"] == "two-machines" and last["storage"] == postgres.url
+    assert {t["number"] for t in last["trials"]} >= {t.number for t in complete}
+
+
+def _wait_for(condition, what: str, limit_s: float = 240):
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        found = condition()
+        if found:
+            return found
+        time.sleep(0.2)
+    pytest.fail(f"gave up waiting for {what}")
+
+
+WORKER = """
+import sys, trainwise as tw
+tw.sweep(sys.argv[1], ["width=int:4:32"], trials=3, steps=60, pruner="none", storage=sys.argv[2],
+         study="killed", runs_dir=sys.argv[3], heartbeat_interval=1, grace_period=2, record=False)
+"""
+
+
+def test_a_killed_workers_trial_is_failed_by_the_heartbeat_and_retried(tmp_path):
+    storage = f"sqlite:///{tmp_path}/s.db"
+    worker = subprocess.Popen([sys.executable, "-c", WORKER, SLOW, storage, str(tmp_path)],
+                              env=ENV, stderr=subprocess.PIPE, text=True)  # fmt: skip
+
+    def trials():
+        try:
+            return optuna.load_study(study_name="killed", storage=storage).trials
+        except KeyError:  # not created yet
+            return []
+
+    def second_trial_reporting():
+        ts = trials()
+        return len(ts) >= 2 and ts[1].state.name == "RUNNING" and ts[1].intermediate_values
+
+    try:
+        _wait_for(second_trial_reporting, "the worker's second trial to be mid-way")
+    finally:
+        worker.send_signal(signal.SIGKILL)
+        worker.wait()
+    first, killed = trials()[:2]
+    assert first.state.name == "COMPLETE" and killed.state.name == "RUNNING"
+    time.sleep(3)  # the killed worker's heartbeat is older than the 2 s grace period now
+
+    result = tw.sweep(SLOW, ["width=int:4:32"], trials=3, steps=60, pruner="none",
+                      storage=storage, study="killed", runs_dir=tmp_path, heartbeat_interval=1,
+                      grace_period=2, record=False)  # fmt: skip
+    after = optuna.load_study(study_name="killed", storage=storage).trials
+    assert after[0].state.name == "COMPLETE" and after[0].value == first.value  # kept as it was
+    assert after[1].state.name == "FAIL"  # failed by the heartbeat
+    retry = [t for t in after if t.system_attrs.get("failed_trial") == 1]
+    assert len(retry) == 1 and retry[0].state.name == "COMPLETE"
+    assert retry[0].params == killed.params  # the same values, trained again
+    assert sum(r.state == "complete" for r in result.trials) == 3
