@@ -45,7 +45,7 @@ def curves(trials: list[dict[str, Any]], best: int | None) -> str:
     """Every trial's reported validation loss by step: complete trials in colour (the best
     thick), pruned ones grey and ending in an x where the pruner cut them."""
     with _figure((5.2, 3.2)) as (fig, ax):
-        for i, t in enumerate(trials):
+        for t in trials:
             points = [(s, v) for s, v in t.get("curve") or [] if _finite(v)]
             if not points:
                 continue
@@ -101,7 +101,7 @@ def parallel(trials: list[dict[str, Any]], space: dict[str, str]) -> str:
         losses = [v for v in columns["val loss"] if _finite(v)]
         lo, hi = (min(losses), max(losses)) if losses else (0, 1)
         cmap = colormaps["viridis_r"]
-        for i, t in enumerate(done):
+        for i, t in enumerate(done):  # i: the trial's row in every column
             ys = [scaled[n][i] for n in axes]
             if t["state"] == "pruned":
                 ax.plot(range(len(names)), ys[:-1], color=PRUNED, lw=0.7, ls="--", alpha=0.7)

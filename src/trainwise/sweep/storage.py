@@ -43,6 +43,7 @@ class StorageSpec:
 
     url: str
     kind: str  # "sqlite" | "journal" | "rdb"
+    wal: bool = False  # the default SQLite file: write-ahead log (see _write_ahead_log)
     heartbeat_interval: int = HEARTBEAT_INTERVAL_S
     grace_period: int = GRACE_PERIOD_S
 
@@ -66,7 +67,7 @@ def resolve(
     timing = {"heartbeat_interval": heartbeat_interval, "grace_period": grace_period}
     if url is None:
         path = Path(runs_root).resolve() / DEFAULT_FILE
-        return StorageSpec(f"sqlite:///{path}", "sqlite", **timing)
+        return StorageSpec(f"sqlite:///{path}", "sqlite", wal=True, **timing)
     if url.startswith(JOURNAL_PREFIX):
         path = url[len(JOURNAL_PREFIX) :]
         if not path:
@@ -91,13 +92,12 @@ def open_storage(spec: StorageSpec, heartbeat: bool = True) -> Any:
     engine: dict[str, Any] = {"connect_args": _connect_args(spec)}
     beat: dict[str, Any] = {}
     if heartbeat:
-        beat = {
-            "heartbeat_interval": spec.heartbeat_interval,
-            "grace_period": spec.grace_period,
-            "heartbeat_stale_trial_callback": _retry_callback(),
-        }
+        beat = {"heartbeat_interval": spec.heartbeat_interval,
+                "grace_period": spec.grace_period, **_retry_callback()}  # fmt: skip
     if spec.kind == "sqlite":
         _make_parent(spec.url.split("///", 1)[-1] if "///" in spec.url else "", spec)
+        if spec.wal:
+            _write_ahead_log(spec)
     try:
         return _rdb(optuna, spec.url, engine, beat)
     except ImportError as exc:  # the URL's driver is not installed (Optuna names no module)
@@ -109,6 +109,22 @@ def open_storage(spec: StorageSpec, heartbeat: bool = True) -> Any:
         ) from None
     except Exception as exc:  # noqa: BLE001 - SQLAlchemy's errors name the driver's cause
         raise SetupError(f"--storage {spec.shown}: cannot open it: {_driver_message(exc)}") from None
+
+
+def _write_ahead_log(spec: StorageSpec) -> None:
+    """Put the default SQLite file in WAL mode (a setting the file keeps): readers (the live
+    table, other workers' samplers) no longer block the writer, and a commit appends instead
+    of rewriting pages (benchmarks/sweep_pruning.py part B). Only for the file trainwise picks
+    in the local runs folder: WAL needs shared memory, which network file systems lack."""
+    import sqlite3
+
+    path = spec.url.split("///", 1)[-1]
+    try:
+        with sqlite3.connect(path, timeout=SQLITE_BUSY_TIMEOUT_S) as db:
+            db.execute("PRAGMA journal_mode=WAL")
+        db.close()
+    except sqlite3.Error as exc:
+        raise SetupError(f"--storage {spec.shown}: cannot open the SQLite file: {exc}") from None
 
 
 def _rdb(optuna: Any, url: str, engine: dict[str, Any], beat: dict[str, Any]) -> Any:
@@ -129,7 +145,11 @@ def _rdb(optuna: Any, url: str, engine: dict[str, Any], beat: dict[str, Any]) ->
 
 def _journal(spec: StorageSpec) -> Any:
     from optuna.storages import JournalStorage
-    from optuna.storages.journal import JournalFileBackend
+
+    try:
+        from optuna.storages.journal import JournalFileBackend
+    except ImportError:  # Optuna < 4: the same file backend under its first name
+        from optuna.storages import JournalFileStorage as JournalFileBackend
 
     path = spec.url[len(JOURNAL_PREFIX) :]
     _make_parent(path, spec)
@@ -149,10 +169,17 @@ def _connect_args(spec: StorageSpec) -> dict[str, Any]:
     return {}
 
 
-def _retry_callback() -> Any:
-    from optuna.storages import RetryHeartbeatStaleTrialCallback
+def _retry_callback() -> dict[str, Any]:
+    """RDBStorage's argument that retries a heartbeat-failed trial (renamed in Optuna 4.9)."""
+    try:
+        from optuna.storages import RetryHeartbeatStaleTrialCallback as Retry
 
-    return RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)
+        key = "heartbeat_stale_trial_callback"
+    except ImportError:  # older Optuna: the same callback under its first name
+        from optuna.storages import RetryFailedTrialCallback as Retry
+
+        key = "failed_trial_callback"
+    return {key: Retry(max_retry=MAX_RETRY)}
 
 
 def _make_parent(path: str, spec: StorageSpec) -> None:
