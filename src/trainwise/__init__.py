@@ -29,20 +29,22 @@ _EXPORTS = {
     "TrainingStep": "trainwise.steps",
     "TrainwiseError": "trainwise.errors",
     "Watch": "trainwise.watch",
+    "ablate": "trainwise.train.ablate",
     "check": "trainwise.check",
     "class_weights": "trainwise.helpers",
     "convert_batchnorm": "trainwise.helpers",
     "fit": "trainwise.train.loop",
     "lr_find": "trainwise.lr_find",
     "param_groups": "trainwise.helpers",
-    "runs": "trainwise.runs",
-    "sweep": "trainwise.sweep",  # tw.sweep(setup, space, trials=...): the function  # run records: tw.runs.start(...), tw.runs.list_runs()
+    "runs": "trainwise.runs",  # run records: tw.runs.start(...), tw.runs.list_runs()
+    "sweep": "trainwise.sweep",  # the function tw.sweep(setup, space, trials=...)
     "watch": "trainwise.watch",
 }
 __all__ = [
     "CATALOGUE", "Finding", "LRFindResult", "ModuleOptimizer", "Recipe", "Report", "Setup",
-    "SetupError", "StageResult", "StopFit", "SweepResult", "TrainingStep", "TrainwiseError", "Watch", "__version__",
-    "check", "class_weights", "convert_batchnorm", "fit", "lr_find", "param_groups", "runs", "sweep",
+    "SetupError", "StageResult", "StopFit", "SweepResult", "TrainingStep", "TrainwiseError",
+    "Watch", "__version__", "ablate", "check", "class_weights", "convert_batchnorm", "fit",
+    "lr_find", "param_groups", "runs", "sweep",
     "watch",
 ]  # = _EXPORTS + __version__, spelled out for tools that read it statically
 
@@ -87,6 +89,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     from trainwise.steps import ModuleOptimizer, TrainingStep
     from trainwise.sweep import sweep
     from trainwise.sweep.result import SweepResult
+    from trainwise.train.ablate import ablate
     from trainwise.train.loop import StopFit, fit
     from trainwise.train.recipe import Recipe
     from trainwise.watch import Watch, watch

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import re
 
+import pytest
+
+from trainwise.errors import SetupError
 from trainwise.report.html import render_html, write_html_report
 from trainwise.report.page import build_page
 from trainwise.runs import RunRecord, start
@@ -51,6 +54,20 @@ def test_a_record_with_no_signals_still_renders(tmp_path):
     html = (run.path / "report.html").read_text()
     assert sections_of(html) == {"setup"}
     assert "<h1>empty</h1>" in html
+
+
+def test_a_logged_table_is_drawn_as_it_is(tmp_path):
+    with start("ablate", name="t", root=tmp_path, tensorboard=False) as run:
+        run.log_table("ablation", ["tip", "with", "verdict"],
+                      [["clipping", 0.9731, "helps"], ["label-smoothing", None, "skipped: <x>"]],
+                      caption="val_accuracy, 3 seeds")  # fmt: skip
+        with pytest.raises(SetupError, match="row 0 has 2 cells for 3 columns"):
+            run.log_table("bad", ["a", "b", "c"], [[1, 2]])
+    page = (run.path / "report.html").read_text()
+    table = page[page.index("<h3>ablation</h3>"):]
+    assert "<caption>val_accuracy, 3 seeds</caption>" in table
+    assert "<td>clipping</td><td class='num'>0.9731</td><td>helps</td>" in table
+    assert "skipped: &lt;x&gt;" in table and "<h3>bad</h3>" not in page
 
 
 def test_check_stage_curves_and_lr_data_in_stage_metrics_are_drawn(tmp_path):

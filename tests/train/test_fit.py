@@ -139,6 +139,15 @@ def test_without_a_record_nothing_is_written(tmp_path):
     assert set(result.metrics) == {"val_loss", "val_accuracy", "val_f1", "val_ece"}
 
 
+def test_lr_auto_is_the_best_trial_run_an_eighth_of_the_run_long():
+    setup = blob_setup(optimizer=lambda params: torch.optim.AdamW(params, lr=1e-3))
+    result = tw.fit(setup, steps=96, recipe=tw.Recipe(optimizer="setup", clip=None), record=False,
+                    verbose=False)  # fmt: skip
+    found = tw.lr_find(setup, seed=0, trial_steps=96 // 8, record=False)
+    assert found.trials is not None and result.recipe.lr == pytest.approx(found.suggested_lr)
+    assert f"trial runs of {96 // 8} steps" in " ".join(result.notes)
+
+
 def test_on_progress_gets_the_whole_set_metrics_on_each_epochs_last_step(tmp_path):
     seen = []
     result = tw.fit(blob_setup(), epochs=3, recipe=fast(), runs_dir=tmp_path, verbose=False,

@@ -261,10 +261,12 @@ def lr_find_command(
         console.print(f"run record: {escape(str(result.record_path))}", highlight=False)
 
 
-# Training: `trainwise fit` (cli/fit.py).
+# Training: `trainwise fit` (cli/fit.py), `trainwise ablate` (cli/ablate.py).
+from trainwise.cli.ablate import ablate_command  # noqa: E402
 from trainwise.cli.fit import fit_command  # noqa: E402
 
 main.add_command(fit_command)
+main.add_command(ablate_command)
 
 # Sweeps: `trainwise sweep` (cli/sweep.py).
 from trainwise.cli.sweep import sweep_command  # noqa: E402

@@ -48,21 +48,42 @@ def _number_or(words: tuple[str, ...]):
     return convert
 
 
+# The Recipe's options, shared by every command that trains (fit, ablate): `--recipe` picks the
+# base, each tip option changes one field; an option left out is None and changes nothing.
+RECIPE_OPTIONS = (
+    click.option("--recipe", "recipe_name", type=click.Choice(["default", "plain"]),
+                 default="default", show_default=True, help="plain: the Setup as written, no tips."),
+    click.option("--lr", callback=_number_or(("auto",)), help="auto (LR range test) or a number."),
+    click.option("--schedule", type=click.Choice(
+        ["one-cycle", "cosine", "cosine-restarts", "step", "constant"])),
+    click.option("--weight-decay", type=click.FloatRange(min=0)),
+    click.option("--clip", callback=_number_or(("auto", "none")), help="auto, none or a max norm."),
+    click.option("--label-smoothing", type=click.FloatRange(0, 1, max_open=True)),
+    click.option("--output-bias/--no-output-bias", default=None, help="Init the last bias."),
+    click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"])),
+    click.option("--optimizer", type=click.Choice(["adamw", "setup"])),
+)  # fmt: skip
+
+
+def recipe_options(command: Any) -> Any:
+    for option in reversed(RECIPE_OPTIONS):
+        command = option(command)
+    return command
+
+
+def recipe_from(recipe_name: str, tips: dict[str, Any]) -> Any:
+    """The Recipe the options ask for: the base, with each given tip ("none" for None)."""
+    from trainwise.train.recipe import Recipe
+
+    base = Recipe.plain() if recipe_name == "plain" else Recipe()
+    return base.replace(**{k: None if v == NONE else v for k, v in tips.items() if v is not None})
+
+
 @click.command("fit")
 @click.argument("target", metavar="FILE[.py][:FUNCTION]")
 @click.option("--epochs", type=click.IntRange(min=1), help="Epochs to train.")
 @click.option("--steps", type=click.IntRange(min=1), help="Optimizer steps to train (or --epochs).")
-@click.option("--recipe", "recipe_name", type=click.Choice(["default", "plain"]), default="default",
-              show_default=True, help="plain: the Setup as written, no tips.")  # fmt: skip
-@click.option("--lr", callback=_number_or(("auto",)), help="auto (LR range test) or a number.")
-@click.option("--schedule", type=click.Choice(
-    ["one-cycle", "cosine", "cosine-restarts", "step", "constant"]))  # fmt: skip
-@click.option("--weight-decay", type=click.FloatRange(min=0))
-@click.option("--clip", callback=_number_or(("auto", "none")), help="auto, none or a max norm.")
-@click.option("--label-smoothing", type=click.FloatRange(0, 1, max_open=True))
-@click.option("--output-bias/--no-output-bias", default=None, help="Init the last bias.")
-@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]))
-@click.option("--optimizer", type=click.Choice(["adamw", "setup"]))
+@recipe_options
 @click.option("--sample", callback=sample_option, help="Train on a stratified sample: 500 or 0.1.")
 @click.option("--monitor", default="val_loss", show_default=True,
               help="The metric that picks the best checkpoint.")  # fmt: skip
@@ -89,12 +110,9 @@ def fit_command(target: str, epochs: int | None, steps: int | None, recipe_name:
     from trainwise.loader import load_setup
     from trainwise.report.terminal import finding_panel
     from trainwise.train.loop import fit
-    from trainwise.train.recipe import Recipe
 
     try:
-        base = Recipe.plain() if recipe_name == "plain" else Recipe()
-        given = {k: None if v == NONE else v for k, v in tips.items() if v is not None}
-        recipe = base.replace(**given)
+        recipe = recipe_from(recipe_name, tips)
         setup = load_setup(target)
         with _progress(quiet) as show:
             result = fit(

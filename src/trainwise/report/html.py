@@ -37,6 +37,7 @@ def render_html(page: dict[str, Any]) -> str:
     sections = [
         ("findings", "Findings", _findings(page)),
         ("stages", "Stages", _stages(page)),
+        ("tables", "Tables", _tables(page)),
         ("curves", "Training curves", _curves(page)),
         ("lr", "Learning rate", _lr(page)),
         ("layers", "Per-layer signals", _heatmaps(page)),
@@ -182,6 +183,22 @@ def _stages(page: dict[str, Any]) -> str:
     return (
         f"<table><tr><th>stage</th><th>status</th><th>time</th><th>summary</th></tr>{rows}</table>"
     )
+
+
+def _tables(page: dict[str, Any]) -> str:
+    parts = []
+    for table in page.get("tables") or []:
+        head = "".join(f"<th>{_e(c)}</th>" for c in table["columns"])
+        rows = "".join("<tr>" + "".join(_cell(v) for v in row) + "</tr>" for row in table["rows"])
+        caption = f"<caption>{_e(table['caption'])}</caption>" if table.get("caption") else ""
+        parts.append(f"<h3>{_e(table['title'])}</h3><table>{caption}<tr>{head}</tr>{rows}</table>")
+    return "".join(parts)
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return f"<td class='num'>{_num(value)}</td>"
+    return f"<td>{_e(value)}</td>"
 
 
 def _curves(page: dict[str, Any]) -> str:

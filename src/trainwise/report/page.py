@@ -19,6 +19,7 @@ Shapes read (any of them may be absent; its section is then left out):
 - histograms.jsonl: {"step", "name", "edges", "counts"} -> one histogram-over-time per name
   declared a histogram (activations/<module>, any Run.log_histogram name).
 - curves.json: named curves; kind "lr_find" (or the name "lr_find") -> the LR plot.
+- tables.json: named tables {"columns", "rows", "caption"} -> drawn as they are.
 - findings.json: findings; an evidence value that is a list of >= 3 numbers, or an
   {"x", "y"} dict, is drawn next to the finding.
 - data.json: the data summary of a watch or LR run.
@@ -78,6 +79,7 @@ def build_page(record: RunRecord) -> dict[str, Any]:
         "metric_curves": _metric_curves(record.metrics),
         "stage_curves": stage_curves,
         "lr_find": lr_curve,
+        "tables": [{"title": name, **table} for name, table in (record.tables or {}).items()],
         "heatmaps": _heatmaps(record.layers),
         "histograms": _histograms(record.histograms),
         "data": data or record.data,

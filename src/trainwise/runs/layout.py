@@ -13,6 +13,7 @@ the reader and the report depend on it without depending on the writer.
         histograms.jsonl  one line per log_histogram call: {"step", "name", "edges", "counts", ...}
         data.json         a summary of the data: class counts, input statistics
         curves.json       named x/y curves (the LR range test): {name: {"x", "y", "xlabel", ...}}
+        tables.json       named tables (an ablation): {name: {"columns", "rows", "caption"}}
         findings.json     [Finding.to_dict(), ...]
         report.json       a check's Report.to_dict() (stages, verdict), when one was logged
         artifacts/        files attached with run.attach()
@@ -36,6 +37,7 @@ LAYERS = "layers.jsonl"
 HISTOGRAMS = "histograms.jsonl"
 DATA = "data.json"
 CURVES = "curves.json"
+TABLES = "tables.json"
 FINDINGS = "findings.json"
 REPORT_JSON = "report.json"
 REPORT_HTML = "report.html"

@@ -22,7 +22,7 @@ import shutil
 import sys
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
@@ -44,6 +44,7 @@ from trainwise.runs.layout import (
     REPORT_HTML,
     REPORT_JSON,
     RUN_JSON,
+    TABLES,
     atomic_write,
     runs_root,
 )
@@ -171,6 +172,7 @@ class Run:
         self._summary = MetricSummary()
         self._findings: list[dict[str, Any]] = []
         self._curves: dict[str, Any] = {}
+        self._tables: dict[str, Any] = {}
         self._closed = False
         self._warned: set[str] = set()
         git, patch = git_state(code_dir, exclude=[path.parent])
@@ -282,6 +284,21 @@ class Run:
         self._guarded("curves", lambda: atomic_write(self.path / CURVES, _dumps(self._curves)))
         if self.tensorboard:
             self.tensorboard.curve(name, xs, ys, ylabel)
+
+    def log_table(
+        self, name: str, columns: Sequence[str], rows: Iterable[Sequence[Any]], caption: str = ""
+    ) -> None:
+        """A whole table at once (an ablation's tips, a sweep's trials), drawn as is in the
+        report: log_table("ablation", ["tip", "with", ...], [["clipping", 0.97, ...]])."""
+        columns = [str(c) for c in columns]
+        table = [list(plain(list(row))) for row in rows]
+        for i, row in enumerate(table):
+            if len(row) != len(columns):
+                raise SetupError(
+                    f"log_table({name!r}): row {i} has {len(row)} cells for {len(columns)} columns"
+                )
+        self._tables[name] = {"columns": columns, "rows": table, "caption": caption}
+        self._guarded("tables", lambda: atomic_write(self.path / TABLES, _dumps(self._tables)))
 
     def log_findings(self, findings: Iterable[Any]) -> None:
         """Findings (trainwise.Finding or their to_dict()); the same (rule, where, message) is

@@ -21,6 +21,7 @@ from trainwise.runs.layout import (
     METRICS,
     REPORT_JSON,
     RUN_JSON,
+    TABLES,
     runs_root,
 )
 from trainwise.runs.summary import MetricSummary
@@ -96,6 +97,10 @@ class RunRecord:
     @cached_property
     def curves(self) -> dict[str, Any]:
         return _read_json(self.path / CURVES, {})
+
+    @cached_property
+    def tables(self) -> dict[str, Any]:
+        return _read_json(self.path / TABLES, {})
 
     @cached_property
     def data(self) -> dict[str, Any] | None:
