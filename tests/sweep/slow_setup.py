@@ -1,10 +1,11 @@
-"""A setup file whose every forward pass sleeps 20 ms: a trial of 60 steps lasts seconds, so a
-test can kill its worker mid-trial (the blobs of blobs_setup.py otherwise)."""
+"""A setup file whose every forward pass sleeps 10 ms: a trial of 40 steps lasts a second or
+more, so a test can kill its worker mid-trial (the blobs of blobs_setup.py otherwise)."""
 
 import time
 
-from blobs_setup import setup as blobs_setup
 from torch import nn
+
+from blobs_setup import setup as blobs_setup
 
 
 class Slow(nn.Module):
@@ -13,7 +14,7 @@ class Slow(nn.Module):
         self.net = nn.Sequential(nn.Linear(8, width), nn.ReLU(), nn.Linear(width, 3))
 
     def forward(self, x):
-        time.sleep(0.02)
+        time.sleep(0.01)
         return self.net(x)
 
 

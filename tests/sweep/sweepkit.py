@@ -7,6 +7,7 @@ import trainwise as tw
 HERE = Path(__file__).parent
 BLOBS = str(HERE / "blobs_setup.py")
 SLOW = str(HERE / "slow_setup.py")
+BARRIER = str(HERE / "barrier_setup.py")
 
 
 def quick_recipe() -> tw.Recipe:

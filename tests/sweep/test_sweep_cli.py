@@ -21,7 +21,7 @@ def trainwise(*args, cwd):
 
 def test_json_contract_and_the_sheet(tmp_path):
     done = trainwise("sweep", BLOBS, "--param", "width=int:4:16", "--param", "lr=log:1e-2:1e-1",
-                     "--trials", "3", "--steps", "24", "--study", "exp1", "--json", "out.json",
+                     "--trials", "2", "--steps", "24", "--study", "exp1", "--json", "out.json",
                      "--runs-dir", "runs", cwd=tmp_path)  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
     result = json.loads((tmp_path / "out.json").read_text())
@@ -29,7 +29,7 @@ def test_json_contract_and_the_sheet(tmp_path):
     assert result["study"] == "exp1"
     assert result["storage"] == f"sqlite:///{(tmp_path / 'runs' / 'sweeps.db').resolve()}"
     assert set(result["best"]) == {"params", "value", "record"}
-    assert len(result["trials"]) == 3
+    assert len(result["trials"]) == 2
     for t in result["trials"]:
         assert {"number", "state", "params", "value", "steps", "record"} <= set(t)
         assert set(t["params"]) == {"width", "lr"} and t["state"] in ("complete", "pruned")
@@ -42,7 +42,7 @@ def test_json_contract_and_the_sheet(tmp_path):
     sheet = trainwise("runs", "--root", "runs", "--sweep", "exp1", "--csv", cwd=tmp_path)
     assert sheet.returncode == 0, sheet.stderr
     rows = list(csv.DictReader(io.StringIO(sheet.stdout)))
-    assert [int(r["trial"]) for r in rows] == [0, 1, 2]
+    assert [int(r["trial"]) for r in rows] == [0, 1]
     assert {r["state"] for r in rows} <= {"complete", "pruned"} and "width" in rows[0]
     markdown = trainwise("runs", "--root", "runs", "--sweep", "exp1", "--markdown", cwd=tmp_path)
     assert markdown.stdout.startswith("| trial | state | value |")

@@ -11,15 +11,16 @@ import time
 
 import optuna
 import pytest
-from sweepkit import BLOBS, SLOW
+from sweepkit import BARRIER, BLOBS, SLOW
 
 import trainwise as tw
 
-ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+def env() -> dict[str, str]:
+    return {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
 def trainwise(*args, cwd):
-    return subprocess.Popen([sys.executable, "-m", "trainwise", *args], cwd=cwd, env=ENV,
+    return subprocess.Popen([sys.executable, "-m", "trainwise", *args], cwd=cwd, env=env(),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
 
 
@@ -28,9 +29,11 @@ def workers(rows) -> set[str]:
     return {r.worker for r in rows}
 
 
-def test_local_workers_share_a_journal_file(tmp_path):
+def test_local_workers_share_a_journal_file(tmp_path, monkeypatch):
+    (tmp_path / "barrier").mkdir()
+    monkeypatch.setenv("SWEEP_BARRIER", str(tmp_path / "barrier"))  # both train at once
     journal = tmp_path / "study.log"
-    result = tw.sweep(BLOBS, trials=4, steps=24, workers=2, storage=f"journal:{journal}",
+    result = tw.sweep(BARRIER, trials=4, steps=24, workers=2, storage=f"journal:{journal}",
                       pruner="none", runs_dir=tmp_path, record=False)  # fmt: skip
     done = [r for r in result.trials if r.state == "complete"]
     assert len(done) >= 4 and journal.is_file()
@@ -39,8 +42,10 @@ def test_local_workers_share_a_journal_file(tmp_path):
     assert result.storage == f"journal:{journal.resolve()}"
 
 
-def test_two_processes_join_one_postgresql_study(postgres, tmp_path):
-    args = ["sweep", BLOBS, "--trials", "4", "--steps", "24", "--pruner", "none", "--storage",
+def test_two_processes_join_one_postgresql_study(postgres, tmp_path, monkeypatch):
+    (tmp_path / "barrier").mkdir()
+    monkeypatch.setenv("SWEEP_BARRIER", str(tmp_path / "barrier"))  # both train at once
+    args = ["sweep", BARRIER, "--trials", "4", "--steps", "24", "--pruner", "none", "--storage",
             postgres.url, "--study", "two-machines", "--quiet", "--no-record"]  # fmt: skip
     a = trainwise(*args, "--json", "a.json", cwd=tmp_path)
     b = trainwise(*args, "--json", "b.json", cwd=tmp_path)
@@ -69,7 +74,7 @@ def _wait_for(condition, what: str, limit_s: float = 240):
 
 WORKER = """
 import sys, trainwise as tw
-tw.sweep(sys.argv[1], ["width=int:4:32"], trials=3, steps=60, pruner="none", storage=sys.argv[2],
+tw.sweep(sys.argv[1], ["width=int:4:32"], trials=3, steps=40, pruner="none", storage=sys.argv[2],
          study="killed", runs_dir=sys.argv[3], heartbeat_interval=1, grace_period=2, record=False)
 """
 
@@ -77,7 +82,7 @@ tw.sweep(sys.argv[1], ["width=int:4:32"], trials=3, steps=60, pruner="none", sto
 def test_a_killed_workers_trial_is_failed_by_the_heartbeat_and_retried(tmp_path):
     storage = f"sqlite:///{tmp_path}/s.db"
     worker = subprocess.Popen([sys.executable, "-c", WORKER, SLOW, storage, str(tmp_path)],
-                              env=ENV, stderr=subprocess.PIPE, text=True)  # fmt: skip
+                              env=env(), stderr=subprocess.PIPE, text=True)  # fmt: skip
 
     def trials():
         try:
@@ -98,7 +103,7 @@ def test_a_killed_workers_trial_is_failed_by_the_heartbeat_and_retried(tmp_path)
     assert first.state.name == "COMPLETE" and killed.state.name == "RUNNING"
     time.sleep(3)  # the killed worker's heartbeat is older than the 2 s grace period now
 
-    result = tw.sweep(SLOW, ["width=int:4:32"], trials=3, steps=60, pruner="none",
+    result = tw.sweep(SLOW, ["width=int:4:32"], trials=3, steps=40, pruner="none",
                       storage=storage, study="killed", runs_dir=tmp_path, heartbeat_interval=1,
                       grace_period=2, record=False)  # fmt: skip
     after = optuna.load_study(study_name="killed", storage=storage).trials
@@ -119,4 +124,3 @@ def test_four_local_workers_on_the_default_sqlite_file_never_hit_a_lock(tmp_path
                       record=False)  # fmt: skip
     assert [r.state for r in result.trials].count("complete") >= 8
     assert not [r for r in result.trials if r.state == "fail"]
-    assert len(workers(result.trials)) == 4
