@@ -81,3 +81,36 @@ def test_a_setup_without_hp_cannot_take_setup_parameters(tmp_path):
 
     with pytest.raises(SetupError, match=r"setup\(\) takes no parameter.*def setup\(hp\)"):
         tw.sweep(setup, ["width=int:4:8"], trials=1, steps=8, runs_dir=tmp_path)
+
+
+def blobs(hp):
+    from blobs_setup import setup
+
+    return setup(hp)
+
+
+def test_grid_search_runs_each_point_once_and_stops(tmp_path):
+    result = tw.sweep(blobs, {"width": "choice:4,8"}, trials=10, steps=8, sampler="grid",
+                      recipe=quick_recipe(), runs_dir=tmp_path, record=False)  # fmt: skip
+    assert sorted(r.params["width"] for r in result.trials) == [4, 8]
+
+
+@pytest.mark.parametrize(
+    ("name", "kind"),
+    [("asha", "SuccessiveHalvingPruner"), ("hyperband", "HyperbandPruner"),
+     ("median", "MedianPruner"), ("none", "NopPruner")],
+)  # fmt: skip
+def test_pruners_by_name_with_rungs_from_the_trial_length(name, kind):
+    from trainwise.sweep.plan import build_pruner
+
+    pruner = build_pruner(name, 400)
+    assert type(pruner).__name__ == kind
+    if name == "asha":
+        assert pruner._min_resource == 100  # the first rung at a quarter of the trial
+
+
+def test_unknown_sampler_or_pruner_is_refused_before_anything_runs(tmp_path):
+    with pytest.raises(SetupError, match="sampler 'cma'"):
+        tw.sweep(BLOBS, trials=1, steps=8, sampler="cma", runs_dir=tmp_path)
+    with pytest.raises(SetupError, match="give epochs=N or steps=N"):
+        tw.sweep(BLOBS, trials=1, runs_dir=tmp_path)
