@@ -6,7 +6,8 @@ import os
 import time
 from pathlib import Path
 
-from blobs_setup import SPACE, setup as blobs_setup  # noqa: F401 - SPACE: the same space
+from blobs_setup import SPACE  # noqa: F401 - SPACE: the same space
+from blobs_setup import setup as blobs_setup
 
 PARTIES = 2
 WAIT_S = 240  # then go on: the test's assertion says what went wrong

@@ -3,9 +3,8 @@ more, so a test can kill its worker mid-trial (the blobs of blobs_setup.py other
 
 import time
 
-from torch import nn
-
 from blobs_setup import setup as blobs_setup
+from torch import nn
 
 
 class Slow(nn.Module):

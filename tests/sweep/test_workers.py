@@ -15,6 +15,7 @@ from sweepkit import BARRIER, BLOBS, SLOW
 
 import trainwise as tw
 
+
 def env() -> dict[str, str]:
     return {**os.environ, "OMP_NUM_THREADS": "1"}
 
