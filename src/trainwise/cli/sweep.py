@@ -26,6 +26,7 @@ from trainwise.cli.common import (
 )
 from trainwise.errors import SetupError
 
+EXIT_INTERRUPTED = 130  # the shell's code for Ctrl-C
 LIVE_ROWS = 12  # the running trials and the latest finished ones, so the table fits a screen
 STATE_STYLE = {"complete": "green", "pruned": "yellow", "fail": "red", "running": "cyan",
                "waiting": "dim"}  # fmt: skip
@@ -82,7 +83,10 @@ def sweep_command(target: str, params: tuple[str, ...], trials: int, epochs: int
     except SetupError as exc:
         fail_unusable(exc)
     from trainwise.sweep import sweep
+    from trainwise.sweep.api import default_study_name
     from trainwise.train.recipe import Recipe
+
+    study_name = study_name or default_study_name(target, None)  # named now: Ctrl-C says it
 
     view = _LiveTable(quiet)
     try:
@@ -95,6 +99,10 @@ def sweep_command(target: str, params: tuple[str, ...], trials: int, epochs: int
             )  # fmt: skip
     except SetupError as exc:
         fail_unusable(exc)
+    except KeyboardInterrupt:
+        err_console.print(f"[yellow]interrupted[/]: study {escape(study_name)} keeps its "
+                          f"finished trials; add --study {escape(study_name)} to go on")  # fmt: skip
+        sys.exit(EXIT_INTERRUPTED)
     _print_result(result)
     if json_path:
         Path(json_path).write_text(json.dumps(result.to_dict(), default=str))

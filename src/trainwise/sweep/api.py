@@ -67,7 +67,7 @@ def sweep(
     target, setup_fn, declared = _setup_source(setup)
     params, mapping = _space_parts(space)
     searched = build_space(params, {**(declared or {}), **mapping})
-    name = study or _default_study_name(target, setup_fn)
+    name = study or default_study_name(target, setup_fn)
     runs_root = Path(runs_dir) if runs_dir is not None else None
     from trainwise.runs.layout import runs_root as root_of
 
@@ -118,7 +118,7 @@ def _space_parts(space: Any) -> tuple[list[Any], dict[str, Any]]:
     return list(space), {}
 
 
-def _default_study_name(target: str | None, setup_fn: Any) -> str:
+def default_study_name(target: str | None, setup_fn: Any) -> str:
     if target is not None:
         from trainwise.loader import split_target
 
