@@ -8,6 +8,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+import torch
 from sweepkit import BLOBS, quick_recipe
 
 import trainwise as tw
@@ -29,12 +30,8 @@ def test_recipe_fields_reach_the_recipe_and_the_rest_setup_hp(tmp_path):
     assert meta["config"]["recipe"]["lr"] == 0.02  # lr went to the Recipe
     assert meta["config"]["sweep"] == {"study": result.study, "trial": 0,
                                        "params": trial.params, "storage": result.storage}
-    model_weights = [k for k in meta["config"]["optimizer"]["param_groups"][0]]  # recorded
-    assert model_weights
-    import torch
-
     state = torch.load(Path(trial.record) / "checkpoints" / "best.pt", weights_only=True)
-    assert state["net.0.weight" if "net.0.weight" in state else "0.weight"].shape[0] == 5
+    assert state["0.weight"].shape[0] == 5  # width went to setup(hp): a 5-unit hidden layer
     assert result.unread == ["dropout"]  # setup(hp) never read it: reported
     assert result.to_dict()["best"] == {"params": trial.params, "value": trial.value,
                                         "record": trial.record}  # fmt: skip
@@ -56,8 +53,7 @@ def test_a_bad_trial_is_pruned_its_fit_stopped_and_its_record_kept(tmp_path):
     assert outcome == {"steps": bad.steps, "stopped": bad.why}  # fit stopped cleanly there
     assert (Path(bad.record) / "checkpoints" / "best.pt").is_file()
     page = Path(result.report_path).read_text()
-    assert "pruned by asha at step" in page and "Parallel coordinates" not in page or True
-    assert bad.why in page.replace("&#x27;", "'")
+    assert bad.why in page  # the report says which trial was cut, where and why
     sheet = json.loads((Path(result.record_path) / "sheet.json").read_text())
     assert [t["state"] for t in sheet["trials"]] == ["complete", "pruned"]
 
