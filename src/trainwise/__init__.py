@@ -16,9 +16,13 @@ from trainwise.version import __version__
 # Public name -> the module defining it (a module itself when the name is that module).
 _EXPORTS = {
     "CATALOGUE": "trainwise.rules",
+    "DistillationLoss": "trainwise.train.distill",
     "Finding": "trainwise.findings",
+    "GradualUnfreezing": "trainwise.train.freezing",
     "LRFindResult": "trainwise.lr_find",
+    "LayerGroup": "trainwise.train.layer_groups",
     "ModuleOptimizer": "trainwise.steps",
+    "ProgressiveResize": "trainwise.train.resize",
     "Recipe": "trainwise.train.recipe",
     "Report": "trainwise.report.model",
     "Setup": "trainwise.spec",
@@ -29,23 +33,35 @@ _EXPORTS = {
     "TrainingStep": "trainwise.steps",
     "TrainwiseError": "trainwise.errors",
     "Watch": "trainwise.watch",
+    "YRange": "trainwise.train.heads",
     "ablate": "trainwise.train.ablate",
     "check": "trainwise.check",
     "class_weights": "trainwise.helpers",
     "convert_batchnorm": "trainwise.helpers",
+    "discriminative_lrs": "trainwise.train.layer_groups",
     "fit": "trainwise.train.loop",
+    "freeze": "trainwise.train.freezing",
+    "freeze_batchnorm": "trainwise.train.freezing",
+    "init_output_bias": "trainwise.train.init",
+    "kaiming_init_": "trainwise.train.init",
+    "layer_groups": "trainwise.train.layer_groups",
     "lr_find": "trainwise.lr_find",
     "param_groups": "trainwise.helpers",
     "runs": "trainwise.runs",  # run records: tw.runs.start(...), tw.runs.list_runs()
     "sweep": "trainwise.sweep",  # the function tw.sweep(setup, space, trials=...)
+    "train_plus_val": "trainwise.train.final_fit",
+    "tta": "trainwise.train.tta",
+    "unfreeze": "trainwise.train.freezing",
     "watch": "trainwise.watch",
 }
 __all__ = [
-    "CATALOGUE", "Finding", "LRFindResult", "ModuleOptimizer", "Recipe", "Report", "Setup",
-    "SetupError", "StageResult", "StopFit", "SweepResult", "TrainingStep", "TrainwiseError",
-    "Watch", "__version__", "ablate", "check", "class_weights", "convert_batchnorm", "fit",
-    "lr_find", "param_groups", "runs", "sweep",
-    "watch",
+    "CATALOGUE", "DistillationLoss", "Finding", "GradualUnfreezing", "LRFindResult", "LayerGroup",
+    "ModuleOptimizer", "ProgressiveResize", "Recipe", "Report", "Setup", "SetupError",
+    "StageResult", "StopFit", "SweepResult", "TrainingStep", "TrainwiseError", "Watch", "YRange",
+    "__version__",
+    "ablate", "check", "class_weights", "convert_batchnorm", "discriminative_lrs", "fit",
+    "freeze", "freeze_batchnorm", "init_output_bias", "kaiming_init_", "layer_groups", "lr_find",
+    "param_groups", "runs", "sweep", "train_plus_val", "tta", "unfreeze", "watch",
 ]  # = _EXPORTS + __version__, spelled out for tools that read it statically
 
 
@@ -90,6 +106,14 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     from trainwise.sweep import sweep
     from trainwise.sweep.result import SweepResult
     from trainwise.train.ablate import ablate
+    from trainwise.train.distill import DistillationLoss
+    from trainwise.train.final_fit import train_plus_val
+    from trainwise.train.freezing import GradualUnfreezing, freeze, freeze_batchnorm, unfreeze
+    from trainwise.train.heads import YRange
+    from trainwise.train.init import init_output_bias, kaiming_init_
+    from trainwise.train.layer_groups import LayerGroup, discriminative_lrs, layer_groups
     from trainwise.train.loop import StopFit, fit
     from trainwise.train.recipe import Recipe
+    from trainwise.train.resize import ProgressiveResize
+    from trainwise.train.tta import tta
     from trainwise.watch import Watch, watch

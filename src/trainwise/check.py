@@ -31,6 +31,8 @@ def check(
     record: bool = True,
     runs_dir: str | os.PathLike | None = None,
     mlflow: str | None = None,
+    devices: int = 1,
+    target: str | None = None,
 ) -> Report:
     """Examine a setup: static checks, then short experiments. Nothing the user owns changes.
 
@@ -41,15 +43,21 @@ def check(
     record:   keep a run record (run.json, findings, report.json, report.html) in runs_dir
               (default $TRAINWISE_RUNS_DIR, else ./trainwise-runs); `report.record_path`
     mlflow:   also copy the record to this MLflow tracking URI when the check ends
+    devices:  N >= 2 adds the multi-device stage: N processes under DistributedDataParallel
+              (torchrun; gloo on CPU when there are fewer GPUs) against one process
+    target:   the setup file ("my_setup.py" or "my_setup.py:function") each of those processes
+              loads; the CLI passes it
     """
     if not isinstance(setup, Setup):
         raise SetupError(f"check() expects a trainwise.Setup, got {type(setup).__name__}")
-    run = CheckRun(setup, quick=quick, sample=sample, seed=seed)
+    if not isinstance(devices, int) or devices < 1:
+        raise SetupError(f"check(devices={devices!r}): expected a positive int")
+    run = CheckRun(setup, quick=quick, sample=sample, seed=seed, devices=devices, target=target)
     # Checking must not shift the user's random streams (torch, CUDA, numpy, Python): not by
     # the fresh model the record's optimizer settings are read from, nor by the stages.
     with preserved_rng():
         config = _setup_config(setup) if record else {}
-    config["check"] = {"quick": quick, "sample": sample}
+    config["check"] = {"quick": quick, "sample": sample, "devices": devices}
     with recording(
         "check",
         record,
@@ -61,7 +69,8 @@ def check(
         mlflow=mlflow,
     ) as recorded:
         with preserved_rng():
-            report = run_protocol(run, stages or default_stages(quick), show_progress=progress)
+            stages = stages or default_stages(quick, devices)
+            report = run_protocol(run, stages, show_progress=progress)
         if recorded is not None:
             recorded.log_report(report)
             report.record_path = recorded.path

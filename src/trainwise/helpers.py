@@ -77,10 +77,8 @@ def param_groups(
         optimizer=lambda params: torch.optim.AdamW(tw.param_groups(params, weight_decay=0.05))
     """
     if isinstance(model_or_params, nn.Module):
-        named = []
-        for module in model_or_params.modules():
-            for p in module.parameters(recurse=False):
-                named.append((p, p.dim() <= 1 or isinstance(module, _NO_DECAY_TYPES)))
+        exempt = decay_exempt(model_or_params)
+        named = [(p, id(p) in exempt) for p in model_or_params.parameters()]
     else:
         named = [(p, p.dim() <= 1) for p in model_or_params]
     seen: set[int] = set()
@@ -95,6 +93,17 @@ def param_groups(
         {"params": no_decay, "weight_decay": 0.0},
     ]
     return [g for g in groups if g["params"]]
+
+
+def decay_exempt(model: nn.Module) -> set[int]:
+    """ids of the parameters weight decay should skip: every tensor of one dimension (biases,
+    norm scales and shifts) and every parameter of a norm layer. A parameter shared by two
+    modules is judged where it first appears."""
+    judged: dict[int, bool] = {}
+    for module in model.modules():
+        for p in module.parameters(recurse=False):
+            judged.setdefault(id(p), p.dim() <= 1 or isinstance(module, _NO_DECAY_TYPES))
+    return {pid for pid, exempt in judged.items() if exempt}
 
 
 def class_weights(labels: Any, num_classes: int | None = None) -> torch.Tensor:

@@ -234,3 +234,32 @@ class RangeTest:
         return (
             self.suggested_lr is not None and bool(self.configured_lr) and self.lr_div is not None
         )
+
+
+# -- multi-device (data parallel) -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MultiDevice:
+    """N processes under DDP against one process at the same global batch, same seed and data.
+
+    Gaps are None when not measured: no reference when the user's own DataLoader decides the
+    ranks' data (its order cannot be replayed in one process), nothing from the ranks when
+    they failed."""
+
+    devices: int
+    backend: str  # "gloo" (CPU processes) or "nccl"
+    steps: int
+    per_device_batch: int
+    seconds: float
+    budget: float
+    error: str = ""  # "rank R: Type: message" of the first rank that failed
+    hung: bool = False  # the budget ran out: the processes were killed
+    unused: tuple[str, ...] = ()  # parameters that got no gradient in a step
+    spread: float | None = None  # replicas' largest relative parameter difference
+    param_gap: float | None = None  # |theta_N - theta_1| / |theta_1 - theta_0|, final weights
+    loss_ratio: float | None = None  # first step: the ranks' mean loss / the reference's
+    update_ratio: float | None = None  # first step: |delta theta_N| / |delta theta_1|
+    overlap: float | None = None  # share of rank 0's samples another rank saw as well
+    own_loader: bool = False  # the ranks used the Setup's DataLoader as it is
+    batchnorm: tuple[str, ...] = ()  # BatchNorm layers (normalising per device)

@@ -57,6 +57,7 @@ from trainwise.signals import (
     Producer,
     Signals,
 )
+from trainwise.train.frozen_marks import frozen_on_purpose
 
 logger = logging.getLogger("trainwise.watch")
 
@@ -524,6 +525,7 @@ def _facts(model: nn.Module, optimizer: Any, infos: list, trainable: list[int], 
     """The facts the in-flight rules may read about the watched model (taken again whenever
     the optimizer's tensors or their requires_grad change)."""
     chosen = set(trainable)
+    deliberate = frozen_on_purpose(model)  # tw.freeze & co: not the frozen-parameters warning
     return Watched(
         params=tuple(infos),
         trainable=tuple(infos[i] for i in trainable),
@@ -534,6 +536,9 @@ def _facts(model: nn.Module, optimizer: Any, infos: list, trainable: list[int], 
         has_conv2d=any(isinstance(m, nn.Conv2d) for m in model.modules()),
         weight_decay=any(g.get("weight_decay", 0) != 0 for g in optimizer.param_groups),
         total_steps=total_steps,
+        frozen_on_purpose=frozenset(
+            clean_name(n) for n, p in model.named_parameters() if id(p) in deliberate
+        ),
     )
 
 

@@ -45,6 +45,8 @@ def main() -> None:
     help="The runs folder (default: $TRAINWISE_RUNS_DIR, else ./trainwise-runs).",
 )
 @click.option("--mlflow", "mlflow_uri", help="Also log the record to this MLflow tracking URI.")
+@click.option("--devices", default=1, show_default=True, type=click.IntRange(min=1),
+              help="N >= 2: also train on N processes under DDP against one process.")  # fmt: skip
 def check(
     target: str,
     json_path: str | None,
@@ -54,6 +56,7 @@ def check(
     record: bool,
     runs_dir: str | None,
     mlflow_uri: str | None,
+    devices: int,
 ) -> None:
     """Examine the Setup returned by setup() in FILE (or FILE:FUNCTION)."""
     from trainwise.loader import setup_file
@@ -77,6 +80,8 @@ def check(
             record=record,
             runs_dir=runs_dir,
             mlflow=mlflow_uri,
+            devices=devices,
+            target=target,
         )
     except SetupError as exc:
         _fail_unusable(exc)

@@ -1,6 +1,7 @@
-"""Lightning: `trainwise.watch` as a Callback, and a Setup from a LightningModule.
+"""Lightning: `trainwise.watch` as a Callback, tw.GradualUnfreezing as one, and a Setup from a
+LightningModule.
 
-    trainer = lightning.Trainer(callbacks=[TrainwiseCallback()])
+    trainer = lightning.Trainer(callbacks=[TrainwiseCallback(), schedule.lightning()])
     setup = tw.Setup.from_lightning(module, datamodule)     # for check, lr-find
 
 The watch attaches when fitting starts (to the LightningModule and its first optimizer), logs the
@@ -69,6 +70,17 @@ class TrainwiseCallback(Callback):
     @property
     def findings(self):
         return self.watch.findings if self.watch is not None else []
+
+
+class GradualUnfreezingCallback(Callback):
+    """tw.GradualUnfreezing as a Lightning Callback: the schedule's on_epoch_start with the
+    Trainer's epoch, before every training epoch (made by `schedule.lightning()`)."""
+
+    def __init__(self, schedule: Any) -> None:
+        self.schedule = schedule
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self.schedule.on_epoch_start(trainer.current_epoch)
 
 
 # -- a Setup from a LightningModule -------------------------------------------------------------

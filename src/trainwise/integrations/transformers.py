@@ -1,6 +1,7 @@
-"""Hugging Face: `trainwise.watch` as a `TrainerCallback`, and a Setup from a Trainer's parts.
+"""Hugging Face: `trainwise.watch` as a `TrainerCallback`, tw.GradualUnfreezing as one, and a
+Setup from a Trainer's parts.
 
-    trainer = transformers.Trainer(..., callbacks=[TrainwiseTrainerCallback()])
+    trainer = transformers.Trainer(..., callbacks=[TrainwiseTrainerCallback(), schedule.transformers()])
     setup = tw.Setup.from_hf(model, train_dataset, eval_dataset, data_collator, args)
 
 The watch attaches at the start of training to the model and the Trainer's optimizer, closes
@@ -23,6 +24,17 @@ from transformers import TrainerCallback
 from trainwise.errors import SetupError
 from trainwise.steps import ModuleOptimizer
 from trainwise.watch import Watch
+
+
+class GradualUnfreezingTrainerCallback(TrainerCallback):
+    """tw.GradualUnfreezing as a TrainerCallback: the schedule's on_epoch_start with the
+    Trainer's epoch (whole epochs done), before every epoch (made by `schedule.transformers()`)."""
+
+    def __init__(self, schedule: Any) -> None:
+        self.schedule = schedule
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        self.schedule.on_epoch_start(int(state.epoch or 0))
 
 
 class TrainwiseTrainerCallback(TrainerCallback):

@@ -18,6 +18,7 @@ from trainwise.context import StaticContext
 from trainwise.data import take
 from trainwise.rules.registry import Hit, rule
 from trainwise.state import preserved
+from trainwise.train.frozen_marks import frozen_on_purpose
 
 # Usual ranges per optimizer family. Seed 004 gives LR 1e-6..1e-1, momentum 0.9..1 and weight
 # decay 1e-6..1e-4 for SGD-style training; TIPS.md widens them to momentum 0.8..0.999 and decay
@@ -78,7 +79,9 @@ def listed(names: list[str] | tuple[str, ...], limit: int = 5, quote: str = "") 
         "skips it: the layers stay at their initial (or pretrained) values. With nothing "
         "trainable, backward() raises; with part of the model frozen by accident (a freeze "
         "loop that also caught the new head, a copy made under no_grad), training runs and "
-        "plateaus early."
+        "plateaus early. Tensors frozen by tw.freeze, tw.freeze_batchnorm or "
+        "tw.GradualUnfreezing are not reported: the optimizer holds them so that they train "
+        "once unfrozen."
     ),
     fix="Unfreeze what should learn (`p.requires_grad_(True)`), and give the optimizer only the "
     "trainable parameters: `[p for p in model.parameters() if p.requires_grad]`.",
@@ -108,7 +111,11 @@ def frozen_parameters(ctx: StaticContext) -> Iterator[Hit]:
         )
         return
     held, _ = ctx.optimizer_param_names
-    frozen_held = [n for n in params if n in held and not params[n].requires_grad]
+    deliberate = frozen_on_purpose(ctx.model)  # tw.freeze & co: frozen to be unfrozen later
+    frozen_held = [
+        n for n in params
+        if n in held and not params[n].requires_grad and id(params[n]) not in deliberate
+    ]  # fmt: skip
     if frozen_held:
         yield Hit(
             f"the optimizer holds {len(frozen_held)} frozen parameter tensors "

@@ -19,6 +19,7 @@ from trainwise.measurements import (
     Memorized,
     MemorizedBatch,
     MemorizedFew,
+    MultiDevice,
     ShortTraining,
     SpeedProfile,
     TrainEvalGap,
@@ -255,8 +256,7 @@ RECOVERED = 0.25
         "return self.head(self.cls_token[:, 0])           # the parameter, not the output\n\n"
         "return self.head(h[:, 0])                        # the encoder output at CLS"
     ),
-    source="Karpathy, 'A recipe for training "
-    "neural networks' (input-independent baseline).",
+    source="Karpathy, 'A recipe for training neural networks' (input-independent baseline).",
     reads=InputDependence,
 )
 def input_independent(m: InputDependence) -> Iterator[Hit]:
@@ -448,8 +448,7 @@ REGRESSION_GAIN = 0.9
         "# trains on shuffled labels: the loss falls, validation stays at chance\n"
         "train = TensorDataset(x_train, y_train[torch.randperm(len(y_train))])"
     ),
-    source=f"{SEED_003} (7/n: generalize for the first time; "
-    "14/n: simple baselines).",
+    source=f"{SEED_003} (7/n: generalize for the first time; 14/n: simple baselines).",
     reads=ShortTraining,
 )
 def no_better_than_baseline(m: ShortTraining) -> Iterator[Hit]:
@@ -580,8 +579,7 @@ SLOW_STEP = 1.0  # seconds; seed 003 (8/n): a batch should take under a second
         "nn.Conv2d(3, 128, 3, padding=1)  # full resolution, 224x224, 128 channels\n\n"
         "nn.Conv2d(3, 32, 3, stride=2, padding=1)  # downsample in the stem"
     ),
-    source=f"{SEED_003} (2/n: start simple; 8/n: a single batch "
-    "in under a second).",
+    source=f"{SEED_003} (2/n: start simple; 8/n: a single batch in under a second).",
     reads=SpeedProfile,
 )
 def slow_step(m: SpeedProfile) -> Iterator[Hit]:
@@ -598,6 +596,138 @@ def slow_step(m: SpeedProfile) -> Iterator[Hit]:
             "step_seconds_judged": m.step_seconds_judged,
             **m.phases,
         },
+    )
+
+
+# -- multi-device (data parallel) ------------------------------------------------------------
+
+# The N-process weights against the one-process run's, relative to how far the one-process
+# weights moved in the K steps. Float sums in another order leave ~1e-7 relative per step; the
+# healthy setups of tests/stages/test_multi_device.py measured below 1e-5. A summed loss under
+# SGD moves each step 1/N as far: a gap of 1 - 1/N (0.5 at N = 2).
+PARAM_GAP = 0.05
+REPLICA_SPREAD = 1e-6  # the `ddp-out-of-sync` tolerance: DDP replicas are bit-identical
+OVERLAP = 0.5  # a share of rank 0's samples that other ranks also saw: the data is not split
+SYNC_BN_BATCH = 16  # per-device batches under this make per-device BatchNorm statistics noisy
+UNUSED_MARKERS = ("not used in producing loss", "did not receive grad")
+
+
+@rule(
+    "multi-device-broken",
+    severity="error",
+    category="protocol",
+    summary="Training on several devices (DistributedDataParallel) fails, hangs, or does not "
+    "compute what one device does",
+    why=(
+        "Data-parallel training should be the single-device run at a larger batch: each "
+        "replica sees its own share of the data, gradients are averaged, and every replica "
+        "takes the same step. Several mistakes break that silently or only at scale: a loss "
+        "summed over the batch (the averaging divides each step by the number of devices), a "
+        "DataLoader that hands every rank the same samples (N devices, one device's data), "
+        "parameters that only some batches use (DDP waits for their gradients and stops), "
+        "BatchNorm normalising over a few samples per device. trainwise runs N processes "
+        "under torchrun against one process at the same global batch, seed and data order."
+    ),
+    fix=(
+        "Average the loss over the batch (reduction='mean'), or scale the LR by the number of "
+        "devices; give the DataLoader a DistributedSampler and call set_epoch each epoch; make "
+        "every parameter take part in every forward, or pass find_unused_parameters=True to "
+        "DistributedDataParallel; convert BatchNorm with "
+        "nn.SyncBatchNorm.convert_sync_batchnorm(model) when each device holds few samples."
+    ),
+    example=(
+        "loss_fn = nn.CrossEntropyLoss(reduction='sum')      # DDP averages: step / N\n"
+        "loader = DataLoader(ds, batch_size=32, shuffle=True)  # every rank: the same data\n\n"
+        "loss_fn = nn.CrossEntropyLoss()\n"
+        "loader = DataLoader(ds, batch_size=32, sampler=DistributedSampler(ds))"
+    ),
+    source="PyTorch documentation, 'DistributedDataParallel' notes and the DDP tutorial; "
+    "Goyal et al. 2017, 'Accurate, Large Minibatch SGD' (the linear scaling rule).",
+    reads=MultiDevice,
+)
+def multi_device_broken(m: MultiDevice) -> Iterator[Hit]:
+    setting = f"{m.devices} processes ({m.backend}), {m.per_device_batch} samples per device"
+    if m.hung:
+        yield Hit(
+            f"Training on {setting} did not finish within {m.budget:.0f}s and was stopped: a "
+            "rank waited in a collective for a rank that never joined (rank-dependent code "
+            "paths, a rank that died, or a loader giving ranks different batch counts).",
+            evidence={"budget_s": m.budget},
+        )
+        return
+    if m.error:
+        unused = any(marker in m.error for marker in UNUSED_MARKERS)
+        names = f" ({', '.join(m.unused)})" if m.unused else ""
+        yield Hit(
+            f"Training on {setting} failed on {_first_sentence(m.error)}"
+            + (f" Parameters got no gradient in some steps{names}: DDP waits for every "
+               "parameter's gradient." if unused else ""),
+            where=", ".join(m.unused) or None,
+            evidence={"error": m.error[:500]},
+            fix=("Make every parameter take part in each forward, or pass "
+                 "find_unused_parameters=True to DistributedDataParallel.") if unused else "",
+        )  # fmt: skip
+        return
+    yield from _multi_device_mismatch(m, setting)
+    if m.batchnorm and m.per_device_batch < SYNC_BN_BATCH:
+        yield Hit(
+            f"{len(m.batchnorm)} BatchNorm layer(s) ({', '.join(m.batchnorm[:3])}) normalise "
+            f"over each device's {m.per_device_batch} samples, not the global batch of "
+            f"{m.devices * m.per_device_batch}: noisy statistics under {SYNC_BN_BATCH} per "
+            "device.",
+            where=m.batchnorm[0],
+            severity="warning",
+            fix="nn.SyncBatchNorm.convert_sync_batchnorm(model) before wrapping it in DDP.",
+            evidence={"per_device_batch": m.per_device_batch},
+        )
+
+
+def _first_sentence(error: str, limit: int = 240) -> str:
+    """ "rank 0: RuntimeError: Expected ... one. This error ..." -> up to the first full stop."""
+    line = error.splitlines()[0] if error else ""
+    end = line.find(". ")
+    line = line if end < 0 else line[: end + 1]
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+def _multi_device_mismatch(m: MultiDevice, setting: str) -> Iterator[Hit]:
+    if m.overlap is not None and m.overlap > OVERLAP:
+        yield Hit(
+            f"On {setting}, {m.overlap:.0%} of rank 0's samples were also handed to another "
+            "rank: the DataLoader ignores the rank, so N devices train on one device's data.",
+            evidence={"overlap": m.overlap},
+            fix="DataLoader(dataset, sampler=DistributedSampler(dataset)) and "
+            "sampler.set_epoch(epoch) each epoch.",
+        )
+    if m.spread is not None and m.spread > REPLICA_SPREAD:
+        yield Hit(
+            f"On {setting}, the replicas' weights differ by {fmt(m.spread)} (relative) after "
+            f"{m.steps} steps: they no longer train one model.",
+            evidence={"spread": m.spread},
+        )
+    if m.param_gap is None or m.param_gap <= PARAM_GAP:
+        return
+    summed = m.loss_ratio is not None and abs(m.loss_ratio * m.devices - 1) < abs(m.loss_ratio - 1)
+    scale = f"; first step {fmt(m.update_ratio)}x as long" if m.update_ratio else ""
+    cause = (
+        f" The first loss is {fmt(m.loss_ratio)}x the one-process loss on the same samples: "
+        "the loss sums over the batch, and DDP's averaging of gradients over the "
+        f"{m.devices} replicas makes each step 1/{m.devices} of the one-process step{scale}."
+        if summed
+        else f"{scale.lstrip(';')}."
+    )
+    yield Hit(
+        f"After {m.steps} steps on {setting}, the weights are {m.param_gap:.1%} of the "
+        "one-process run's movement away from it (same seed, data and global batch; float "
+        f"noise stays under {PARAM_GAP:.0%}).{cause}",
+        evidence={
+            "param_gap": m.param_gap,
+            "loss_ratio": m.loss_ratio,
+            "update_ratio": m.update_ratio,
+        },  # fmt: skip
+        fix=f"Average the loss over the batch (reduction='mean'), or scale the LR by {m.devices}."
+        if summed
+        else "",
     )
 
 

@@ -51,6 +51,8 @@ class CheckRun:
     quick: bool = False
     sample: int = 2000
     seed: int = 0
+    devices: int = 1  # >= 2: the multi-device stage runs on this many processes
+    target: str | None = None  # the setup file ("file.py[:function]") each process loads
     context: StaticContext = field(init=False)
     # Set by the protocol runner:
     results: list[StageResult] = field(default_factory=list)  # the stages run so far

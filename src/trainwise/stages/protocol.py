@@ -18,6 +18,7 @@ from trainwise.stages.batch_independence import BatchIndependenceStage
 from trainwise.stages.init_loss import InitLossStage
 from trainwise.stages.input_dependence import InputDependenceStage
 from trainwise.stages.lr_range import LRRangeStage
+from trainwise.stages.multi_device import MultiDeviceStage
 from trainwise.stages.overfit_batch import OverfitBatchStage
 from trainwise.stages.overfit_few import OverfitFewStage
 from trainwise.stages.speed import SpeedStage
@@ -27,9 +28,10 @@ from trainwise.stages.train_eval import TrainEvalStage
 log = logging.getLogger("trainwise")
 
 
-def default_stages(quick: bool = False) -> list[Stage]:
-    """The protocol, in the order a careful practitioner would run it by hand."""
-    return [
+def default_stages(quick: bool = False, devices: int = 1) -> list[Stage]:
+    """The protocol, in the order a careful practitioner would run it by hand; with devices
+    >= 2, the multi-device stage last (it launches processes: the slowest)."""
+    stages: list[Stage] = [
         StaticStage(),
         InitLossStage(),
         SpeedStage(),  # early: --quick skips the training experiments on a slow model
@@ -41,6 +43,7 @@ def default_stages(quick: bool = False) -> list[Stage]:
         BaselinesStage(),  # the short training; train-eval reuses its model
         TrainEvalStage(),
     ]
+    return stages + ([MultiDeviceStage()] if devices >= 2 else [])
 
 
 def run_protocol(run: CheckRun, stages: Sequence[Stage], show_progress: bool = False) -> Report:

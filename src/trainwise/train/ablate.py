@@ -81,22 +81,22 @@ TIPS: dict[str, Tip] = {
     tip.slug: tip
     for tip in (
         Tip("lr-range-test", "the LR from trainwise's range test instead of AdamW's 1e-3",
-            "pick the LR with a range test, not by guessing (seed 002; Smith 2015)",
+            "pick the LR with a range test, not by guessing (Smith 2015, 'Cyclical Learning Rates')",
             _field("lr", "auto", None)),
         Tip("one-cycle", "one-cycle LR schedule instead of a constant LR",
-            "an annealed or one-cycle LR ends better than a fixed one (seeds 001, 002)",
+            "an annealed or one-cycle LR ends better than a fixed one (Smith & Topin 2018)",
             _field("schedule", "one-cycle", "constant")),
         Tip("clipping", "gradient clipping at the 90th percentile of the first norms",
-            "clipping keeps rare large gradients from wrecking the run (seeds 001, 004)",
+            "clipping keeps rare large gradients from wrecking the run (Pascanu et al. 2013)",
             _field("clip", "auto", None)),
         Tip("output-bias", "last bias at the log class prior / the target mean",
-            "start the last layer at the prior: a sane first loss (seed 004; Karpathy)",
+            "start the last layer at the prior: a sane first loss (Karpathy 2019, 'A recipe')",
             _field("output_bias", True, False)),
         Tip("label-smoothing", "label smoothing 0.1",
-            "label smoothing generalises and calibrates better (seed 001; Szegedy 2016)",
+            "label smoothing generalises and calibrates better (Szegedy et al. 2016; Müller et al. 2019)",
             _field("label_smoothing", 0.1, 0.0), _single_label_cross_entropy),
         Tip("weight-decay", "decoupled weight decay 0.01 on weight matrices",
-            "a little weight decay regularises (seed 004; Loshchilov & Hutter 2019)",
+            "a little decoupled weight decay regularises (Loshchilov & Hutter 2019)",
             _field("weight_decay", 0.01, 0.0)),
     )
 }  # fmt: skip

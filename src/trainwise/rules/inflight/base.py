@@ -43,6 +43,7 @@ class Watched:
     has_conv2d: bool
     weight_decay: bool  # some param group has a non-zero weight decay
     total_steps: int | None  # the planned number of steps, when the user gave it
+    frozen_on_purpose: frozenset[str] = frozenset()  # names frozen by tw.freeze & co
 
 
 class View:

@@ -41,6 +41,7 @@ class FrozenParametersInFlight(Detector):
         if view.iteration == 0 or not facts.params:
             return
         frozen = [info.name for info in facts.frozen]
+        accidental = [n for n in frozen if n not in facts.frozen_on_purpose]
         untracked = facts.untracked_trainable
         elsewhere = (
             f"; meanwhile {listed(untracked)} require grad but the optimizer does not hold them "
@@ -58,12 +59,12 @@ class FrozenParametersInFlight(Detector):
                 "`optimizer = SGD([p for p in model.parameters() if p.requires_grad], ...)` "
                 "after replacing the head; or unfreeze with `p.requires_grad_(True)`.",
             )
-        elif frozen and not self.judged_first_step:
+        elif accidental and not self.judged_first_step:  # tw.freeze's tensors: on purpose
             yield self.finding(
-                f"the optimizer holds {len(frozen)} tensors with requires_grad=False "
-                f"({listed(frozen)}); they never change{elsewhere}",
-                where=frozen[0],
-                evidence={"frozen_held": frozen, "trainable_not_held": list(untracked)},
+                f"the optimizer holds {len(accidental)} tensors with requires_grad=False "
+                f"({listed(accidental)}); they never change{elsewhere}",
+                where=accidental[0],
+                evidence={"frozen_held": accidental, "trainable_not_held": list(untracked)},
                 severity="warning",
             )
         self.judged_first_step = True
