@@ -11,13 +11,14 @@ import time
 
 import optuna
 import pytest
-from sweepkit import BARRIER, BLOBS, SLOW
+from sweepkit import BARRIER, BLOBS, HERE, SLOW, quick_recipe
 
 import trainwise as tw
 
 
 def env() -> dict[str, str]:
-    return {**os.environ, "OMP_NUM_THREADS": "1"}
+    path = os.pathsep.join(p for p in (str(HERE), os.environ.get("PYTHONPATH")) if p)
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": path}  # sweepkit importable
 
 
 def trainwise(*args, cwd):
@@ -88,14 +89,16 @@ def _wait_for(condition, what: str, limit_s: float = 240):
         found = condition()
         if found:
             return found
-        time.sleep(0.2)
+        time.sleep(0.5)
     pytest.fail(f"gave up waiting for {what}")
 
 
 WORKER = """
 import sys, trainwise as tw
+from sweepkit import quick_recipe
 tw.sweep(sys.argv[1], ["width=int:4:32"], trials=2, steps=40, pruner="none", storage=sys.argv[2],
-         study="killed", runs_dir=sys.argv[3], heartbeat_interval=1, grace_period=2, record=False)
+         study="killed", runs_dir=sys.argv[3], heartbeat_interval=1, grace_period=2, record=False,
+         recipe=quick_recipe())
 """
 
 
@@ -104,9 +107,11 @@ def test_a_killed_workers_trial_is_failed_by_the_heartbeat_and_retried(tmp_path)
     worker = subprocess.Popen([sys.executable, "-c", WORKER, SLOW, storage, str(tmp_path)],
                               env=env(), stderr=subprocess.PIPE, text=True)  # fmt: skip
 
+    reader = optuna.storages.RDBStorage(storage)  # one connection pool for all the polls
+
     def trials():
         try:
-            return optuna.load_study(study_name="killed", storage=storage).trials
+            return optuna.load_study(study_name="killed", storage=reader).trials
         except KeyError:  # not created yet
             return []
 
@@ -125,7 +130,7 @@ def test_a_killed_workers_trial_is_failed_by_the_heartbeat_and_retried(tmp_path)
 
     result = tw.sweep(SLOW, ["width=int:4:32"], trials=2, steps=40, pruner="none",
                       storage=storage, study="killed", runs_dir=tmp_path, heartbeat_interval=1,
-                      grace_period=2, record=False)  # fmt: skip
+                      grace_period=2, record=False, recipe=quick_recipe())  # fmt: skip
     after = optuna.load_study(study_name="killed", storage=storage).trials
     assert after[0].state.name == "COMPLETE" and after[0].value == first.value  # kept as it was
     assert after[1].state.name == "FAIL"  # failed by the heartbeat

@@ -24,6 +24,7 @@ from trainwise.cli.common import (
     fail_unusable,
     sample_option,
 )
+from trainwise.cli.fit import recipe_from, recipe_options
 from trainwise.errors import SetupError
 
 EXIT_INTERRUPTED = 130  # the shell's code for Ctrl-C
@@ -53,9 +54,7 @@ STATE_STYLE = {"complete": "green", "pruned": "yellow", "fail": "red", "running"
               show_default=True)
 @click.option("--pruner", type=click.Choice(["asha", "hyperband", "median", "none"]),
               default="asha", show_default=True)
-@click.option("--recipe", "recipe_name", type=click.Choice(["default", "plain"]),
-              default="default", show_default=True,
-              help="The recipe the sampled Recipe fields change (plain: the Setup as written).")
+@recipe_options  # the base recipe the sampled Recipe fields change (--lr 3e-3: no range test)
 @click.option("--sample", callback=sample_option, help="Train on a stratified sample: 500 or 0.1.")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the result.")
@@ -67,7 +66,7 @@ def sweep_command(target: str, params: tuple[str, ...], trials: int, epochs: int
                   steps: int | None, timeout: float | None, workers: int, storage: str | None,
                   study_name: str | None, sampler: str, pruner: str, recipe_name: str,
                   sample: Any, seed: int, json_path: str | None, runs_dir: str | None,
-                  record: bool, quiet: bool) -> None:  # fmt: skip
+                  record: bool, quiet: bool, **recipe_tips: Any) -> None:  # fmt: skip
     """Search hyperparameters of the Setup in FILE: one fit run per trial, pruned early when
     its validation loss is not promising."""
     from trainwise.loader import setup_file
@@ -84,17 +83,17 @@ def sweep_command(target: str, params: tuple[str, ...], trials: int, epochs: int
         fail_unusable(exc)
     from trainwise.sweep import sweep
     from trainwise.sweep.api import default_study_name
-    from trainwise.train.recipe import Recipe
 
     study_name = study_name or default_study_name(target, None)  # named now: Ctrl-C says it
 
     view = _LiveTable(quiet)
     try:
+        recipe = recipe_from(recipe_name, recipe_tips)
         with view:
             result = sweep(
                 target, list(params), trials, epochs=epochs, steps=steps, timeout=timeout,
                 workers=workers, storage=storage, study=study_name, sampler=sampler,
-                pruner=pruner, recipe=Recipe.plain() if recipe_name == "plain" else Recipe(),
+                pruner=pruner, recipe=recipe,
                 seed=seed, sample=sample, runs_dir=runs_dir, record=record, on_update=view.update,
             )  # fmt: skip
     except SetupError as exc:
