@@ -64,14 +64,16 @@ def sweep(
     """
     if not isinstance(workers, int) or workers < 1:
         raise SetupError(f"sweep: workers={workers!r}; expected a positive int")
-    target, setup_fn, declared = _setup_source(setup)
-    params, mapping = _space_parts(space)
-    searched = build_space(params, {**(declared or {}), **mapping})
-    name = study or default_study_name(target, setup_fn)
     runs_root = Path(runs_dir) if runs_dir is not None else None
     from trainwise.runs.layout import runs_root as root_of
 
     spec = resolve(storage, root_of(runs_root), heartbeat_interval, grace_period)
+    quiet_optuna()
+    connected = open_storage(spec, heartbeat=False)  # an unreachable storage fails first
+    target, setup_fn, declared = _setup_source(setup)  # imports the setup file
+    params, mapping = _space_parts(space)
+    searched = build_space(params, {**(declared or {}), **mapping})
+    name = study or default_study_name(target, setup_fn)
     plan = SweepPlan(
         target=target, setup_fn=setup_fn, space=searched, study=name, storage=spec,
         trials=trials, epochs=epochs, steps=steps, recipe=recipe or Recipe(), seed=seed,
@@ -81,7 +83,7 @@ def sweep(
     )  # fmt: skip
     if workers > 1 and setup_fn is not None:
         _check_picklable(setup_fn)
-    reader = _create_study(plan)  # fails fast: before any training
+    reader = _create_study(plan, connected)  # before any training
     from trainwise.sweep.record import sweep_record
 
     with sweep_record(plan, workers) as finish:
@@ -139,12 +141,10 @@ def _check_picklable(fn: Any) -> None:
         ) from None
 
 
-def _create_study(plan: SweepPlan) -> Any:
-    """Create the study (or join an existing one) and return it for reading."""
+def _create_study(plan: SweepPlan, storage: Any) -> Any:
+    """Create the study (or join an existing one) in `storage` and return it for reading."""
     import optuna
 
-    quiet_optuna()
-    storage = open_storage(plan.storage, heartbeat=False)
     try:
         study = optuna.create_study(study_name=plan.study, storage=storage,
                                     direction="minimize", load_if_exists=True)  # fmt: skip
