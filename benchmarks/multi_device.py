@@ -60,7 +60,7 @@ def main() -> None:
             flush=True,
         )
         if stage.status == "skipped":
-            print(f"{'':22} skipped: {stage.summary}")
+            print(f"{'':22} {stage.summary}")
         if path.stem == "mlp_digits":
             met = statistics.median(seconds) <= TARGET_SECONDS
             print(f"{'':22} target <= {TARGET_SECONDS:.0f} s on the digits MLP: "
