@@ -8,7 +8,7 @@ TORCH ?= torch==2.13.0
 TORCH_ARGS ?=
 BIN = $(VENV)/bin
 
-.PHONY: demo test browser clean
+.PHONY: demo test browser postgres clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -36,7 +36,15 @@ browser:
 	  $$SUDO apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium chromium-driver >/dev/null; }
 
-test: $(VENV)/.test browser
+# The sweep's PostgreSQL tests start a throwaway server from Debian's binaries (as the
+# `postgres` user when run as root); the package's own cluster is not used.
+postgres:
+	@ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || command -v pg_ctl >/dev/null || { \
+	  SUDO=""; [ "$$(id -u)" -ne 0 ] && SUDO="sudo"; \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq postgresql >/dev/null; }
+
+test: $(VENV)/.test browser postgres
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 

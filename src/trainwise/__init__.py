@@ -29,6 +29,7 @@ _EXPORTS = {
     "SetupError": "trainwise.errors",
     "StageResult": "trainwise.report.model",
     "StopFit": "trainwise.train.loop",
+    "SweepResult": "trainwise.sweep.result",
     "TrainingStep": "trainwise.steps",
     "TrainwiseError": "trainwise.errors",
     "Watch": "trainwise.watch",
@@ -48,6 +49,7 @@ _EXPORTS = {
     "lr_find": "trainwise.lr_find",
     "param_groups": "trainwise.helpers",
     "runs": "trainwise.runs",  # run records: tw.runs.start(...), tw.runs.list_runs()
+    "sweep": "trainwise.sweep",  # the function tw.sweep(setup, space, trials=...)
     "train_plus_val": "trainwise.train.final_fit",
     "tta": "trainwise.train.tta",
     "unfreeze": "trainwise.train.freezing",
@@ -56,11 +58,12 @@ _EXPORTS = {
 __all__ = [
     "CATALOGUE", "DistillationLoss", "Finding", "GradualUnfreezing", "LRFindResult", "LayerGroup",
     "ModuleOptimizer", "ProgressiveResize", "Recipe", "Report", "Setup", "SetupError",
-    "StageResult", "StopFit", "TrainingStep", "TrainwiseError", "Watch", "YRange", "__version__",
+    "StageResult", "StopFit", "SweepResult", "TrainingStep", "TrainwiseError", "Watch", "YRange",
+    "__version__",
     "ablate", "check", "class_weights", "convert_batchnorm", "discriminative_lrs", "fit",
-    "freeze", "freeze_batchnorm", "init_output_bias", "interpret",
-    "kaiming_init_", "layer_groups", "lr_find",
-    "param_groups", "runs", "train_plus_val", "tta", "unfreeze", "watch",
+    "freeze", "freeze_batchnorm", "init_output_bias", "interpret", "kaiming_init_",
+    "layer_groups", "lr_find", "param_groups", "runs", "sweep", "train_plus_val", "tta",
+    "unfreeze", "watch",
 ]  # = _EXPORTS + __version__, spelled out for tools that read it statically
 
 
@@ -103,6 +106,8 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     from trainwise.rules import CATALOGUE
     from trainwise.spec import Setup
     from trainwise.steps import ModuleOptimizer, TrainingStep
+    from trainwise.sweep import sweep
+    from trainwise.sweep.result import SweepResult
     from trainwise.train.ablate import ablate
     from trainwise.train.distill import DistillationLoss
     from trainwise.train.final_fit import train_plus_val

@@ -1,4 +1,5 @@
-"""Load a setup file: a Python file defining `setup()` that returns a trainwise.Setup.
+"""Load a setup file: a Python file defining `setup()` that returns a trainwise.Setup, or
+`setup(hp)` taking a sweep's sampled values (a dict), and optionally a sweep's `SPACE = {...}`.
 
 Only the standard library is imported at the top: the command line finds a missing file
 (`setup_file`) before it pays for importing torch, which alone takes seconds.
@@ -10,8 +11,10 @@ import importlib.util
 import inspect
 import sys
 import traceback
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from trainwise.errors import SetupError
 
@@ -19,6 +22,7 @@ if TYPE_CHECKING:
     from trainwise.spec import Setup
 
 DEFAULT_FUNCTION = "setup"
+SPACE_NAME = "SPACE"  # a sweep's search space, declared in the setup file
 
 
 def split_target(target: str) -> tuple[Path, str]:
@@ -39,41 +43,90 @@ def setup_file(target: str) -> Path:
     return path
 
 
-def load_setup(target: str) -> Setup:
-    from trainwise.spec import Setup  # torch: only once the file is known to exist
+def load_setup(target: str, hp: Mapping[str, Any] | None = None) -> Setup:
+    """The Setup of a setup file; `hp` (a sweep's sampled values) goes to a function that
+    takes one parameter, `def setup(hp):`."""
+    return SetupFile.open(target).build(hp)
 
-    path = setup_file(target)
-    _, function = split_target(target)
-    module = _import_file(path)
-    factory = getattr(module, function, None)
-    if factory is None:
-        found = [
-            n
-            for n, v in vars(module).items()
-            if inspect.isfunction(v) and v.__module__ == module.__name__
-        ]
-        listed = f"; functions in the file: {', '.join(found)}" if found else ""
-        raise SetupError(
-            f"{path}: no function `{function}()`; expected `def {function}(): return "
-            f"trainwise.Setup(...)`{listed}. Pick another with {path}:NAME"
-        )
-    if not callable(factory):
-        raise SetupError(f"{path}: `{function}` is a {type(factory).__name__}, not a function")
+
+@dataclass(frozen=True)
+class SetupFile:
+    """A setup file imported once (a sweep builds one Setup per trial from it)."""
+
+    path: Path
+    function: str
+    module: Any
+
+    @classmethod
+    def open(cls, target: str) -> SetupFile:
+        path = setup_file(target)
+        _, function = split_target(target)
+        return cls(path, function, _import_file(path))
+
+    @property
+    def space(self) -> Any:
+        """The file's `SPACE = {...}` (a sweep's search space), or None."""
+        return getattr(self.module, SPACE_NAME, None)
+
+    def build(self, hp: Mapping[str, Any] | None = None) -> Setup:
+        """Call the function (with `hp` when it takes a parameter) and check it returned a
+        Setup."""
+        from trainwise.spec import Setup  # torch: only once the file is known to exist
+
+        path, function = self.path, self.function
+        factory = self._factory()
+        wants_hp = takes_hp(factory)
+        if hp and not wants_hp:
+            raise SetupError(
+                f"{path}: {function}() takes no parameter, but the sweep has values for it "
+                f"({', '.join(sorted(hp))}); write `def {function}(hp):` and read them as "
+                f"hp[{sorted(hp)[0]!r}]"
+            )
+        try:
+            setup = factory({} if hp is None else hp) if wants_hp else factory()
+        except SetupError as exc:
+            raise SetupError(f"{path}: {function}() failed: {exc}") from exc
+        except Exception as exc:
+            raise SetupError(
+                f"{path}: {function}() raised {type(exc).__name__}: {exc}{_where(exc, path)}"
+            ) from exc
+        if not isinstance(setup, Setup):
+            raise SetupError(
+                f"{path}: {function}() returned {type(setup).__name__}; expected a trainwise.Setup"
+            )
+        if setup.name == "setup":
+            setup.name = path.stem if function == DEFAULT_FUNCTION else f"{path.stem}:{function}"
+        return setup
+
+    def _factory(self) -> Any:
+        path, function, module = self.path, self.function, self.module
+        factory = getattr(module, function, None)
+        if factory is None:
+            found = [
+                n
+                for n, v in vars(module).items()
+                if inspect.isfunction(v) and v.__module__ == module.__name__
+            ]
+            listed = f"; functions in the file: {', '.join(found)}" if found else ""
+            raise SetupError(
+                f"{path}: no function `{function}()`; expected `def {function}(): return "
+                f"trainwise.Setup(...)`{listed}. Pick another with {path}:NAME"
+            )
+        if not callable(factory):
+            raise SetupError(f"{path}: `{function}` is a {type(factory).__name__}, not a function")
+        return factory
+
+
+def takes_hp(factory: Any) -> bool:
+    """Whether a setup function takes the sampled values: `def setup(hp)` (one positional
+    parameter; `def setup()` takes none)."""
     try:
-        setup = factory()
-    except SetupError as exc:
-        raise SetupError(f"{path}: {function}() failed: {exc}") from exc
-    except Exception as exc:
-        raise SetupError(
-            f"{path}: {function}() raised {type(exc).__name__}: {exc}{_where(exc, path)}"
-        ) from exc
-    if not isinstance(setup, Setup):
-        raise SetupError(
-            f"{path}: {function}() returned {type(setup).__name__}; expected a trainwise.Setup"
-        )
-    if setup.name == "setup":
-        setup.name = path.stem if function == DEFAULT_FUNCTION else f"{path.stem}:{function}"
-    return setup
+        parameters = inspect.signature(factory).parameters.values()
+    except (TypeError, ValueError):  # a builtin or C callable: called without arguments
+        return False
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                  inspect.Parameter.VAR_POSITIONAL)  # fmt: skip
+    return any(p.kind in positional for p in parameters)
 
 
 def _import_file(path: Path):

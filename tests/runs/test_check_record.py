@@ -30,7 +30,7 @@ def test_check_from_python_records_the_run(tmp_path):
     assert record.path == report.record_path
     assert record.meta["kind"] == "check" and record.status == "finished"
     assert record.meta["name"] == "api-check"
-    assert record.meta["config"]["check"] == {"quick": False, "sample": 2000}
+    assert record.meta["config"]["check"] == {"quick": False, "sample": 2000, "devices": 1}
     assert record.meta["config"]["optimizer"]["class"] == "AdamW"
     assert record.meta["summary"]["verdict"] == report.verdict == "fix these first"
     assert record.report == json.loads(report.to_json())

@@ -59,8 +59,15 @@ def test_parameters_unused_in_some_batches_stop_ddp_and_are_named():
     assert "find_unused_parameters=True" in finding.fix
 
 
+@pytest.mark.silent(SLUG)
+def test_a_plain_shuffled_loader_is_dealt_out_and_compared():
+    stage, found = checked("plain_loader")
+    assert found == [] and stage.metrics["own_loader"] is False
+    assert stage.metrics["overlap"] == 0.0 and stage.metrics["param_gap"] < 1e-4
+
+
 @pytest.mark.fires(SLUG)
-def test_a_loader_without_a_distributed_sampler_is_caught():
+def test_a_loader_with_its_own_sampler_that_ignores_the_rank_is_caught():
     stage, (finding,) = checked("loader_ignores_rank")
     assert stage.metrics["overlap"] == 1.0 and stage.metrics["own_loader"] is True
     assert "DataLoader ignores the rank" in finding.message
@@ -113,3 +120,12 @@ def test_without_devices_or_a_setup_file_the_stage_says_why_it_skipped():
     assert report.stages[0].status == "skipped" and "--devices N" in report.stages[0].summary
     report = tw.check(setup, devices=2, stages=[MultiDeviceStage()], record=False)
     assert report.stages[0].status == "skipped" and "target=" in report.stages[0].summary
+
+
+def test_a_setup_whose_loss_calls_the_models_own_methods_is_skipped_with_the_way_to_go():
+    setup = load_setup(f"{FILE}:healthy")
+    setup.loss = tw.TrainingStep(lambda model, batch: model(batch[0]).sum(), name="step")
+    report = tw.check(setup, devices=2, target=f"{FILE}:healthy", record=False,
+                      stages=[MultiDeviceStage()])  # fmt: skip
+    assert report.stages[0].status == "skipped"
+    assert "strategy='ddp'" in report.stages[0].summary

@@ -273,6 +273,11 @@ from trainwise.cli.fit import fit_command  # noqa: E402
 main.add_command(fit_command)
 main.add_command(ablate_command)
 
+# Sweeps: `trainwise sweep` (cli/sweep.py).
+from trainwise.cli.sweep import sweep_command  # noqa: E402
+
+main.add_command(sweep_command)
+
 # Interpretation: `trainwise interpret` (cli/interpret.py).
 from trainwise.cli.interpret import interpret_command  # noqa: E402
 

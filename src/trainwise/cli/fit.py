@@ -6,6 +6,8 @@ findings (or stopped by one), 2 unusable input; registered on the main group in 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -94,12 +96,19 @@ def recipe_from(recipe_name: str, tips: dict[str, Any]) -> Any:
 @click.option("--record/--no-record", default=True, show_default=True, help="Keep a run record.")
 @click.option("--runs-dir", type=click.Path(file_okay=False), help="Folder of run records.")
 @click.option("--quiet", is_flag=True, help="No progress line, no findings as they fire.")
+@click.option("--devices", default=1, show_default=True, type=click.IntRange(min=1),
+              help="Train data-parallel on N processes (torchrun; gloo on CPU).")  # fmt: skip
 def fit_command(target: str, epochs: int | None, steps: int | None, recipe_name: str,
                 json_path: str | None, record: bool, runs_dir: str | None, quiet: bool,
                 seed: int, sample: Any, monitor: str, early_stop: bool, resume: str | None,
-                **tips: Any) -> None:  # fmt: skip
+                devices: int, **tips: Any) -> None:  # fmt: skip
     """Train the Setup in FILE with a recipe of the tips, watched and recorded."""
     from trainwise.loader import setup_file
+
+    if devices > 1 and "WORLD_SIZE" not in os.environ:
+        _run_under_torchrun(devices)
+    if int(os.environ.get("RANK", "0")) > 0:  # rank 0 alone shows and writes
+        quiet, json_path = True, None
 
     if (epochs is None) == (steps is None) and resume is None:
         fail_unusable(SetupError("trainwise fit: give --epochs N or --steps N"))
@@ -138,6 +147,22 @@ def fit_command(target: str, epochs: int | None, steps: int | None, recipe_name:
         Path(json_path).write_text(json.dumps(result.to_dict(), default=str))
         console.print(f"JSON written to {escape(json_path)}")
     sys.exit(EXIT_FINDINGS if errors or result.stopped.startswith("error") else EXIT_CLEAN)
+
+
+def _run_under_torchrun(devices: int) -> None:
+    """Start this same command again on `devices` processes under torchrun (each then runs
+    fit data-parallel); its exit code is this command's."""
+    argv = sys.argv[1:]
+    for i, arg in enumerate(argv):  # drop --devices N / --devices=N
+        if arg == "--devices":
+            argv = argv[:i] + argv[i + 2 :]
+            break
+        if arg.startswith("--devices="):
+            argv = argv[:i] + argv[i + 1 :]
+            break
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+               f"--nproc-per-node={devices}", "-m", "trainwise", *argv]  # fmt: skip
+    sys.exit(subprocess.call(command))
 
 
 class _progress:

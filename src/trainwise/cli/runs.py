@@ -43,6 +43,9 @@ def _fail(exc: SetupError) -> None:
 @click.option("--markdown", "as_markdown", is_flag=True, help="Print the table as markdown.")
 @click.option("--kind", help="Only runs of this kind (check, watch, lr_find).")
 @click.option("--last", type=int, help="Only the last N runs.")
+@click.option("--sweep", "sweep_name", help="The sheet of a sweep's study: its trials.")
+@click.option("--storage", help="With --sweep: the study's storage URL, when the runs folder "
+              "has no record of the sweep (another machine's) or it has a password.")
 @click.pass_context
 def runs_group(
     ctx: click.Context,
@@ -51,10 +54,15 @@ def runs_group(
     as_markdown: bool,
     kind: str | None,
     last: int | None,
+    sweep_name: str | None,
+    storage: str | None,
 ) -> None:
     """The table of your runs: commit, what changed, best validation metric, findings."""
     ctx.ensure_object(dict)["root"] = root
     if ctx.invoked_subcommand is not None:
+        return
+    if sweep_name is not None:
+        _sweep_sheet(sweep_name, storage, root, as_csv, as_markdown)
         return
     from trainwise.runs.layout import runs_root
     from trainwise.runs.store import list_runs
@@ -76,6 +84,29 @@ def runs_group(
         return
     console.print(runs_table(rows, f"runs in {runs_root(root)}", console.width))
     console.print("[dim]`trainwise runs show N`, `trainwise runs diff A B`, `trainwise report N`")
+
+
+def _sweep_sheet(name: str, storage: str | None, root: str | None, as_csv: bool,
+                 as_markdown: bool) -> None:  # fmt: skip
+    """`trainwise runs --sweep NAME`: the study's trials, read from its storage (the one in
+    the sweep's record, --storage, or the runs folder's default SQLite file)."""
+    from trainwise.sweep.sheet import open_sheet, to_csv, to_markdown
+
+    try:
+        rows, where = open_sheet(name, storage, root)
+    except SetupError as exc:
+        _fail(exc)
+    if as_csv:
+        click.echo(to_csv(rows), nl=False)
+        return
+    if as_markdown:
+        click.echo(to_markdown(rows), nl=False)
+        return
+    from trainwise.cli.sweep import trials_table
+
+    table = trials_table(rows)
+    table.title = f"sweep {name} in {where}"
+    console.print(table)
 
 
 # The table in a terminal of `width` columns. Words are never split across lines: columns are

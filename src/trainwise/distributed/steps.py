@@ -17,7 +17,15 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import (
+    BatchSampler,
+    DataLoader,
+    Dataset,
+    DistributedSampler,
+    IterableDataset,
+    RandomSampler,
+    SequentialSampler,
+)
 
 from trainwise.data import input_parts, to_device
 from trainwise.spec import Setup
@@ -39,8 +47,8 @@ def without_dropout(model: nn.Module) -> nn.Module:
     for module in model.modules():
         if isinstance(module, nn.modules.dropout._DropoutNd):
             module.p = 0.0
-        elif isinstance(module, nn.MultiheadAttention):
-            module.dropout = 0.0
+        elif isinstance(module, (nn.MultiheadAttention, nn.RNNBase)):
+            module.dropout = 0.0  # attention weights; between stacked RNN layers
     return model
 
 
@@ -64,18 +72,57 @@ def reference_batches(setup: Setup, world: int, batch: int, seed: int) -> Iterat
         yield collate([dataset[i] for i in order[start : start + step]])
 
 
+def dealt_by_trainwise(setup: Setup) -> bool:
+    """Whether trainwise deals the training data out to the ranks (a DistributedSampler over
+    the training set): for a dataset, and for a DataLoader on torch's default samplers (plain
+    shuffle or order: the DistributedSampler does both, at the loader's batch size). A loader
+    with a sampler of its own (weighted, grouped, a batch sampler) or an IterableDataset is
+    used as it is: whether it splits the data by rank is for the check to find out."""
+    loader = setup.train
+    if not isinstance(loader, DataLoader):
+        return True
+    plain = type(loader.sampler) in (RandomSampler, SequentialSampler)
+    return (
+        plain
+        and type(loader.batch_sampler) is BatchSampler
+        and not isinstance(loader.dataset, IterableDataset)
+    )
+
+
+def per_rank_batch(setup: Setup) -> int:
+    loader = setup.train
+    if isinstance(loader, DataLoader) and loader.batch_size:
+        return loader.batch_size
+    return setup.effective_batch_size
+
+
 def rank_loader(setup: Setup, world: int, rank: int, seed: int) -> DataLoader:
-    """Rank `rank`'s batches: the user's DataLoader as it is (whether it splits the data by
-    rank is what the check finds out), else the train set through a DistributedSampler."""
-    if isinstance(setup.train, DataLoader):
-        return setup.train
+    """Rank `rank`'s batches: the training set through a DistributedSampler (shuffled unless
+    the Setup's own loader kept the order), or the Setup's own DataLoader as it is."""
+    loader = setup.train
+    if not dealt_by_trainwise(setup):
+        return loader
+    shuffle = not isinstance(loader, DataLoader) or isinstance(loader.sampler, RandomSampler)
     sampler = DistributedSampler(
-        setup.train_dataset, world, rank, shuffle=True, seed=seed, drop_last=True
+        setup.train_dataset, world, rank, shuffle=shuffle, seed=seed, drop_last=True
     )
     return DataLoader(
-        setup.train_dataset, batch_size=setup.effective_batch_size, sampler=sampler,
-        drop_last=True, collate_fn=setup.collate_fn("train"),
+        setup.train_dataset, batch_size=per_rank_batch(setup), sampler=sampler, drop_last=True,
+        collate_fn=setup.collate_fn("train"),
     )  # fmt: skip
+
+
+def ddp_unsupported(setup: Setup) -> str:
+    """Why this setup cannot train under trainwise's DDP wrapper ("" when it can)."""
+    from trainwise.steps import TrainingStep
+
+    if isinstance(setup.loss, TrainingStep):
+        return (
+            f"its loss is a training step ({setup.loss_name}) that calls the model's own "
+            "methods, which DistributedDataParallel does not route; a LightningModule trains "
+            "on several devices through Lightning's own strategy: Trainer(strategy='ddp')"
+        )
+    return ""
 
 
 def run_steps(

@@ -602,10 +602,12 @@ def slow_step(m: SpeedProfile) -> Iterator[Hit]:
 # -- multi-device (data parallel) ------------------------------------------------------------
 
 # The N-process weights against the one-process run's, relative to how far the one-process
-# weights moved in the K steps. Float sums in another order leave ~1e-7 relative per step; the
-# healthy setups of tests/stages/test_multi_device.py measured below 1e-5. A summed loss under
-# SGD moves each step 1/N as far: a gap of 1 - 1/N (0.5 at N = 2).
-PARAM_GAP = 0.05
+# weights moved in the K steps. Float sums in another order differ by ~1e-7 relative, and SGD
+# keeps it there (MLPs: 3e-7); Adam divides by sqrt(v), so on near-zero gradients that noise
+# becomes a step of up to the LR: 1.5e-2 on the MNIST-1D CNN, 4.8e-2 on the tiny U-Net of
+# benchmarks/multi_device.py. A summed loss under SGD moves each step 1/N as far: a gap of
+# at least 1 - 1/N (0.5 at N = 2; measured 0.74).
+PARAM_GAP = 0.2
 REPLICA_SPREAD = 1e-6  # the `ddp-out-of-sync` tolerance: DDP replicas are bit-identical
 OVERLAP = 0.5  # a share of rank 0's samples that other ranks also saw: the data is not split
 SYNC_BN_BATCH = 16  # per-device batches under this make per-device BatchNorm statistics noisy
@@ -719,7 +721,7 @@ def _multi_device_mismatch(m: MultiDevice, setting: str) -> Iterator[Hit]:
     yield Hit(
         f"After {m.steps} steps on {setting}, the weights are {m.param_gap:.1%} of the "
         "one-process run's movement away from it (same seed, data and global batch; float "
-        f"noise stays under {PARAM_GAP:.0%}).{cause}",
+        f"noise stays well under {PARAM_GAP:.0%}).{cause}",
         evidence={
             "param_gap": m.param_gap,
             "loss_ratio": m.loss_ratio,

@@ -15,10 +15,17 @@ import time
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
 
 from trainwise.distributed.launch import Launched, launch
-from trainwise.distributed.steps import StepLog, reference_batches, run_steps, without_dropout
+from trainwise.distributed.steps import (
+    StepLog,
+    ddp_unsupported,
+    dealt_by_trainwise,
+    per_rank_batch,
+    reference_batches,
+    run_steps,
+    without_dropout,
+)
 from trainwise.measurements import MultiDevice
 from trainwise.stages import experiment as ex
 from trainwise.stages.base import CheckRun, StageOutcome
@@ -45,8 +52,10 @@ class MultiDeviceStage:
         if (reason := ex.blocking_reason(run)) is not None:
             return ex.skipped(reason)
         setup, world = run.setup, run.devices
-        own_loader = isinstance(setup.train, DataLoader)
-        batch = (setup.train.batch_size if own_loader else setup.effective_batch_size) or 1
+        if reason := ddp_unsupported(setup):
+            return ex.skipped(f"not under trainwise's DDP: {reason}")
+        own_loader = not dealt_by_trainwise(setup)
+        batch = per_rank_batch(setup)
         steps = min(STEPS, len(setup.train_dataset) // (world * batch))
         if steps < 1:
             return ex.skipped(
@@ -61,8 +70,8 @@ class MultiDeviceStage:
             metrics={k: v for k, v in vars(m).items() if not isinstance(v, tuple)},
             summary=_summary(m),
             notes=[
-                "the Setup's own DataLoader decides each rank's data: no one-process "
-                "reference to compare with"
+                "the Setup's DataLoader has a sampler of its own and decides each rank's "
+                "data: no one-process reference to compare with"
             ]
             if own_loader
             else [],  # fmt: skip

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 from torch.nn import functional as F
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, DistributedSampler
 
 from trainwise.context import StaticContext
 from trainwise.data import to_device
@@ -40,6 +40,7 @@ from trainwise.train.clipping import GradientClipper, grad_params
 from trainwise.train.data import class_labels, sampled, with_validation
 from trainwise.train.init import output_bias_init
 from trainwise.train.metrics import TaskMetrics
+from trainwise.train.parallel import Parallel
 from trainwise.train.recipe import Recipe
 from trainwise.train.schedules import build_schedule
 
@@ -188,29 +189,45 @@ class _FitRun:
             setup, plan.sample, plan.seed, recipe.label_smoothing
         )
         setup = self.setup
-        self.loader = setup.train if isinstance(setup.train, DataLoader) else setup.train_loader()
+        self.parallel = Parallel.from_env()  # None on one process
+        self.loader = self._train_loader()
         self.per_epoch = _batches_per_epoch(self.loader)
         self.total = plan.steps if plan.steps is not None else plan.epochs * self.per_epoch
         self.epochs_planned = plan.epochs or math.ceil(self.total / self.per_epoch)
         if recipe.lr == "auto" and state is None:
             lr, note = _range_test_lr(setup, recipe, plan.seed, self.total)
+            if self.parallel is not None:  # every process trains at rank 0's LR
+                lr, note = self.parallel.agree((lr, note))
             recipe = recipe.replace(lr=lr)
             self.notes.append(note)
         self.recipe = recipe
         self.device = setup.torch_device
         self.pieces = self._build(recipe)
+        # What the training step calls: the model, or its DDP wrapper (gradients averaged).
+        self.trained = self.parallel.wrap(self.pieces.model) if self.parallel else self.pieces.model
         self.params = grad_params(self.pieces.optimizer)
         self.step, self.epoch, self.skip, self.best = 0, 0, 0, {}
         if state is not None:
+            if self.parallel is not None:
+                raise SetupError("fit --resume: resuming a data-parallel run is not supported yet")
             self.step, self.epoch, self.skip, self.best = checkpoints.restore(state, self.pieces)
         self.val_every = max(1, self.total // VAL_POINTS)
         self.val_batches = _random_batches(setup, plan.seed)
         # One set of metrics for every point, without torchmetrics' per-call argument checks.
         self.batch_metrics = TaskMetrics(self.ctx.task, self.ctx.num_classes, self.device,
                                          checked=False)  # fmt: skip
+        self.requested = ""  # a stop asked for here (a finding, StopFit), not yet agreed
         self.stopped = ""  # why the run stopped early ("" while it goes on)
         self.final: dict[str, float] = {}  # the last whole-set validation
         self.evaluated_at = -1  # the step of the last whole-set validation
+
+    def _train_loader(self) -> Any:
+        setup = self.setup
+        if self.parallel is not None:
+            self.parallel.check(setup)
+            self.notes.append(self.parallel.note(setup))
+            return self.parallel.loader(setup, self.plan.seed)
+        return setup.train if isinstance(setup.train, DataLoader) else setup.train_loader()
 
     def _build(self, recipe: Recipe) -> checkpoints.Pieces:
         """The model (output bias set on a fresh run), optimizer, schedule, scaler, clipper."""
@@ -240,10 +257,11 @@ class _FitRun:
             "notes": self.notes,
             **record_info,
         }  # fmt: skip
+        leader = self.parallel is None or self.parallel.leader  # writes the record, shows
         self.watch = Watch(
             self.pieces.model, self.pieces.optimizer, preset, log_dir=runs_dir, name=name,
-            verbose=verbose, scaler=self.pieces.scaler, total_steps=self.total, record=record,
-            record_kind="fit", record_config=config,
+            verbose=verbose and leader, scaler=self.pieces.scaler, total_steps=self.total,
+            record=record and leader, record_kind="fit", record_config=config,
         )  # fmt: skip
         self.saved = checkpoints.Saver(self.watch.record_path, self.recipe, plan.epochs,
                                        plan.steps, plan.seed, plan.sample)  # fmt: skip
@@ -268,15 +286,25 @@ class _FitRun:
             if self.step % self.val_every == 0 or self.step == self.total:
                 status.loss, status.val = float(loss.detach()), self._validate_batch()
                 self.saved.last(self.pieces, self.step, self.epoch, index + 1, epoch_rng, self.best)
-            if self.step % CHECK_EVERY == 0 or self.step == self.total:
-                self.stopped = _stop_reason(self.watch.findings, self.plan.early_stop)
-            if not self.stopped and self.step % self.per_epoch == 0:  # the epoch's last batch
+            epoch_end = self.step % self.per_epoch == 0  # the epoch's last batch
+            checking = self.step % CHECK_EVERY == 0 or self.step == self.total or epoch_end
+            if checking:
+                self.requested = self.requested or _stop_reason(self.watch.findings,
+                                                                self.plan.early_stop)  # fmt: skip
+                self.stopped = self._agreed(self.requested)
+            if not self.stopped and epoch_end:
                 self.epoch += 1
                 status.epoch_metrics = self._validate_all()
-            self._report(status)
+            self._report(status)  # may ask to stop (StopFit)
+            if self.parallel is None:  # one process: a stop asked for now is taken now
+                self.stopped = self.requested
             if self.stopped or self.step >= self.total:
                 break
         self.skip, self.state = 0, None
+
+    def _agreed(self, reason: str) -> str:
+        """The stop every process takes: rank 0's (all ranks ask at the same steps)."""
+        return reason if self.parallel is None else self.parallel.agree(reason)
 
     def _epoch_batches(self) -> tuple[Iterator[Any], torch.Tensor]:
         """The epoch's batches and the RNG state that drew their order (the default sampler
@@ -285,6 +313,9 @@ class _FitRun:
         resuming = self.state is not None and self.skip > 0
         epoch_rng = self.state["epoch_rng"] if resuming else torch.get_rng_state()
         torch.set_rng_state(epoch_rng)
+        sampler = getattr(self.loader, "sampler", None)
+        if isinstance(sampler, DistributedSampler):  # its order is a function of the epoch
+            sampler.set_epoch(self.epoch)
         batches = iter(self.loader)
         for _ in range(self.skip):
             next(batches)
@@ -297,7 +328,7 @@ class _FitRun:
         pieces = self.pieces
         pieces.optimizer.zero_grad(set_to_none=True)
         with self.autocast():
-            loss = self.train_setup.batch_loss(pieces.model, x, y)
+            loss = self.train_setup.batch_loss(self.trained, x, y)
         _step(loss, pieces, self.params)
         self.watch.log(**_logged(self.train_setup.loss, loss))
         self.step += 1
@@ -329,7 +360,7 @@ class _FitRun:
         try:
             self.on_progress(status)
         except StopFit as stop:
-            self.stopped = self.stopped or stop.reason
+            self.requested = self.requested or stop.reason
 
     def finish(self) -> FitResult:
         self.watch.log_config(outcome={"steps": self.step, "stopped": self.stopped})

@@ -1,0 +1,92 @@
+"""fit on several processes: torchrun starts them (`trainwise fit --devices N` does it for you;
+`torchrun ... -m trainwise fit ...` across machines), each runs `tw.fit`, and this is what
+changes there:
+
+- the process group: gloo on CPU, nccl when each process has a GPU (torch.distributed's
+  environment variables, set by torchrun, say who is who);
+- the model trains wrapped in DistributedDataParallel (gradients averaged every step);
+- the training set is dealt out by a DistributedSampler (a DataLoader the Setup built is used
+  as it is: `check --devices N` tells whether it splits the data), each process at the Setup's
+  batch size, so the global batch is N times it;
+- decisions every process must take together come from rank 0: the LR of lr "auto", and
+  whether to stop (agreed at fixed steps, so no process waits in a collective the others left);
+- rank 0 alone writes the run record and the checkpoints.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+
+from trainwise.distributed.steps import (
+    ddp_unsupported,
+    dealt_by_trainwise,
+    per_rank_batch,
+    rank_loader,
+)
+from trainwise.errors import SetupError
+from trainwise.spec import Setup
+
+
+@dataclass(frozen=True)
+class Parallel:
+    world: int
+    rank: int
+    local_rank: int
+    backend: str
+
+    @classmethod
+    def from_env(cls) -> Parallel | None:
+        """The process group torchrun describes (WORLD_SIZE >= 2), joined; None for one process."""
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        if world < 2:
+            return None
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        backend = (
+            "nccl" if torch.cuda.is_available() and torch.cuda.device_count() > local else "gloo"
+        )
+        if not dist.is_initialized():
+            dist.init_process_group(backend)
+        return cls(dist.get_world_size(), dist.get_rank(), local, backend)
+
+    @property
+    def leader(self) -> bool:
+        return self.rank == 0
+
+    def loader(self, setup: Setup, seed: int) -> DataLoader:
+        """This process's share of the training set (distributed/steps.py's rank_loader; fit
+        reshuffles it each epoch with set_epoch)."""
+        return rank_loader(setup, self.world, self.rank, seed)
+
+    def check(self, setup: Setup) -> None:
+        if reason := ddp_unsupported(setup):
+            raise SetupError(f"fit on {self.world} processes: not possible here: {reason}")
+
+    def wrap(self, model: nn.Module) -> nn.Module:
+        ids = [self.local_rank] if self.backend == "nccl" else None
+        return DistributedDataParallel(model, device_ids=ids)
+
+    def agree(self, value: Any) -> Any:
+        """Rank 0's value, on every process (a collective: every rank calls it at the same step)."""
+        box = [value]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+    def note(self, setup: Setup) -> str:
+        if not dealt_by_trainwise(setup):
+            return (
+                "data parallel: the Setup's DataLoader has a sampler of its own and is used as "
+                "it is on every process (`check --devices N` tells whether it splits the data)"
+            )
+        per_device = per_rank_batch(setup)
+        return (
+            f"data parallel: {self.world} processes ({self.backend}), {per_device} samples per "
+            f"process, a global batch of {self.world * per_device}"
+        )
