@@ -32,11 +32,11 @@ def test_check_a_setup_file_outside_the_repository(tmp_path):
     (tmp_path / "mydata.py").write_text((SETUPS / "healthy_mlp.py").read_text())
     (tmp_path / "my_setup.py").write_text("from mydata import setup, broken  # noqa: F401\n")
     out = tmp_path / "report.json"
-    clean = trainwise("check", "my_setup.py", "--json", str(out), cwd=tmp_path)
+    clean = trainwise("check", "my_setup.py", "--json", str(out), "--quick", cwd=tmp_path)
     assert clean.returncode == 0, clean.stdout + clean.stderr
     assert json.loads(out.read_text())["verdict"] == "ready to train"
 
-    dirty = trainwise("check", "my_setup.py:broken", "--json", str(out), cwd=tmp_path)
+    dirty = trainwise("check", "my_setup.py:broken", "--json", str(out), "--quick", cwd=tmp_path)
     assert dirty.returncode == 1, dirty.stdout + dirty.stderr
     report = json.loads(out.read_text())
     assert report["verdict"] == "fix these first"

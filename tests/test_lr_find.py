@@ -225,6 +225,7 @@ def _digits_cnn_setup(**kw):
                  optimizer=lambda p: torch.optim.AdamW(p, lr=1e-3), **kw)  # fmt: skip
 
 
+@pytest.mark.slow  # determinism also checked by test_same_answer_on_another_seed_and_sweep_length
 def test_two_calls_on_one_setup_give_the_same_answer():
     # Before: the Setup's model was built from the global RNG, so four calls suggested 9.2e-2,
     # 1.7e-2, 6.4e-2 and 5.3e-2 on this kind of setup; now `seed` (0) fixes init and data order.
@@ -236,6 +237,7 @@ def test_two_calls_on_one_setup_give_the_same_answer():
     assert not np.array_equal(a.losses, other.losses)  # `seed=` varies it
 
 
+@pytest.mark.slow  # 12 range tests (~20 s): the band property, run with -m slow
 def test_the_uncertainty_band_holds_the_suggestion():
     # Before: the bootstrap's 10-90% left the suggestion outside on seed 1 of this CNN (2.3e-1
     # with band ..1.6e-1), and the summary printed the band at fewer digits than the suggestion.

@@ -59,6 +59,7 @@ def test_parameters_unused_in_some_batches_stop_ddp_and_are_named():
     assert "find_unused_parameters=True" in finding.fix
 
 
+@pytest.mark.slow  # a second healthy launch; the healthy one runs in CI
 @pytest.mark.silent(SLUG)
 def test_a_plain_shuffled_loader_is_dealt_out_and_compared():
     stage, found = checked("plain_loader")
@@ -74,6 +75,7 @@ def test_a_loader_with_its_own_sampler_that_ignores_the_rank_is_caught():
     assert "DistributedSampler" in finding.fix
 
 
+@pytest.mark.slow  # waits out a 12 s budget
 @pytest.mark.fires(SLUG)
 def test_a_stalled_rank_ends_within_the_budget_and_leaves_no_process():
     started = time.perf_counter()

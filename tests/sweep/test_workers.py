@@ -102,6 +102,7 @@ tw.sweep(sys.argv[1], ["width=int:4:32"], trials=2, steps=40, pruner="none", sto
 """
 
 
+@pytest.mark.slow  # ~20 s of processes and a heartbeat grace period; run with -m slow
 def test_a_killed_workers_trial_is_failed_by_the_heartbeat_and_retried(tmp_path):
     storage = f"sqlite:///{tmp_path}/s.db"
     worker = subprocess.Popen([sys.executable, "-c", WORKER, SLOW, storage, str(tmp_path)],

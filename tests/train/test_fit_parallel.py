@@ -48,6 +48,7 @@ def fit(target, *args):
     return run
 
 
+@pytest.mark.slow  # three processes importing torch (~15 s); the multi-device stage tests run DDP in CI
 def test_two_processes_train_the_model_one_process_trains_at_the_same_global_batch(tmp_path):
     file = tmp_path / "parallel_setup.py"
     file.write_text(SETUP_FILE)
