@@ -105,11 +105,14 @@ def _measure(run: CheckRun, launched: Launched, reference, steps: int, batch: in
     unused = tuple(sorted(reference[0].no_grad)) if reference else ()
     if launched.hung:
         return MultiDevice(**common, hung=True, unused=unused)
-    failed = launched.errors or (launched.returncode and not launched.results)
-    if failed or len(launched.results) < launched.world:
-        rank, error = next(iter(sorted(launched.errors.items())), (None, launched.output))
+    if launched.errors:  # the first rank that failed, in its own words
+        rank, error = min(launched.errors.items())
         unused = unused or _unused_from(error, run)
         return MultiDevice(**common, error=f"rank {rank}: {error}", unused=unused)
+    if len(launched.results) < launched.world:  # a rank died without a word (killed, OOM)
+        tail = launched.output.strip()[-500:]
+        error = f"torchrun exited with {launched.returncode} and no rank said why: {tail}"
+        return MultiDevice(**common, error=error, unused=unused)
     ranks = [launched.results[r] for r in range(launched.world)]
     first = ranks[0]
     overlap = _overlap([set(r["fingerprints"]) for r in ranks])
