@@ -195,8 +195,11 @@ class _FitRun:
         self.total = plan.steps if plan.steps is not None else plan.epochs * self.per_epoch
         self.epochs_planned = plan.epochs or math.ceil(self.total / self.per_epoch)
         if recipe.lr == "auto" and state is None:
-            lr, note = _range_test_lr(setup, recipe, plan.seed, self.total)
-            if self.parallel is not None:  # every process trains at rank 0's LR
+            # Several processes: rank 0 alone runs the range test and its trials (the others
+            # would repeat the same work on the same cores), and every process trains at its LR.
+            leader = self.parallel is None or self.parallel.leader
+            lr, note = _range_test_lr(setup, recipe, plan.seed, self.total) if leader else (0, "")
+            if self.parallel is not None:
                 lr, note = self.parallel.agree((lr, note))
             recipe = recipe.replace(lr=lr)
             self.notes.append(note)
