@@ -111,10 +111,11 @@ def compress(setup: Setup, checkpoint: str | Path | None = None, methods: Any = 
 
     built: dict[str, tuple[nn.Module, str, Path]] = {}
     skipped = []
+    done: dict[str, Any] = {}  # chains' shared first steps, built once
     for method in chosen:
         _say(progress, f"{method.spec}: building")
         try:
-            variant, how = variants.build(method, original, plan, example)
+            variant, how = variants.build(method, original, plan, example, done)
         except NotApplicable as exc:
             skipped.append({"method": method.spec, "reason": str(exc)})
             continue

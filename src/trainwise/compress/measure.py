@@ -54,18 +54,29 @@ def param_counts(model: nn.Module) -> tuple[int, int]:
 
 
 def _weights(model: nn.Module) -> list[torch.Tensor]:
+    """Float parameters, and the weights and biases quantized modules return from their
+    `_weight_bias()`: a (weight, bias) pair (Linear, Conv) or {"weight": {..}, "bias": {..}}
+    (dynamic GRU/LSTM)."""
     params = [p.detach() for p in model.parameters()]
     for module in model.modules():
         if type(module).__name__ == "LinearPackedParams":
             continue  # held by a quantized Linear, counted there
-        if callable(getattr(module, "_weight_bias", None)):  # quantized Linear / Conv
-            params += [t for t in module._weight_bias() if t is not None]
-        elif hasattr(module, "_all_weight_values"):  # dynamic quantized GRU/LSTM
-            for cell in module._all_weight_values:
-                params += [
-                    t for t in cell.param.__getstate__()[0][1] if isinstance(t, torch.Tensor)
-                ]
+        where = type(module).__module__  # torch.ao.nn.quantized..., ao.nn.intrinsic.quantized...
+        if where.startswith("torch.ao.nn.") and ".quantized" in where and callable(
+            getattr(module, "_weight_bias", None)
+        ):
+            params += _tensors(module._weight_bias())
     return params
+
+
+def _tensors(value: Any) -> list[torch.Tensor]:
+    if isinstance(value, torch.Tensor):
+        return [value.detach()]
+    if isinstance(value, dict):
+        value = list(value.values())
+    if isinstance(value, (tuple, list)):
+        return [t for v in value for t in _tensors(v)]
+    return []
 
 
 def latencies(models: dict[str, nn.Module], inputs: Any, call: Callable[[nn.Module, Any], Any]

@@ -75,7 +75,14 @@ def narrower(model: nn.Module, keep: float, example: Callable[[nn.Module], Any],
         new = _narrowed(name, module, flow, keep, i == last, copy_weights)
         _replace(narrow, name, new)
     with torch.no_grad():
-        was, shrunk = example(model.eval()), example(narrow.eval())
+        was = example(model.eval())
+        try:
+            shrunk = example(narrow.eval())
+        except Exception as exc:  # e.g. a residual sum of a narrowed and a full-width tensor
+            raise CannotNarrow(
+                f"the narrowed model fails ({type(exc).__name__}: {str(exc)[:200]}): its "
+                "layers are not one plain chain"
+            ) from exc
     if _shape(was) != _shape(shrunk):
         raise CannotNarrow(
             f"the narrowed model's output is {_shape(shrunk)}, the original's {_shape(was)}: "

@@ -86,7 +86,8 @@ def static_structure(model: nn.Module, example: tuple) -> nn.Module:
 
 
 def _is_quantized(module: nn.Module) -> bool:
-    return type(module).__module__.startswith("torch.ao.nn.quantized")
+    where = type(module).__module__  # torch.ao.nn.quantized..., torch.ao.nn.intrinsic.quantized...
+    return where.startswith("torch.ao.nn.") and ".quantized" in where
 
 
 def _first_line(exc: BaseException) -> str:

@@ -41,10 +41,16 @@ def render(data: dict[str, Any]) -> str:
     return Template(TEMPLATE.read_text(encoding="utf-8")).substitute(title=_e(title), body=body)
 
 
+MARKERS = "os^Dv<>Ph"  # with the palette's 7 colours: 63 variants told apart
+
+
 def trade_off(rows: list[dict[str, Any]], batch_size: int) -> str:
     """Two panels sharing the metric axis: size on disk, and latency at the setup's batch size
-    (both log scale); one labelled point per variant, the original in the first colour."""
-    with _figure((9.0, 3.4)) as (fig, ax):
+    (both log scale); one point per variant (a colour and marker each, named in the legend),
+    the original a black star with its metric as a dashed line."""
+    from matplotlib.ticker import ScalarFormatter
+
+    with _figure((9.0, 3.6)) as (fig, ax):
         fig.delaxes(ax)
         axes = fig.subplots(1, 2, sharey=True)
         panels = (("size_bytes", "size on disk (kB)", 1e-3),
@@ -53,14 +59,20 @@ def trade_off(rows: list[dict[str, Any]], batch_size: int) -> str:
             for i, row in enumerate(rows):
                 if row["metric"] is None:
                     continue
-                x = row[key] * scale
-                panel.scatter([x], [row["metric"]], color=PALETTE[i % len(PALETTE)], s=28,
-                              zorder=3)  # fmt: skip
-                panel.annotate(row["method"], (x, row["metric"]), fontsize=7,
-                               xytext=(4, 3), textcoords="offset points")  # fmt: skip
+                style = {"color": "black", "marker": "*", "s": 90} if i == 0 else {
+                    "color": PALETTE[(i - 1) % len(PALETTE)],
+                    "marker": MARKERS[(i - 1) // len(PALETTE) % len(MARKERS)], "s": 30}  # fmt: skip
+                panel.scatter([row[key] * scale], [row["metric"]], label=row["method"],
+                              zorder=3, **style)  # fmt: skip
+            if rows[0]["metric"] is not None:
+                panel.axhline(rows[0]["metric"], color="black", linestyle="--", linewidth=0.7)
             panel.set_xscale("log")
+            panel.xaxis.set_major_formatter(ScalarFormatter())
+            panel.xaxis.set_minor_formatter(ScalarFormatter())
+            panel.tick_params(axis="x", which="minor", labelsize=7)
             panel.set_xlabel(label)
         axes[0].set_ylabel(f"validation {rows[0]['metric_name']}")
+        axes[1].legend(loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize=7)
         return _uri(fig)
 
 
