@@ -39,7 +39,7 @@ from trainwise.train import checkpoints
 from trainwise.train.clipping import GradientClipper, grad_params
 from trainwise.train.data import class_labels, sampled, with_validation
 from trainwise.train.init import output_bias_init
-from trainwise.train.metrics import TaskMetrics
+from trainwise.train.metrics import PointMetrics, TaskMetrics
 from trainwise.train.parallel import Parallel
 from trainwise.train.recipe import Recipe
 from trainwise.train.schedules import build_schedule
@@ -190,6 +190,7 @@ class _FitRun:
         )
         setup = self.setup
         self.parallel = Parallel.from_env()  # None on one process
+        self.processes = self.parallel.world if self.parallel is not None else 1
         self.loader = self._train_loader()
         self.per_epoch = _batches_per_epoch(self.loader)
         self.total = plan.steps if plan.steps is not None else plan.epochs * self.per_epoch
@@ -211,14 +212,12 @@ class _FitRun:
         self.params = grad_params(self.pieces.optimizer)
         self.step, self.epoch, self.skip, self.best = 0, 0, 0, {}
         if state is not None:
-            if self.parallel is not None:
-                raise SetupError("fit --resume: resuming a data-parallel run is not supported yet")
+            _check_processes(state, self.processes)
             self.step, self.epoch, self.skip, self.best = checkpoints.restore(state, self.pieces)
         self.val_every = max(1, self.total // VAL_POINTS)
         self.val_batches = _random_batches(setup, plan.seed)
-        # One set of metrics for every point, without torchmetrics' per-call argument checks.
-        self.batch_metrics = TaskMetrics(self.ctx.task, self.ctx.num_classes, self.device,
-                                         checked=False)  # fmt: skip
+        # The loss and headline metric of each one-batch point (all metrics: whole-set passes).
+        self.batch_metrics = PointMetrics(self.ctx.task, self.ctx.num_classes)
         self.requested = ""  # a stop asked for here (a finding, StopFit), not yet agreed
         self.stopped = ""  # why the run stopped early ("" while it goes on)
         self.final: dict[str, float] = {}  # the last whole-set validation
@@ -267,7 +266,7 @@ class _FitRun:
             record=record and leader, record_kind="fit", record_config=config,
         )  # fmt: skip
         self.saved = checkpoints.Saver(self.watch.record_path, self.recipe, plan.epochs,
-                                       plan.steps, plan.seed, plan.sample)  # fmt: skip
+                                       plan.steps, plan.seed, plan.sample, self.processes)  # fmt: skip
 
     # -- training ---------------------------------------------------------------------------
     def train(self) -> None:
@@ -348,8 +347,11 @@ class _FitRun:
         """The whole validation set: the metrics of record (also in the record as "epoch_*"),
         and the checkpoints (last.pt unless `last` is False: the last good one stays)."""
         setup = self.setup
-        batches = (_on_device(setup, b, i, "val") for i, b in enumerate(setup.val_loader()))
-        metrics = TaskMetrics(self.ctx.task, self.ctx.num_classes, self.device)
+        indexed, sharded = enumerate(setup.val_loader()), False
+        if self.parallel is not None:  # each rank evaluates a share; the sums are reduced
+            indexed, sharded = self.parallel.shard(setup.val_loader())
+        batches = (_on_device(setup, b, i, "val") for i, b in indexed)
+        metrics = TaskMetrics(self.ctx.task, self.ctx.num_classes, self.device, sharded)
         self.final = _evaluate(setup, self.pieces.model, batches, self.autocast, metrics)
         self.watch.log_val(**{f"epoch_{k}": v for k, v in self.final.items()})
         self.evaluated_at = self.step
@@ -408,6 +410,18 @@ def _step(loss: torch.Tensor, pieces: checkpoints.Pieces, params: list[torch.Ten
     scaler.step(pieces.optimizer)
     scaler.update()
     pieces.scheduler.step()
+
+
+def _check_processes(state: dict[str, Any], processes: int) -> None:
+    """A run resumes on as many processes as it trained on: each one's share of the data, and
+    the global batch, depend on it (every process loads the same checkpoint, rank 0's: the
+    replicas were identical, and each process ran the same seed)."""
+    trained_on = state.get("processes", 1)
+    if trained_on != processes:
+        raise SetupError(
+            f"fit --resume: the run trained on {trained_on} process(es) and would go on on "
+            f"{processes}: resume it with --devices {trained_on}"
+        )
 
 
 def _batches_per_epoch(loader: Any) -> int:
@@ -580,8 +594,8 @@ def _random_batches(setup: Setup, seed: int) -> Iterator[tuple[Any, Any]]:
 
 
 @torch.no_grad()
-def _evaluate(setup: Setup, model: nn.Module, batches, autocast, metrics: TaskMetrics
-              ) -> dict[str, float]:  # fmt: skip
+def _evaluate(setup: Setup, model: nn.Module, batches, autocast,
+              metrics: TaskMetrics | PointMetrics) -> dict[str, float]:  # fmt: skip
     """Loss and metrics over `batches`, in eval mode, with the setup's own loss (into
     `metrics`, emptied first)."""
     was = model.training
