@@ -7,9 +7,10 @@ The models and data are fit_recipe.py's (all offline): digits MLP 64-128-10, the
 CNN, the MNIST-1D 1D CNN and a 2-layer GRU on synthetic sequences; each is trained with
 `tw.fit` and the default recipe for fit_recipe.py's epochs (seed 0), then compressed with:
     dynamic-int8, static-int8, prune:0.5 (2 fine-tune epochs), prune-channels:0.5 (2),
-    distill:half-width (the teacher's epochs), prune-channels:0.75, and four chains:
-    prune-channels:0.5+static-int8, distill:half-width+dynamic-int8,
-    distill:half-width+static-int8, prune-channels:0.75+static-int8 (a chain's first step is
+    distill:half-width and distill:half-depth (the teacher's epochs), prune-channels:0.75, and
+    six chains: prune-channels:0.5+static-int8, distill:half-width+dynamic-int8,
+    distill:half-width+static-int8, distill:half-depth+dynamic-int8,
+    distill:half-depth+static-int8, prune-channels:0.75+static-int8 (a chain's first step is
     the variant of that name: built once)
 Latency is compress's own: every variant called in turn (A B C A B C ...) after warm-up, the
 median per call on one thread, at batch 1 and at the setup's batch (32); "x smaller" and "x
@@ -35,9 +36,10 @@ from fit_recipe import TASKS  # noqa: E402
 
 MODELS = ("digits-mlp", "digits-cnn", "mnist1d-cnn", "gru-sequence")
 METHODS = ("dynamic-int8", "static-int8", "prune:0.5", "prune-channels:0.5", "distill:half-width",
-           "prune-channels:0.5+static-int8", "distill:half-width+dynamic-int8",
-           "distill:half-width+static-int8", "prune-channels:0.75",
-           "prune-channels:0.75+static-int8")  # fmt: skip
+           "distill:half-depth", "prune-channels:0.5+static-int8",
+           "distill:half-width+dynamic-int8", "distill:half-width+static-int8",
+           "distill:half-depth+dynamic-int8", "distill:half-depth+static-int8",
+           "prune-channels:0.75", "prune-channels:0.75+static-int8")  # fmt: skip
 TARGET_SMALLER, TARGET_POINTS = 3.5, 1.0
 
 

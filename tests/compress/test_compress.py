@@ -19,6 +19,7 @@ from trainwise.cli import main
 from trainwise.compress.measure import evaluate
 from trainwise.compress.methods import parse
 from trainwise.compress.narrow import CannotNarrow, narrower
+from trainwise.compress.shallow import shallower
 from trainwise.report import html
 
 SETUP_FILE = """
@@ -108,7 +109,7 @@ def test_narrowing_everything_kept_is_the_same_model(build, x):
 
 
 def test_a_residual_model_is_not_narrowed():
-    class Residual(nn.Module):
+    class Sum(nn.Module):
         def __init__(self):
             super().__init__()
             self.a, self.b = nn.Linear(4, 4), nn.Linear(4, 2)
@@ -117,12 +118,39 @@ def test_a_residual_model_is_not_narrowed():
             return self.b(x + self.a(x))
 
     with pytest.raises(CannotNarrow, match="not one plain chain"):
-        narrower(Residual().eval(), 0.5, lambda m: m(torch.randn(2, 4)), copy_weights=True)
+        narrower(Sum().eval(), 0.5, lambda m: m(torch.randn(2, 4)), copy_weights=True)
+
+
+class Residual(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 8))
+
+    def forward(self, x):
+        return x + self.a(x)
+
+
+def test_a_half_depth_student_drops_every_other_shape_keeping_block_and_rnn_layer():
+    torch.manual_seed(0)
+    x = torch.randn(3, 4)
+    model = nn.Sequential(nn.Linear(4, 8), *[Residual() for _ in range(4)], nn.Linear(8, 3))
+    student = shallower(model, 0.5, lambda m: m(x))
+    kinds = [type(m).__name__ for m in student]
+    assert kinds == ["Linear", "Residual", "Identity", "Residual", "Identity", "Linear"]
+    assert student(x).shape == (3, 3)
+    again = shallower(model, 0.5, lambda m: m(x))  # the same structure: a saved one loads
+    again.load_state_dict(student.state_dict())
+    gru = nn.Sequential(nn.GRU(4, 6, num_layers=4, batch_first=True))
+    seq = torch.randn(2, 5, 4)
+    assert shallower(gru, 0.5, lambda m: m(seq)[0])[0].num_layers == 2
+    with pytest.raises(CannotNarrow, match="no depth to remove"):
+        shallower(nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3)), 0.5, lambda m: m(x))
 
 
 def test_method_names():
     assert parse("prune:0.3").steps[0].amount == 0.3
     assert parse("distill:half-width").steps[0].amount == 0.5
+    assert parse("distill:half-depth").steps[0].depth and parse("distill:depth-0.25").steps[0].amount == 0.25
     assert [s.kind for s in parse("prune-channels:0.5+dynamic-int8").steps] == [
         "prune-channels", "dynamic-int8"]  # fmt: skip
     for bad, says in (("prune:2", "a fraction in (0, 1)"), ("distill:wide", "half-width"),
@@ -193,11 +221,12 @@ def test_a_method_that_does_not_apply_is_skipped_with_the_reason(fit_run, tmp_pa
     from trainwise.loader import load_setup
 
     setup = load_setup(f"{folder / 'my_setup.py'}:branchy")
-    result = tw.compress(setup, model=setup.build_model(), methods=["static-int8"],
-                         folder=tmp_path)  # fmt: skip
+    result = tw.compress(setup, model=setup.build_model(), methods=["static-int8",
+                         "distill:half-depth"], folder=tmp_path)  # fmt: skip
     assert result.variants == []
-    (skipped,) = result.skipped
-    assert skipped["method"] == "static-int8" and "torch.fx cannot trace" in skipped["reason"]
+    static, depth = result.skipped
+    assert static["method"] == "static-int8" and "torch.fx cannot trace" in static["reason"]
+    assert depth["method"] == "distill:half-depth" and "no depth to remove" in depth["reason"]
 
 
 def test_bad_input_exits_2_naming_it(fit_run, tmp_path):

@@ -8,6 +8,8 @@
                         fine-tuned with fit: a smaller dense model
     distill:W           a student of width W (0 < W < 1; half-width = 0.5, quarter-width =
                         0.25) trained with fit on tw.DistillationLoss from the original
+    distill:depth-D     a student of depth D (half-depth = depth-0.5): fewer stacked RNN
+                        layers and shape-keeping blocks (compress/shallow.py)
     A+B                 B applied to A's result, e.g. prune-channels:0.5+dynamic-int8 (the
                         training methods first: a quantized model does not train)
 """
@@ -19,12 +21,14 @@ from dataclasses import dataclass
 from trainwise.errors import SetupError
 
 WIDTHS = {"half-width": 0.5, "quarter-width": 0.25}
+DEPTHS = {"half-depth": 0.5}
 METHODS = {
     "dynamic-int8": "int8 weights, activations quantized per batch (Linear, LSTM, GRU)",
     "static-int8": "int8 weights and activations, calibrated on training batches",
     "prune:F": "zero the fraction F (0 < F < 1) of weights of least magnitude, then fine-tune",
     "prune-channels:F": "remove the fraction F of each hidden layer's channels, then fine-tune",
     "distill:W": "a student of width W (0.5, half-width, quarter-width) distilled from the model",
+    "distill:depth-D": "a student of depth D (half-depth, depth-0.5) distilled from the model",
 }
 DEFAULT = ("dynamic-int8", "static-int8", "prune:0.5", "prune-channels:0.5", "distill:half-width")
 
@@ -35,7 +39,8 @@ class Step:
 
     spec: str  # as the user wrote it
     kind: str  # dynamic-int8, static-int8, prune, prune-channels, distill
-    amount: float | None = None  # the pruned fraction, or the student's width
+    amount: float | None = None  # the pruned fraction, or the student's width or depth
+    depth: bool = False  # a distillation student of fewer layers (else narrower)
 
     @property
     def trains(self) -> bool:
@@ -72,16 +77,17 @@ def _step(spec: str) -> Step:
     if kind in ("dynamic-int8", "static-int8") and not sep:
         return Step(spec, kind)
     if kind in ("prune", "prune-channels", "distill") and sep:
-        amount = WIDTHS.get(value) if kind == "distill" else None
+        depth = kind == "distill" and (value in DEPTHS or value.startswith("depth-"))
+        amount = (DEPTHS.get(value) if depth else WIDTHS.get(value)) if kind == "distill" else None
         if amount is None:
             try:
-                amount = float(value)
+                amount = float(value.removeprefix("depth-") if depth else value)
             except ValueError:
                 amount = None
         if amount is not None and 0 < amount < 1:
-            return Step(spec, kind, amount)
-        what = "a width in (0, 1), half-width or quarter-width" if kind == "distill" else (
-            "a fraction in (0, 1)")  # fmt: skip
+            return Step(spec, kind, amount, depth)
+        what = ("a width in (0, 1), half-width, quarter-width, half-depth or depth-D"
+                if kind == "distill" else "a fraction in (0, 1)")  # fmt: skip
         raise SetupError(f"--method {spec}: expected {kind}:{'W' if kind == 'distill' else 'F'} "
                          f"with {what}")  # fmt: skip
     known = "; ".join(f"{name} ({what})" for name, what in METHODS.items())

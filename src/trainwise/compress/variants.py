@@ -25,6 +25,7 @@ import trainwise.compress.quantize as quantize
 from trainwise.compress.methods import Method, Step
 from trainwise.compress.narrow import CannotNarrow, narrower
 from trainwise.compress.quantize import NotApplicable
+from trainwise.compress.shallow import shallower
 from trainwise.spec import Setup
 
 PRUNED = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -46,8 +47,13 @@ class Plan:
     seed: int = 0
 
 
-def build(method: Method, model: nn.Module, plan: Plan, example: Any,
-          done: dict[str, tuple[nn.Module, list[str]]] | None = None) -> tuple[nn.Module, str]:
+def build(
+    method: Method,
+    model: nn.Module,
+    plan: Plan,
+    example: Any,
+    done: dict[str, tuple[nn.Module, list[str]]] | None = None,
+) -> tuple[nn.Module, str]:
     """(the variant on the CPU in eval mode, a note on how it was made); NotApplicable when
     a step does not apply. `model`: the trained original on the CPU; `example`: a CPU input
     batch (as the setup splits it). `done`: the models of chains built before, by spec, so
@@ -81,7 +87,7 @@ def _built(method: Step, model: nn.Module, plan: Plan, example: Any) -> tuple[nn
             kept = narrower(model, 1 - method.amount, lambda m: call(m, example), copy_weights=True)
             return _finetuned(kept, plan, "channels removed")
         if method.kind == "distill":
-            return _distilled(model, method.amount, plan, example)
+            return _distilled(model, method, plan, example)
     except CannotNarrow as exc:
         raise NotApplicable(str(exc)) from exc
     raise ValueError(method.kind)
@@ -104,6 +110,8 @@ def _structure(method: Step, model: nn.Module, setup: Setup, example: Any) -> nn
         return quantize.static_structure(model, _positional(example))
     if method.kind == "prune":
         return model  # the masks are applied for good before saving: a plain state dict
+    if method.depth:
+        return shallower(model, method.amount, lambda m: call(m, example))
     keep = 1 - method.amount if method.kind == "prune-channels" else method.amount
     return narrower(model, keep, lambda m: call(m, example), copy_weights=False)
 
@@ -187,7 +195,7 @@ def _finetuned(model: nn.Module | Callable[[], nn.Module], plan: Plan, what: str
     return trained, note
 
 
-def _distilled(teacher: nn.Module, width: float, plan: Plan, example: Any
+def _distilled(teacher: nn.Module, method: Step, plan: Plan, example: Any
                ) -> tuple[nn.Module, str]:  # fmt: skip
     from trainwise.train.distill import DistillationLoss
     from trainwise.train.loop import fit
@@ -197,7 +205,11 @@ def _distilled(teacher: nn.Module, width: float, plan: Plan, example: Any
         raise NotApplicable(f"distillation here is for single-label classification; this is "
                             f"{plan.task}")  # fmt: skip
     call = plan.setup.call_model
-    student = narrower(teacher, width, lambda m: call(m, example), copy_weights=False)
+    torch.manual_seed(plan.seed)  # the student's initialization, whatever was built before
+    if method.depth:
+        student = shallower(teacher, method.amount, lambda m: call(m, example))
+    else:
+        student = narrower(teacher, method.amount, lambda m: call(m, example), copy_weights=False)
     loss = DistillationLoss(copy.deepcopy(teacher).to(plan.setup.torch_device))
     setup = dataclasses.replace(plan.setup, loss=loss.training_step())
     base = plan.recipe or Recipe()
@@ -205,7 +217,7 @@ def _distilled(teacher: nn.Module, width: float, plan: Plan, example: Any
                                  label_smoothing=0.0)  # fmt: skip
     trained = _fit(fit, setup, _factory(student), plan.distill_epochs, recipe, plan.seed)
     note = (
-        f"student at width {width:g}, trained {plan.distill_epochs} epochs on {loss!r} "
+        f"student at {'depth' if method.depth else 'width'} {method.amount:g}, trained {plan.distill_epochs} epochs on {loss!r} "
         f"(lr {recipe.lr if isinstance(recipe.lr, str) else format(recipe.lr, '.3g')})"
     )
     return trained, note
