@@ -15,8 +15,10 @@ from rich.table import Table
 from trainwise.cli.common import EXIT_CLEAN, console, err_console, fail_unusable
 from trainwise.errors import SetupError
 
+PERCENT = ("accuracy", "iou")  # metrics in [0, 1] shown in percent, their change in points
 
-@click.command("compress")
+
+@click.command("compress", context_settings={"ignore_unknown_options": True})
 @click.argument("target", metavar="RUN | FILE[.py][:FUNCTION]")
 @click.option("--method", "methods", multiple=True,
               help="dynamic-int8, static-int8, prune:F, prune-channels:F, distill:W (W: 0.5, "
@@ -100,12 +102,16 @@ def _table(data: dict) -> Table:
             f"{row['nonzero_params']}/{row['params']}" if row["nonzero_params"] != row["params"]
             else str(row["params"]),
             f"{row['latency_ms_b1']:.3f}", f"{row['latency_ms_batch']:.3f}",
-            _fmt(row["metric"]), _fmt(row["delta"], signed=True),
+            *_metric(row, original["metric_name"]),
         )  # fmt: skip
     return table
 
 
-def _fmt(value: float | None, signed: bool = False) -> str:
+def _metric(row: dict, name: str) -> tuple[str, str]:
+    """(metric, change): fractions (accuracy, IoU) as percent and points, others as they are."""
+    value, delta = row["metric"], row["delta"]
     if value is None:
-        return "-"
-    return f"{value:+.4f}" if signed else f"{value:.4f}"
+        return "-", "-"
+    if name in PERCENT:
+        return f"{100 * value:.2f}%", "-" if delta is None else f"{100 * delta:+.2f} pt"
+    return f"{value:.4g}", "-" if delta is None else f"{delta:+.4g}"
