@@ -125,25 +125,28 @@ def compress(setup: Setup, checkpoint: str | Path | None = None, methods: Any = 
 
     _say(progress, "measuring latency")
     models = {"original": original, **{spec: v[0] for spec, v in built.items()}}
-    batch = example
-    one = _first_samples(example, 1)
-    b1 = measure.latencies(models, one, cpu.call_model)
-    bn = measure.latencies(models, batch, cpu.call_model)
+    b1 = measure.latencies(models, _first_samples(example, 1), cpu.call_model)
+    bn = measure.latencies(models, example, cpu.call_model)  # the first validation batch
     _say(progress, "evaluating")
     name = measure.metric_of(task)
-    base = measure.evaluate(cpu, original, task, num_classes).get(name)
 
-    def row(spec: str, model: nn.Module, size: int, path: Path | None, how: str) -> Row:
-        value = measure.evaluate(cpu, model, task, num_classes).get(name) if spec != "original" \
-            else base  # fmt: skip
+    def metric(model: nn.Module) -> float | None:
+        return measure.evaluate(cpu, model, task, num_classes).get(name)
+
+    base = metric(original)
+
+    def row(spec: str, model: nn.Module, value: float | None, size: int, path: Path | None,
+            how: str) -> Row:  # fmt: skip
         params, nonzero = measure.param_counts(model)
         delta = value - base if value is not None and base is not None else None
         return Row(spec, size, params, nonzero, b1[spec].median_ms, bn[spec].median_ms,
                    [b1[spec].q25_ms, b1[spec].q75_ms], [bn[spec].q25_ms, bn[spec].q75_ms],
                    name, value, delta, str(path) if path else None, how)  # fmt: skip
 
-    first = row("original", original, _saved_size(original), _path(checkpoint), "as trained")
-    rows = [row(spec, v, measure.size_bytes(p), p, how) for spec, (v, how, p) in built.items()]
+    # the original's size: its state dict as torch.save writes it, as each variant's is
+    first = row("original", original, base, _saved_size(original), _path(checkpoint), "as trained")
+    rows = [row(spec, v, metric(v), measure.size_bytes(p), p, how)
+            for spec, (v, how, p) in built.items()]  # fmt: skip
     result = CompressResult(first, rows, skipped, _batch_size(example), torch.get_num_threads(),
                             out, source or setup.name, name in measure.LOWER_IS_BETTER,
                             notes)  # fmt: skip
