@@ -191,10 +191,11 @@ def _final_fit(first: _FitRun, result: FitResult, watched: tuple, on_progress) -
     run.train()
     final = run.finish()
     length = f"{epochs} epoch(s)" if epochs else f"{steps} steps"
+    where = f" ({result.record_path})" if result.record_path else ""
     note = (f"final fit: trained again on train + validation ({len(run.setup.train_dataset)} "
             f"samples) for {length}, the first run's best; no validation data is left, so "
-            f"metrics and best are the first run's ({result.record_path}) and the final model "
-            "has no held-out measure")  # fmt: skip
+            f"metrics and best are the first run's{where} and the final model has no held-out "
+            "measure")  # fmt: skip
     checkpoint = final.record_path / checkpoints.FINAL if final.record_path else None
     if checkpoint is not None:
         checkpoints.save_model(final.model, checkpoint)
@@ -239,7 +240,9 @@ class _FitRun:
             setup, plan.sample, plan.seed, smoothing, validate
         )
         setup = self.setup
-        recipe = self._applicable(recipe)
+        # the helper tips that do not apply turned off (noted), "auto" settings resolved
+        recipe, distilled, notes = recipe_tips.applicable(recipe, self.ctx)
+        self.train_setup, self.notes = distilled or self.train_setup, self.notes + notes
         self.parallel = Parallel.from_env()  # None on one process
         self.loader = self._train_loader()
         self.per_epoch = _batches_per_epoch(self.loader)
@@ -274,31 +277,6 @@ class _FitRun:
         self.stopped = ""  # why the run stopped early ("" while it goes on)
         self.final: dict[str, float] = {}  # the last whole-set validation
         self.evaluated_at = -1  # the step of the last whole-set validation
-
-    def _applicable(self, recipe: Recipe) -> Recipe:
-        """The recipe with the helper tips that do not apply to this setup turned off (each
-        noted with why), "auto" settings resolved, the distillation loss in place."""
-        ctx, off = self.ctx, {}
-        checks = {
-            "tta": lambda: recipe_tips.tta_not_for(ctx, recipe.tta),
-            "distill_from": lambda: recipe_tips.distill_not_for(ctx),
-            "progressive_resize": lambda: recipe_tips.resize_not_for(ctx, recipe.progressive_resize),
-            "y_range": lambda: recipe_tips.y_range_not_for(ctx),
-            "finetune": lambda: recipe_tips.finetune_not_for(ctx.model),
-            "freeze_batchnorm": lambda: recipe_tips.batchnorm_not_for(ctx.model),
-        }  # fmt: skip
-        for name, why_not in checks.items():
-            reason = why_not() if getattr(recipe, name) else ""
-            if reason:
-                off[name] = False if name in ("finetune", "freeze_batchnorm") else None
-                self.notes.append(f"{name} not applied: {reason}")
-        if recipe.y_range is not None and "y_range" not in off:
-            off["y_range"] = recipe_tips.y_range_bounds(ctx, recipe.y_range)
-        recipe = recipe.replace(**off) if off else recipe
-        if recipe.distill_from:
-            self.train_setup, note = recipe_tips.distilled(self.setup, ctx, recipe)
-            self.notes.append(note)
-        return recipe
 
     def _train_loader(self) -> Any:
         setup = self.setup

@@ -45,6 +45,34 @@ Y_RANGE_MARGIN = 0.1  # "auto": the targets' span widened by this share on each 
 PROGRESSIVE_RESIZE = (0.5, 0.75, 1.0)  # ablate's "on": half, three quarters, then the full size
 
 
+def applicable(recipe: Recipe, ctx: StaticContext) -> tuple[Recipe, Setup | None, list[str]]:
+    """(the recipe with the helper tips that do not apply to ctx's setup turned off, y_range
+    "auto" resolved; the setup to train with when distilling, else None; notes: each tip
+    left off and why, the teacher)."""
+    checks = {
+        "tta": lambda: tta_not_for(ctx, recipe.tta),
+        "distill_from": lambda: distill_not_for(ctx),
+        "progressive_resize": lambda: resize_not_for(ctx, recipe.progressive_resize),
+        "y_range": lambda: y_range_not_for(ctx),
+        "finetune": lambda: finetune_not_for(ctx.model),
+        "freeze_batchnorm": lambda: batchnorm_not_for(ctx.model),
+    }
+    off: dict[str, Any] = {}
+    notes = []
+    for name, why_not in checks.items():
+        reason = why_not() if getattr(recipe, name) else ""
+        if reason:
+            off[name] = False if name in ("finetune", "freeze_batchnorm") else None
+            notes.append(f"{name} not applied: {reason}")
+    if recipe.y_range is not None and "y_range" not in off:
+        off["y_range"] = y_range_bounds(ctx, recipe.y_range)
+    recipe = recipe.replace(**off) if off else recipe
+    if not recipe.distill_from:
+        return recipe, None, notes
+    train_setup, note = distilled(ctx.setup, ctx, recipe)
+    return recipe, train_setup, [*notes, note]
+
+
 # -- finetune, freeze_batchnorm ------------------------------------------------------------------
 
 
