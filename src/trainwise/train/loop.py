@@ -40,7 +40,7 @@ from trainwise.train import checkpoints, recipe_tips
 from trainwise.train.clipping import GradientClipper, grad_params
 from trainwise.train.data import class_labels, sampled, with_validation
 from trainwise.train.init import output_bias_init
-from trainwise.train.metrics import TaskMetrics
+from trainwise.train.metrics import PointMetrics, TaskMetrics
 from trainwise.train.parallel import Parallel
 from trainwise.train.recipe import Recipe
 from trainwise.train.schedules import build_schedule
@@ -270,9 +270,8 @@ class _FitRun:
             self.step, self.epoch, self.skip, self.best = checkpoints.restore(state, self.pieces)
         self.val_every = max(1, self.total // VAL_POINTS)
         self.val_batches = _random_batches(setup, plan.seed) if validate else None
-        # One set of metrics for every point, without torchmetrics' per-call argument checks.
-        self.batch_metrics = TaskMetrics(self.ctx.task, self.ctx.num_classes, self.device,
-                                         checked=False)  # fmt: skip
+        # The loss and headline metric of each one-batch point (all metrics: whole-set passes).
+        self.batch_metrics = PointMetrics(self.ctx.task, self.ctx.num_classes)
         self.requested = ""  # a stop asked for here (a finding, StopFit), not yet agreed
         self.stopped = ""  # why the run stopped early ("" while it goes on)
         self.final: dict[str, float] = {}  # the last whole-set validation
@@ -671,8 +670,8 @@ def _random_batches(setup: Setup, seed: int) -> Iterator[tuple[Any, Any]]:
 
 
 @torch.no_grad()
-def _evaluate(setup: Setup, model: nn.Module, batches, autocast, metrics: TaskMetrics
-              ) -> dict[str, float]:  # fmt: skip
+def _evaluate(setup: Setup, model: nn.Module, batches, autocast,
+              metrics: TaskMetrics | PointMetrics) -> dict[str, float]:  # fmt: skip
     """Loss and metrics over `batches`, in eval mode, with the setup's own loss (into
     `metrics`, emptied first)."""
     was = model.training
