@@ -262,3 +262,31 @@ def test_ablate_measures_tta_against_the_same_training_without_it():
     plain = _fit(_image_setup(), fast(**CONSTANT), steps=3, seed=0)
     assert effect.without == pytest.approx(plain.metrics["val_accuracy"])
     assert effect.with_ is not None and not effect.skipped
+
+
+# -- resume ---------------------------------------------------------------------------------------
+
+
+class _Interrupted(Exception):
+    pass
+
+
+def _stop_at(step: int):
+    def check(status) -> None:
+        if status.step == step:  # last.pt holds this step already
+            raise _Interrupted
+
+    return check
+
+
+def test_a_run_with_the_per_epoch_tips_resumes_mid_epoch_to_the_same_weights(tmp_path):
+    # Step 4: batch 1 of epoch 2, where the unfreezing schedule and the size have changed.
+    recipe = fast(finetune=True, progressive_resize=(0.5, 0.75, 1.0), **CONSTANT)
+    with pytest.raises(_Interrupted):
+        _fit(_image_setup(), recipe, tmp_path / "killed", epochs=3, on_progress=_stop_at(4))
+    (folder,) = (tmp_path / "killed").iterdir()
+    resumed = tw.fit(_image_setup(), resume=folder, record=False, verbose=False)
+    whole = _fit(_image_setup(), recipe, epochs=3)
+    assert resumed.steps == whole.steps == 3 * PER_EPOCH
+    for name, value in whole.model.state_dict().items():
+        assert torch.equal(resumed.model.state_dict()[name], value), name
