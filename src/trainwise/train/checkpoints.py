@@ -76,10 +76,13 @@ PIECES = tuple(f.name for f in fields(Pieces))
 class Saver:
     """Writes the checkpoints of one fit run into `folder` (nothing without a record)."""
 
-    def __init__(self, folder: Path | None, recipe: Any, epochs, steps, seed, sample) -> None:
+    def __init__(self, folder: Path | None, recipe: Any, epochs, steps, seed, sample,
+                 processes: int = 1) -> None:  # fmt: skip
         self.folder = folder
+        # processes: how many trained it (a resumed run must train on as many: the global
+        # batch and each process's share of the data depend on it)
         self.run = {"recipe": recipe.to_dict(), "epochs": epochs, "steps": steps, "seed": seed,
-                    "sample": sample}  # fmt: skip
+                    "sample": sample, "processes": processes}  # fmt: skip
         self.best_path: Path | None = None
 
     def last(self, pieces: Pieces, step: int, epoch: int, batch: int, epoch_rng, best) -> None:

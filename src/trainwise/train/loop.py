@@ -244,6 +244,7 @@ class _FitRun:
         recipe, distilled, notes = recipe_tips.applicable(recipe, self.ctx)
         self.train_setup, self.notes = distilled or self.train_setup, self.notes + notes
         self.parallel = Parallel.from_env()  # None on one process
+        self.processes = self.parallel.world if self.parallel is not None else 1
         self.loader = self._train_loader()
         self.per_epoch = _batches_per_epoch(self.loader)
         self.total = plan.steps if plan.steps is not None else plan.epochs * self.per_epoch
@@ -265,8 +266,7 @@ class _FitRun:
         self.params = grad_params(self.pieces.optimizer)
         self.step, self.epoch, self.skip, self.best = 0, 0, 0, {}
         if state is not None:
-            if self.parallel is not None:
-                raise SetupError("fit --resume: resuming a data-parallel run is not supported yet")
+            _check_processes(state, self.processes)
             self.step, self.epoch, self.skip, self.best = checkpoints.restore(state, self.pieces)
         self.val_every = max(1, self.total // VAL_POINTS)
         self.val_batches = _random_batches(setup, plan.seed) if validate else None
@@ -329,7 +329,7 @@ class _FitRun:
             record=record and leader, record_kind="fit", record_config=config,
         )  # fmt: skip
         self.saved = checkpoints.Saver(self.watch.record_path, self.recipe, plan.epochs,
-                                       plan.steps, plan.seed, plan.sample)  # fmt: skip
+                                       plan.steps, plan.seed, plan.sample, self.processes)  # fmt: skip
 
     # -- training ---------------------------------------------------------------------------
     def train(self) -> None:
@@ -418,8 +418,11 @@ class _FitRun:
         and the checkpoints (last.pt unless `last` is False: the last good one stays)."""
         setup = self.setup
         if setup.val is not None:  # a final fit has none: only last.pt is saved
-            batches = (_on_device(setup, b, i, "val") for i, b in enumerate(setup.val_loader()))
-            metrics = TaskMetrics(self.ctx.task, self.ctx.num_classes, self.device)
+            indexed, sharded = enumerate(setup.val_loader()), False
+            if self.parallel is not None:  # each rank evaluates a share; the sums are reduced
+                indexed, sharded = self.parallel.shard(setup.val_loader())
+            batches = (_on_device(setup, b, i, "val") for i, b in indexed)
+            metrics = TaskMetrics(self.ctx.task, self.ctx.num_classes, self.device, sharded)
             self.final = _evaluate(setup, self.pieces.model, batches, self.autocast, metrics)
             self.watch.log_val(**{f"epoch_{k}": v for k, v in self.final.items()})
         self.evaluated_at = self.step
@@ -496,6 +499,18 @@ def _step(loss: torch.Tensor, pieces: checkpoints.Pieces, params: list[torch.Ten
     scaler.step(pieces.optimizer)
     scaler.update()
     pieces.scheduler.step()
+
+
+def _check_processes(state: dict[str, Any], processes: int) -> None:
+    """A run resumes on as many processes as it trained on: each one's share of the data, and
+    the global batch, depend on it (every process loads the same checkpoint, rank 0's: the
+    replicas were identical, and each process ran the same seed)."""
+    trained_on = state.get("processes", 1)
+    if trained_on != processes:
+        raise SetupError(
+            f"fit --resume: the run trained on {trained_on} process(es) and would go on on "
+            f"{processes}: resume it with --devices {trained_on}"
+        )
 
 
 def _batches_per_epoch(loader: Any) -> int:

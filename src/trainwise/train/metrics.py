@@ -31,8 +31,14 @@ class TaskMetrics:
     prediction: (N, C, ...) logits for classification/segmentation, (N, L) for multilabel,
     (N, ...) for regression; target: class indices (N, ...), 0/1 labels (N, L), or values."""
 
-    def __init__(self, task: str, num_classes: int | None, device: torch.device) -> None:
+    def __init__(
+        self, task: str, num_classes: int | None, device: torch.device, sharded: bool = False
+    ) -> None:
+        """sharded: this process saw its share of the set (fit on several processes); the
+        loss sums are reduced across processes. torchmetrics reduces its own states whenever
+        a process group is up."""
         self.task = task
+        self.device, self.sharded = device, sharded
         self.metrics: dict[str, torchmetrics.Metric] = _metrics_of(task, num_classes)
         for metric in self.metrics.values():
             metric.to(device)
@@ -56,7 +62,12 @@ class TaskMetrics:
                 metric.update(*pair)
 
     def compute(self) -> dict[str, float]:
-        values = {"loss": self.loss_sum / max(self.count, 1)}
+        loss_sum, count = self.loss_sum, self.count
+        if self.sharded:  # (2,) float64: the sums of every process (a collective)
+            both = torch.tensor([loss_sum, count], dtype=torch.float64, device=self.device)
+            torch.distributed.all_reduce(both)
+            loss_sum, count = both.tolist()
+        values = {"loss": loss_sum / max(count, 1)}
         for name, metric in self.metrics.items():
             try:
                 values[name] = float(metric.compute())
