@@ -1,4 +1,5 @@
 import dataclasses
+import os
 import sys
 from pathlib import Path
 
@@ -7,7 +8,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))  # tests/helpers.py
 
-torch.set_num_threads(min(2, torch.get_num_threads()))
+# `make test` runs two pytest-xdist workers on a 2-core machine: one torch thread each.
+torch.set_num_threads(1 if "PYTEST_XDIST_WORKER" in os.environ else min(2, torch.get_num_threads()))
 
 
 @pytest.fixture(autouse=True)

@@ -7,6 +7,8 @@ checkpoints/last.pt: everything a killed run needs to go on exactly where it was
     the epoch, which decides its data order), the step, the epoch and the batch within it, the
     recipe as applied, and the run's length, seed and sample. Saved at every validation point
     and epoch end, written to a temporary file and renamed (a kill never leaves half a file).
+checkpoints/final.pt: a final fit's model state dict (Recipe.final_fit: no validation, so no
+    best), loaded like best.pt.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from trainwise.errors import SetupError
 
 BEST = Path("checkpoints") / "best.pt"
 LAST = Path("checkpoints") / "last.pt"
+FINAL = Path("checkpoints") / "final.pt"
 LOWER_IS_BETTER = ("val_loss", "val_mae", "val_ece")
 HIGHER_IS_BETTER = ("val_accuracy", "val_f1", "val_r2", "val_iou")
 
@@ -112,6 +115,11 @@ class Saver:
         if last:
             self.last(pieces, step, epoch, 0, None, best)
         return best
+
+
+def save_model(model: nn.Module, path: Path) -> None:
+    """The model's state dict at `path` (written whole or not at all)."""
+    _save(model.state_dict(), path)
 
 
 def _finite(model: nn.Module) -> bool:
