@@ -12,7 +12,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 from trainwise.batches import BatchFormat, own_loss
-from trainwise.data import Inputs
+from trainwise.data import Inputs, to_device
 from trainwise.errors import SetupError
 from trainwise.steps import ModuleOptimizer, TrainingStep
 
@@ -179,6 +179,12 @@ class Setup:
         """(model input, target) of a batch or dataset item; `where` and `index` name it in
         the error when it has neither."""
         return self.batch_format.split(batch, index, where)
+
+    def batch_on_device(self, batch: Any, index: int, where: str) -> tuple[Any, Any]:
+        """(model input, target) of a loader's batch, moved to the setup's device."""
+        x, y = self.split_batch(batch, index, where)
+        device = self.torch_device
+        return to_device(x, device), to_device(y, device)
 
     def call_model(self, model: nn.Module, x: Any) -> Any:
         """The model's raw output on an input `split_batch` made."""

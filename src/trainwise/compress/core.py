@@ -225,12 +225,10 @@ def _cpu_copy(model: nn.Module) -> nn.Module:
 
 
 def _first_val_input(setup: Setup) -> Any:
-    from trainwise.train.loop import _on_device
-
     loader = setup.val_loader()
     if loader is None:
         raise SetupError("compress: the setup has no validation data to measure on")
-    return _on_device(setup, next(iter(loader)), 0, "val")[0]
+    return setup.batch_on_device(next(iter(loader)), 0, "val")[0]
 
 
 def _first_samples(x: Any, n: int) -> Any:

@@ -110,10 +110,10 @@ def _summary(seconds: list[float]) -> Latency:
 def evaluate(setup: Setup, model: nn.Module, task: str, num_classes: int | None
              ) -> dict[str, float]:  # fmt: skip
     """Loss and metrics on the whole validation set, as fit computes them (torchmetrics)."""
-    from trainwise.train.loop import _evaluate, _on_device
+    from trainwise.train.loop import _evaluate
     from trainwise.train.metrics import TaskMetrics
 
-    batches = (_on_device(setup, b, i, "val") for i, b in enumerate(setup.val_loader()))
+    batches = (setup.batch_on_device(b, i, "val") for i, b in enumerate(setup.val_loader()))
     metrics = TaskMetrics(task, num_classes, torch.device("cpu"))
     return _evaluate(setup, model, batches, contextlib.nullcontext, metrics)
 

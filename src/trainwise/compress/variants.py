@@ -126,8 +126,6 @@ def _positional(x: Any) -> tuple:
 
 
 def _static(model: nn.Module, plan: Plan, example: Any) -> nn.Module:
-    from trainwise.train.loop import _on_device
-
     setup = plan.setup
     cpu = dataclasses.replace(setup, device="cpu")
     loader = setup.train_loader(shuffle=True)
@@ -136,7 +134,7 @@ def _static(model: nn.Module, plan: Plan, example: Any) -> nn.Module:
         for i, batch in enumerate(loader):
             if i == CALIBRATION_BATCHES:
                 return
-            yield _on_device(cpu, batch, i, "train")[0]
+            yield cpu.batch_on_device(batch, i, "train")[0]
 
     calibrate = quantize.calibration(batches(), lambda m, x: m(*_positional(x)))
     variant = quantize.static_int8(model, _positional(example), calibrate)

@@ -28,7 +28,6 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader, DistributedSampler
 
 from trainwise.context import StaticContext
-from trainwise.data import to_device
 from trainwise.errors import SetupError
 from trainwise.findings import Finding
 from trainwise.helpers import param_groups
@@ -392,7 +391,7 @@ class _FitRun:
         return batches, epoch_rng
 
     def _train_step(self, batch: Any, index: int) -> torch.Tensor:
-        x, y = _on_device(self.setup, batch, index, "train")
+        x, y = self.setup.batch_on_device(batch, index, "train")
         if self.resize is not None:
             x = self.resize(x)  # (N, C, *size of this epoch)
         pieces = self.pieces
@@ -421,7 +420,7 @@ class _FitRun:
             indexed, sharded = enumerate(setup.val_loader()), False
             if self.parallel is not None:  # each rank evaluates a share; the sums are reduced
                 indexed, sharded = self.parallel.shard(setup.val_loader())
-            batches = (_on_device(setup, b, i, "val") for i, b in indexed)
+            batches = (setup.batch_on_device(b, i, "val") for i, b in indexed)
             metrics = TaskMetrics(self.ctx.task, self.ctx.num_classes, self.device, sharded)
             self.final = _evaluate(setup, self.pieces.model, batches, self.autocast, metrics)
             self.watch.log_val(**{f"epoch_{k}": v for k, v in self.final.items()})
@@ -664,13 +663,6 @@ def _precision(setting: str, device: torch.device):
     return (lambda: torch.autocast(kind, dtype=dtype)), scaler
 
 
-def _on_device(setup: Setup, batch: Any, index: int, stage: str) -> tuple[Any, Any]:
-    """(model input, target) of a loader's batch, on the setup's device."""
-    x, y = setup.split_batch(batch, index, stage)
-    device = setup.torch_device
-    return to_device(x, device), to_device(y, device)
-
-
 def _random_batches(setup: Setup, seed: int) -> Iterator[tuple[Any, Any]]:
     """Endless random validation batches, from a generator of their own (the training RNG and
     data order stay as they would be without validation)."""
@@ -681,7 +673,7 @@ def _random_batches(setup: Setup, seed: int) -> Iterator[tuple[Any, Any]]:
     )  # fmt: skip
     while True:
         for i, batch in enumerate(loader):
-            yield _on_device(setup, batch, i, "val")
+            yield setup.batch_on_device(batch, i, "val")
 
 
 @torch.no_grad()

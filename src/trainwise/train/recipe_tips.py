@@ -184,8 +184,6 @@ def tta_metrics(setup: Setup, ctx: StaticContext, model: nn.Module, setting: str
     transforms of the softmax (cross-entropy / NLL), the sigmoid (BCE with logits) or the raw
     output (anything else), turned back into logits (log p; logit p) for the setup's loss and
     the metrics, which read them as they read the model's own. (metrics, transforms' names)."""
-    from trainwise.train.loop import _on_device  # the loop's own batch splitting
-
     sample = ctx.batch[0][0]
     transforms, _ = tta_transforms(setting, input_form(sample, ctx.task), sample.dim() == 1)
     activation = "softmax" if ctx.loss_kind in CLASS_INDEX else (
@@ -193,7 +191,7 @@ def tta_metrics(setup: Setup, ctx: StaticContext, model: nn.Module, setting: str
     device = setup.torch_device
     metrics.reset()
     for i, batch in enumerate(setup.val_loader()):
-        x, y = _on_device(setup, batch, i, "val")
+        x, y = setup.batch_on_device(batch, i, "val")
         mean, _ = tta(model, [x], transforms, activation)  # (N, ...) on the CPU
         mean = mean.to(device)
         if activation == "softmax":
