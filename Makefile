@@ -44,9 +44,11 @@ postgres:
 	  $$SUDO apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq postgresql >/dev/null; }
 
+# Two pytest-xdist workers (one torch thread each, tests/conftest.py), a file per worker at a
+# time: a module's shared fixtures (a trained fit run, a started server) are built once.
 test: $(VENV)/.test browser postgres
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache

@@ -10,6 +10,11 @@ sys.path.insert(0, str(Path(__file__).parent))  # tests/helpers.py
 
 # `make test` runs two pytest-xdist workers on a 2-core machine: one torch thread each.
 torch.set_num_threads(1 if "PYTEST_XDIST_WORKER" in os.environ else min(2, torch.get_num_threads()))
+# The CLI's rich consoles take their width from COLUMNS when they are created (at the first
+# import of trainwise.cli, in whichever test comes first) and otherwise use 80: tables and
+# messages that hold temporary paths would wrap differently with the test order and the
+# length of pytest's folder names. Every test, and every CLI subprocess, gets one wide width.
+os.environ["COLUMNS"] = "200"
 
 
 @pytest.fixture(autouse=True)

@@ -20,8 +20,9 @@ EXIT_CLEAN, EXIT_FINDINGS, EXIT_UNUSABLE = 0, 1, 2
 
 def fail_unusable(exc: SetupError) -> None:
     """The linter's exit 2: the message (escaped: it may hold "[static]", lists, indices that
-    rich would read as markup) and nothing else."""
-    err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
+    rich would read as markup) and nothing else; left to the terminal to wrap, so a path or a
+    key list in it is never cut by an inserted line break (it stays copyable)."""
+    err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
     sys.exit(EXIT_UNUSABLE)
 
 
