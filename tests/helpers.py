@@ -1,8 +1,11 @@
-"""Assertions shared by the rule tests, and the protocol as tests run it."""
+"""Assertions shared by the rule tests, the protocol as tests run it, and a fit run made in
+the test process for the commands that read one (interpret, compress)."""
 
 from __future__ import annotations
 
 import math
+import sys
+from pathlib import Path
 
 from trainwise.findings import Finding
 from trainwise.report.model import Report
@@ -48,3 +51,28 @@ def speed_unjudged(quick: bool = True) -> list:
         SpeedStage(slow_step_seconds=math.inf) if stage.name == "speed" else stage
         for stage in default_stages(quick=quick)
     ]
+
+
+def fit_run_in(folder: Path, setup_text: str, epochs: int) -> tuple[Path, Path, Path]:
+    """(folder, runs folder, run folder) of `trainwise fit my_setup.py --epochs N` run in
+    this process (a subprocess would spend seconds importing torch again), with its setup
+    file written in `folder`: the record keeps the command line and the folder it ran in,
+    which `trainwise interpret RUN` and `trainwise compress RUN` read the setup file from.
+    The run's HTML report is left empty: its own tests draw it."""
+    import pytest
+    from click.testing import CliRunner
+
+    from trainwise.cli import main
+    from trainwise.report import html
+
+    (folder / "my_setup.py").write_text(setup_text)
+    argv = ["fit", "my_setup.py", "--epochs", str(epochs), "--lr", "0.01", "--runs-dir", "runs",
+            "--quiet"]  # fmt: skip
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(folder)
+        patch.setattr(sys, "argv", ["trainwise", *argv])
+        patch.setattr(html, "write_html_report", lambda path: Path(path, "report.html").touch())
+        result = CliRunner().invoke(main, argv)
+    assert result.exit_code == 0, result.output
+    (run,) = (folder / "runs").iterdir()
+    return folder, folder / "runs", run

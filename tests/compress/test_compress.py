@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -15,12 +13,12 @@ from click.testing import CliRunner
 from torch import nn
 
 import trainwise as tw
+from helpers import fit_run_in
 from trainwise.cli import main
 from trainwise.compress.measure import evaluate
 from trainwise.compress.methods import parse
 from trainwise.compress.narrow import CannotNarrow, narrower
 from trainwise.compress.shallow import shallower
-from trainwise.report import html
 
 SETUP_FILE = """
 import torch
@@ -163,18 +161,7 @@ def test_method_names():
 
 @pytest.fixture(scope="module")
 def fit_run(tmp_path_factory):
-    """(folder, runs folder, run folder) of `trainwise fit my_setup.py`, run in this process."""
-    folder = tmp_path_factory.mktemp("compress_cli")
-    (folder / "my_setup.py").write_text(SETUP_FILE)
-    argv = ["fit", "my_setup.py", "--epochs", "3", "--lr", "0.01", "--runs-dir", "runs", "--quiet"]
-    with pytest.MonkeyPatch.context() as patch:
-        patch.chdir(folder)
-        patch.setattr(sys, "argv", ["trainwise", *argv])
-        patch.setattr(html, "write_html_report", lambda path: Path(path, "report.html").touch())
-        result = CliRunner().invoke(main, argv)
-    assert result.exit_code == 0, result.output
-    (run,) = (folder / "runs").iterdir()
-    return folder, folder / "runs", run
+    return fit_run_in(tmp_path_factory.mktemp("compress_cli"), SETUP_FILE, epochs=3)
 
 
 def cli(*args):

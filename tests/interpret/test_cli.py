@@ -15,8 +15,8 @@ import torch
 from click.testing import CliRunner
 
 import trainwise as tw
+from helpers import fit_run_in
 from trainwise.cli import main
-from trainwise.report import html
 
 SRC = Path(tw.__file__).parents[1]  # the trainwise under test
 
@@ -62,20 +62,7 @@ def _run(args, cwd):
 
 @pytest.fixture(scope="module")
 def fit_run(tmp_path_factory):
-    """(folder, runs folder, run folder) of `trainwise fit my_setup.py` run in this process (a
-    subprocess would spend seconds importing torch again): the record keeps the command line
-    and the folder it ran in, which `trainwise interpret RUN` reads the setup file from."""
-    folder = tmp_path_factory.mktemp("interpret_cli")
-    (folder / "my_setup.py").write_text(SETUP_FILE)
-    argv = ["fit", "my_setup.py", "--epochs", "2", "--lr", "0.01", "--runs-dir", "runs", "--quiet"]
-    with pytest.MonkeyPatch.context() as patch:
-        patch.chdir(folder)
-        patch.setattr(sys, "argv", ["trainwise", *argv])
-        patch.setattr(html, "write_html_report", lambda path: Path(path, "report.html").touch())
-        result = CliRunner().invoke(main, argv)
-    assert result.exit_code == 0, result.output
-    (run,) = (folder / "runs").iterdir()
-    return folder, folder / "runs", run
+    return fit_run_in(tmp_path_factory.mktemp("interpret_cli"), SETUP_FILE, epochs=2)
 
 
 def test_interpret_a_fit_run_writes_the_json_contract_and_the_report(fit_run):
