@@ -9,6 +9,13 @@ then one line per tip: the belief next to the verdicts across the tasks. Tasks a
 benchmarks/fit_recipe.py part A (scikit-learn digits, MNIST-1D generated offline, a GRU on
 synthetic sequences, Friedman #1 regression), each at its epochs there. Results:
 benchmarks/results/tips_effects.md.
+
+The helper tips (issue 17's second half) on the tasks they apply to, a reduced run
+(benchmarks/results/tips_effects_helpers.md; finetune and freeze-batchnorm are left out: these
+tasks train from scratch, and benchmarks/finetune.py measures them on a pretrained body):
+
+    python benchmarks/tips_effects.py --tasks digits-cnn,mnist1d-cnn,friedman-mlp \
+        --tips tta,progressive-resize,y-range
 """
 
 from __future__ import annotations
@@ -42,13 +49,15 @@ def main() -> None:
     parser.add_argument("-k", dest="match", default="", help="only tasks whose name has this")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--tips", default=",".join(TIPS), help="comma-separated tip slugs")
+    parser.add_argument("--tasks", default=",".join(DEFAULT_TASKS),
+                        help=f"comma-separated tasks of fit_recipe.py ({', '.join(TASKS)})")  # fmt: skip
     args = parser.parse_args()
     torch.set_num_threads(1)
     started = time.process_time()
     print(f"# tips_effects  torch {torch.__version__}, trainwise {tw.__version__}, "
           f"{time.strftime('%Y-%m-%d %H:%M')}, {args.seeds} seeds\n")  # fmt: skip
     verdicts: dict[str, list[str]] = {tip: [] for tip in args.tips.split(",")}
-    for name in (n for n in DEFAULT_TASKS if args.match in n):
+    for name in (n for n in args.tasks.split(",") if args.match in n):
         task = TASKS[name]
         result = tw.ablate(
             task.build(), list(verdicts), epochs=task.epochs, seeds=args.seeds, record=False,

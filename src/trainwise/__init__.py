@@ -16,6 +16,7 @@ from trainwise.version import __version__
 # Public name -> the module defining it (a module itself when the name is that module).
 _EXPORTS = {
     "CATALOGUE": "trainwise.rules",
+    "CompressResult": "trainwise.compress.core",
     "DistillationLoss": "trainwise.train.distill",
     "Finding": "trainwise.findings",
     "GradualUnfreezing": "trainwise.train.freezing",
@@ -36,6 +37,8 @@ _EXPORTS = {
     "YRange": "trainwise.train.heads",
     "ablate": "trainwise.train.ablate",
     "check": "trainwise.check",
+    "compress": "trainwise.compress.core",
+    "compress_run": "trainwise.compress.core",
     "class_weights": "trainwise.helpers",
     "convert_batchnorm": "trainwise.helpers",
     "discriminative_lrs": "trainwise.train.layer_groups",
@@ -46,6 +49,7 @@ _EXPORTS = {
     "interpret": "trainwise.interpret.core",
     "kaiming_init_": "trainwise.train.init",
     "layer_groups": "trainwise.train.layer_groups",
+    "load_variant": "trainwise.compress.core",
     "lr_find": "trainwise.lr_find",
     "param_groups": "trainwise.helpers",
     "runs": "trainwise.runs",  # run records: tw.runs.start(...), tw.runs.list_runs()
@@ -56,14 +60,15 @@ _EXPORTS = {
     "watch": "trainwise.watch",
 }
 __all__ = [
-    "CATALOGUE", "DistillationLoss", "Finding", "GradualUnfreezing", "LRFindResult", "LayerGroup",
-    "ModuleOptimizer", "ProgressiveResize", "Recipe", "Report", "Setup", "SetupError",
-    "StageResult", "StopFit", "SweepResult", "TrainingStep", "TrainwiseError", "Watch", "YRange",
+    "CATALOGUE", "CompressResult", "DistillationLoss", "Finding", "GradualUnfreezing",
+    "LRFindResult", "LayerGroup", "ModuleOptimizer", "ProgressiveResize", "Recipe", "Report",
+    "Setup", "SetupError", "StageResult", "StopFit", "SweepResult", "TrainingStep",
+    "TrainwiseError", "Watch", "YRange",
     "__version__",
-    "ablate", "check", "class_weights", "convert_batchnorm", "discriminative_lrs", "fit",
-    "freeze", "freeze_batchnorm", "init_output_bias", "interpret", "kaiming_init_",
-    "layer_groups", "lr_find", "param_groups", "runs", "sweep", "train_plus_val", "tta",
-    "unfreeze", "watch",
+    "ablate", "check", "class_weights", "compress", "compress_run", "convert_batchnorm",
+    "discriminative_lrs", "fit", "freeze", "freeze_batchnorm", "init_output_bias", "interpret",
+    "kaiming_init_", "layer_groups", "load_variant", "lr_find", "param_groups", "runs", "sweep",
+    "train_plus_val", "tta", "unfreeze", "watch",
 ]  # = _EXPORTS + __version__, spelled out for tools that read it statically
 
 
@@ -97,6 +102,7 @@ sys.modules[__name__].__class__ = _PublicAPI
 if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerly
     from trainwise import runs
     from trainwise.check import check
+    from trainwise.compress.core import CompressResult, compress, compress_run, load_variant
     from trainwise.errors import SetupError, TrainwiseError
     from trainwise.findings import Finding
     from trainwise.helpers import class_weights, convert_batchnorm, param_groups

@@ -8,11 +8,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import click
 import pytest
 from click.testing import CliRunner
 
 import trainwise as tw
 from trainwise.cli import main
+from trainwise.cli.fit import recipe_from, recipe_options
 
 SRC = Path(tw.__file__).parents[1]  # the trainwise under test
 
@@ -163,3 +165,63 @@ def test_resume_from_a_folder_without_a_checkpoint_exits_2_naming_it(tmp_path, s
 def test_the_setup_files_own_errors_exit_2(tmp_path):
     code, output = fit_cli(tmp_path / "missing.py", "--epochs", "1")
     assert code == 2 and "missing.py: no such file" in output
+
+
+# -- the helper tips' options (shared with ablate through recipe_options) -------------------------
+
+
+@click.command()
+@recipe_options
+def _recipe_echo(recipe_name, **tips):
+    click.echo(json.dumps(recipe_from(recipe_name, tips).to_dict()))
+
+
+def test_each_helper_tip_is_settable_from_the_recipe_options():
+    args = ["--finetune", "--finetune-ratio", "2", "--freeze-bn", "--tta", "flip+shift",
+            "--distill-from", "runs/teacher", "--distill-temperature", "2", "--distill-alpha",
+            "0.5", "--progressive-resize", "0.5,0.75,1", "--y-range=-1,2.5",
+            "--final-fit-on-train-val"]  # fmt: skip
+    result = CliRunner().invoke(_recipe_echo, args)
+    assert result.exit_code == 0, result.output
+    assert tw.Recipe(**json.loads(result.output)) == tw.Recipe(
+        finetune=True, finetune_ratio=2, freeze_batchnorm=True, tta="flip+shift",
+        distill_from="runs/teacher", distill_temperature=2, distill_alpha=0.5,
+        progressive_resize=(0.5, 0.75, 1), y_range=(-1, 2.5), final_fit=True,
+    )  # fmt: skip
+    off = CliRunner().invoke(_recipe_echo, ["--tta", "none", "--y-range", "none"])
+    assert json.loads(off.output) == tw.Recipe().to_dict()
+
+
+def test_fit_final_fit_and_tips_that_do_not_apply_through_the_command(tmp_path, setup_file):
+    out, runs = tmp_path / "out.json", tmp_path / "runs"
+    code, output = fit_cli(setup_file, "--epochs", "1", "--lr", "0.01", "--json", out,
+                           "--runs-dir", runs, "--quiet", "--final-fit-on-train-val", "--tta",
+                           "auto", "--y-range", "auto")  # fmt: skip
+    assert code == 0, output
+    data = json.loads(out.read_text())
+    assert data["recipe"]["final_fit"] is True and data["recipe"]["tta"] is None
+    assert Path(data["checkpoint"]).name == "final.pt"
+    notes = " ".join(data["notes"])
+    assert "tta not applied: tta has no transforms for table inputs" in notes
+    assert "y_range not applied" in notes and "final fit: trained again" in notes
+    config = json.loads((Path(data["record"]) / "run.json").read_text())["config"]
+    assert config["setup"] == f"{setup_file.resolve()}:setup"  # what --distill-from builds
+    assert config["final_fit"]["epochs"] == 1
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--y-range", "1"], "expected auto | none or 2 numbers separated by commas"),
+        (["--progressive-resize", "0.5,0.7"], "Recipe(progressive_resize=(0.5, 0.7)): expected"),
+        (["--tta", "rotate"], "'rotate' is not one of"),
+        (["--finetune", "--optimizer", "setup"], "Recipe(finetune=True, optimizer='setup')"),
+        (["--distill-from", "nowhere"], "distill_from nowhere: no checkpoint at nowhere"),
+        (["--finetune-ratio", "0.5"], "0.5 is not in the range x>=1"),
+    ],
+    ids=["y-range", "resize", "tta", "finetune-optimizer", "distill", "ratio"],
+)  # fmt: skip
+def test_bad_helper_tip_options_exit_2_with_a_message(setup_file, args, message):
+    code, output = fit_cli(setup_file, "--epochs", "1", "--quiet", "--no-record", *args)
+    assert code == 2, output
+    assert message in " ".join(output.split())

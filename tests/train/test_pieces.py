@@ -1,5 +1,5 @@
 """fit's pieces alone, against plain torch / numpy: the schedules, gradient clipping, the
-output-bias init and the data (held-out split, stratified sample)."""
+output-bias init, the data (held-out split, stratified sample) and the one-batch metrics."""
 
 import math
 
@@ -17,6 +17,7 @@ from trainwise.errors import SetupError
 from trainwise.train.clipping import MEASURED, GradientClipper
 from trainwise.train.data import class_labels, sampled, with_validation
 from trainwise.train.init import output_bias_init
+from trainwise.train.metrics import PointMetrics, TaskMetrics
 from trainwise.train.recipe import SCHEDULES
 from trainwise.train.schedules import build_schedule
 
@@ -260,3 +261,43 @@ def test_a_stratified_sample_has_the_size_it_says():
     assert note == "trained on a sample (stratified by class): train 64 of 256"
     shares = np.bincount(y[chosen].numpy(), minlength=4)
     assert (np.abs(shares - np.array(counts) / 4) < 1).all(), shares
+
+
+# -- one-batch validation points ----------------------------------------------------------------
+
+
+def _point_cases():
+    g = torch.Generator().manual_seed(0)
+    logits, labels = torch.randn(20, 5, generator=g), torch.randint(0, 5, (20,), generator=g)
+    labels[3] = -100  # ignored, as cross-entropy ignores it
+    pixels = torch.randn(2, 3, 4, 4, generator=g)
+    pixel_labels = torch.randint(0, 3, (2, 4, 4), generator=g)
+    tags, tag_labels = torch.randn(20, 4, generator=g), torch.randint(0, 2, (20, 4), generator=g)
+    values, targets = torch.randn(20, 1, generator=g), torch.randn(20, generator=g)
+    kept = labels != -100
+    return [
+        ("classification", 5, logits, labels, "accuracy",
+         float((logits.argmax(1) == labels)[kept].float().mean())),
+        ("segmentation", 3, pixels, pixel_labels, "accuracy",
+         float((pixels.argmax(1) == pixel_labels).float().mean())),
+        ("multilabel", 4, tags, tag_labels, "accuracy",  # macro over labels, as TaskMetrics
+         float(((tags > 0).long() == tag_labels).float().mean(0).mean())),
+        ("regression", None, values, targets, "mae",
+         float((values.reshape(-1) - targets).abs().mean())),
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize("task, classes, prediction, target, name, expected", _point_cases())
+def test_a_validation_point_gives_the_loss_and_the_headline_metric_of_the_whole_set_kind(
+    task, classes, prediction, target, name, expected
+):
+    point = PointMetrics(task, classes)
+    point.update(prediction, target, 0.7)
+    whole = TaskMetrics(task, classes, torch.device("cpu"))
+    whole.update(prediction, target, 0.7)
+    values = point.compute()
+    assert set(values) == {"loss", name} and values["loss"] == pytest.approx(0.7)
+    assert values[name] == pytest.approx(expected, abs=1e-6)
+    assert values[name] == pytest.approx(whole.compute()[name], abs=1e-6)
+    point.reset()
+    assert point.compute() == {"loss": 0.0}

@@ -279,9 +279,11 @@ from trainwise.cli.sweep import sweep_command  # noqa: E402
 main.add_command(sweep_command)
 
 # Interpretation: `trainwise interpret` (cli/interpret.py).
+from trainwise.cli.compress import compress_command  # noqa: E402
 from trainwise.cli.interpret import interpret_command  # noqa: E402
 
 main.add_command(interpret_command)
+main.add_command(compress_command)
 
 # Run records: `trainwise runs [show|diff]` and `trainwise report RUN` (cli/runs.py).
 from trainwise.cli.runs import report_command, runs_group  # noqa: E402

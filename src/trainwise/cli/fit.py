@@ -50,6 +50,26 @@ def _number_or(words: tuple[str, ...]):
     return convert
 
 
+def _numbers(words: tuple[str, ...], count: int | None):
+    """A click converter: one of `words`, or comma-separated numbers (`count` of them, when
+    given), as a tuple: `--y-range 0,5.5`, `--progressive-resize 0.5,0.75,1`. Recipe checks
+    their values."""
+
+    def convert(ctx: Any, param: Any, value: str | None) -> Any:
+        if value is None or value in words:
+            return value
+        try:
+            numbers = tuple(float(v) for v in value.split(","))
+        except ValueError:
+            numbers = ()
+        if not numbers or (count is not None and len(numbers) != count):
+            many = f"{count} numbers" if count else "numbers"
+            raise click.BadParameter(f"expected {' | '.join(words)} or {many} separated by commas")
+        return numbers
+
+    return convert
+
+
 # The Recipe's options, shared by every command that trains (fit, ablate): `--recipe` picks the
 # base, each tip option changes one field; an option left out is None and changes nothing.
 RECIPE_OPTIONS = (
@@ -64,6 +84,26 @@ RECIPE_OPTIONS = (
     click.option("--output-bias/--no-output-bias", default=None, help="Init the last bias."),
     click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"])),
     click.option("--optimizer", type=click.Choice(["adamw", "setup"])),
+    # the helper tips (off unless given)
+    click.option("--finetune/--no-finetune", default=None,
+                 help="Discriminative LRs over 3 layer groups and gradual unfreezing."),
+    click.option("--finetune-ratio", type=click.FloatRange(min=1),
+                 help="LR ratio between layer groups with --finetune (default 3)."),
+    click.option("--freeze-bn/--no-freeze-bn", "freeze_batchnorm", default=None,
+                 help="BatchNorm statistics and affine fixed."),
+    click.option("--tta", type=click.Choice(["auto", "flip", "shift", "flip+shift", NONE]),
+                 help="Test-time augmentation of the final validation (auto: by input kind)."),
+    click.option("--distill-from", metavar="RUN", help="Distil from a fit run's best model."),
+    click.option("--distill-temperature", type=click.FloatRange(min=0, min_open=True),
+                 help="Distillation temperature T (default 4)."),
+    click.option("--distill-alpha", type=click.FloatRange(0, 1),
+                 help="Weight of the teacher's soft targets (default 0.9)."),
+    click.option("--progressive-resize", callback=_numbers((NONE,), None),
+                 help="Input sizes per epoch as fractions of the full size: 0.5,0.75,1."),
+    click.option("--y-range", callback=_numbers(("auto", NONE), 2),
+                 help="Bound a regression's outputs: auto (the targets' range) or LO,HI."),
+    click.option("--final-fit-on-train-val/--no-final-fit-on-train-val", "final_fit",
+                 default=None, help="Then train again on train + validation data."),
 )  # fmt: skip
 
 
@@ -71,6 +111,15 @@ def recipe_options(command: Any) -> Any:
     for option in reversed(RECIPE_OPTIONS):
         command = option(command)
     return command
+
+
+def recorded_target(target: str) -> str:
+    """FILE[:FUNCTION] with FILE absolute: what a later `--distill-from RUN` builds the
+    teacher's model from."""
+    from trainwise.loader import setup_file, split_target
+
+    _, function = split_target(target)
+    return f"{setup_file(target).resolve()}:{function}"
 
 
 def recipe_from(recipe_name: str, tips: dict[str, Any]) -> Any:
@@ -128,6 +177,7 @@ def fit_command(target: str, epochs: int | None, steps: int | None, recipe_name:
                 setup, epochs=epochs, steps=steps, recipe=recipe, seed=seed, record=record,
                 runs_dir=runs_dir, sample=sample, monitor=monitor, early_stop=early_stop,
                 resume=resume, verbose=not quiet, on_progress=show,
+                record_info={"setup": recorded_target(target)},
             )  # fmt: skip
     except SetupError as exc:
         fail_unusable(exc)

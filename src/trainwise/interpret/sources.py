@@ -109,8 +109,10 @@ def of_fit(result: Any, setup: Setup | None, split: str = "val") -> Subject:
                    recipe=result.recipe, epochs=epochs, folder=folder, notes=notes)  # fmt: skip
 
 
-def of_run(ref: str, split: str = "val", root: str | None = None) -> Subject:
-    """A fit run record (number, id, name or folder): its setup file, its best checkpoint."""
+def of_run(ref: str, split: str = "val", root: str | None = None, command: str = "interpret"
+           ) -> Subject:  # fmt: skip
+    """A fit run record (number, id, name or folder): its setup file, its best checkpoint.
+    `command` names who reads it in the messages (interpret, compress)."""
     from trainwise.runs.store import find_run
     from trainwise.train.checkpoints import BEST
     from trainwise.train.recipe import Recipe
@@ -118,7 +120,7 @@ def of_run(ref: str, split: str = "val", root: str | None = None) -> Subject:
     record = find_run(ref, root)
     if record.meta.get("kind") != "fit":
         raise SetupError(
-            f"run {record.id} is a {record.meta.get('kind')} run; interpret reads a fit run's "
+            f"run {record.id} is a {record.meta.get('kind')} run; {command} reads a fit run's "
             "checkpoint (`trainwise runs --kind fit` lists them), or give SETUP_FILE --checkpoint"
         )
     checkpoint = record.path / BEST

@@ -35,6 +35,7 @@ from trainwise.context import StaticContext
 from trainwise.errors import SetupError
 from trainwise.loss_kinds import CROSS_ENTROPY
 from trainwise.spec import Setup
+from trainwise.train import recipe_tips
 from trainwise.train.checkpoints import HIGHER_IS_BETTER, LOWER_IS_BETTER
 from trainwise.train.recipe import Recipe
 
@@ -46,13 +47,14 @@ HELPS, HURTS, UNCLEAR, ONE_SEED = "helps", "hurts", "no measurable effect", "one
 @dataclass(frozen=True)
 class Tip:
     """One tip as a switch on a Recipe. `turned(recipe, on)`: the recipe with the tip on or off;
-    `not_for(ctx)`: why the tip does not apply to this setup ("" when it does)."""
+    `not_for(ctx, recipe)`: why the tip does not apply to this setup and recipe ("" when it
+    does)."""
 
     slug: str
     does: str  # what it does, one line
     belief: str  # what the seeds claim, and where
     turned: Callable[[Recipe, bool], Recipe]
-    not_for: Callable[[StaticContext], str] = lambda ctx: ""
+    not_for: Callable[[StaticContext, Recipe], str] = lambda ctx, recipe: ""
 
     def is_on(self, recipe: Recipe) -> bool:
         return self.turned(recipe, True) == recipe
@@ -71,10 +73,27 @@ def _field(name: str, on: Any, off: Any) -> Callable[[Recipe, bool], Recipe]:
     return turned
 
 
-def _single_label_cross_entropy(ctx: StaticContext) -> str:
+def _single_label_cross_entropy(ctx: StaticContext, recipe: Recipe) -> str:
     if ctx.task == "classification" and ctx.loss_kind == CROSS_ENTROPY:
         return ""
     return f"label smoothing is for single-label cross-entropy; this setup is {ctx.task}"
+
+
+def _finetune_not_for(ctx: StaticContext, recipe: Recipe) -> str:
+    if recipe.optimizer != "adamw":
+        return "finetune's per-group LRs are AdamW's; this recipe keeps the Setup's optimizer"
+    return recipe_tips.finetune_not_for(ctx.model)
+
+
+def _distill_not_for(ctx: StaticContext, recipe: Recipe) -> str:
+    if not recipe.distill_from:
+        return "no teacher: give the recipe one (--distill-from RUN, a fit run of the teacher)"
+    return recipe_tips.distill_not_for(ctx)
+
+
+def _final_fit_not_for(ctx: StaticContext, recipe: Recipe) -> str:
+    return ("a final fit trains on the validation data, so nothing is left to measure it on; "
+            "compare it on a test set of your own")  # fmt: skip
 
 
 TIPS: dict[str, Tip] = {
@@ -98,6 +117,29 @@ TIPS: dict[str, Tip] = {
         Tip("weight-decay", "decoupled weight decay 0.01 on weight matrices",
             "a little decoupled weight decay regularises (Loshchilov & Hutter 2019)",
             _field("weight_decay", 0.01, 0.0)),
+        Tip("finetune", "discriminative LRs (ratio 3, 3 groups) and gradual unfreezing",
+            "fine-tune with lower LRs for earlier layers, unfreezing from the head (Howard & Ruder 2018, ULMFiT)",
+            _field("finetune", True, False), _finetune_not_for),
+        Tip("freeze-batchnorm", "BatchNorm statistics and affine fixed",
+            "freeze BatchNorm when fine-tuning: keep the pretrained statistics (the seeds' fine-tuning advice)",
+            _field("freeze_batchnorm", True, False),
+            lambda ctx, recipe: recipe_tips.batchnorm_not_for(ctx.model)),
+        Tip("tta", "test-time augmentation of the final validation (auto transforms)",
+            "averaging predictions over flips and shifts increases accuracy (Krizhevsky et al. 2012; fastai's learn.tta)",
+            _field("tta", "auto", None), lambda ctx, recipe: recipe_tips.tta_not_for(ctx, "auto")),
+        Tip("distill", "the recipe's teacher (distill_from) as soft targets",
+            "a student learns more from a teacher's soft targets than from labels (Hinton et al. 2015)",
+            _field("distill_from", None, None), _distill_not_for),
+        Tip("progressive-resize", "inputs at 1/2, 3/4, then the full size over the epochs",
+            "small images first train faster at the same accuracy (fastai DAWNBench; Tan & Le 2021, EfficientNetV2)",
+            _field("progressive_resize", recipe_tips.PROGRESSIVE_RESIZE, None),
+            lambda ctx, recipe: recipe_tips.resize_not_for(ctx)),
+        Tip("y-range", "a regression's outputs bounded to the targets' range (sigmoid)",
+            "a sigmoid y_range makes bounded regression easier to learn (fastai's y_range)",
+            _field("y_range", "auto", None), lambda ctx, recipe: recipe_tips.y_range_not_for(ctx)),
+        Tip("final-fit", "a last run on train + validation data",
+            "retrain on train+val at the end: more data, a better model (common Kaggle practice)",
+            _field("final_fit", True, False), _final_fit_not_for),
     )
 }  # fmt: skip
 
@@ -243,7 +285,7 @@ def ablate(
 
     effects = []
     for tip in chosen:
-        reason = tip.not_for(ctx)
+        reason = tip.not_for(ctx, recipe)
         if reason:
             effects.append(TipEffect(tip.slug, skipped=reason))
             continue

@@ -7,6 +7,8 @@ checkpoints/last.pt: everything a killed run needs to go on exactly where it was
     the epoch, which decides its data order), the step, the epoch and the batch within it, the
     recipe as applied, and the run's length, seed and sample. Saved at every validation point
     and epoch end, written to a temporary file and renamed (a kill never leaves half a file).
+checkpoints/final.pt: a final fit's model state dict (Recipe.final_fit: no validation, so no
+    best), loaded like best.pt.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from trainwise.errors import SetupError
 
 BEST = Path("checkpoints") / "best.pt"
 LAST = Path("checkpoints") / "last.pt"
+FINAL = Path("checkpoints") / "final.pt"
 LOWER_IS_BETTER = ("val_loss", "val_mae", "val_ece")
 HIGHER_IS_BETTER = ("val_accuracy", "val_f1", "val_r2", "val_iou")
 
@@ -73,10 +76,13 @@ PIECES = tuple(f.name for f in fields(Pieces))
 class Saver:
     """Writes the checkpoints of one fit run into `folder` (nothing without a record)."""
 
-    def __init__(self, folder: Path | None, recipe: Any, epochs, steps, seed, sample) -> None:
+    def __init__(self, folder: Path | None, recipe: Any, epochs, steps, seed, sample,
+                 processes: int = 1) -> None:  # fmt: skip
         self.folder = folder
+        # processes: how many trained it (a resumed run must train on as many: the global
+        # batch and each process's share of the data depend on it)
         self.run = {"recipe": recipe.to_dict(), "epochs": epochs, "steps": steps, "seed": seed,
-                    "sample": sample}  # fmt: skip
+                    "sample": sample, "processes": processes}  # fmt: skip
         self.best_path: Path | None = None
 
     def last(self, pieces: Pieces, step: int, epoch: int, batch: int, epoch_rng, best) -> None:
@@ -109,6 +115,11 @@ class Saver:
         if last:
             self.last(pieces, step, epoch, 0, None, best)
         return best
+
+
+def save_model(model: nn.Module, path: Path) -> None:
+    """The model's state dict at `path` (written whole or not at all)."""
+    _save(model.state_dict(), path)
 
 
 def _finite(model: nn.Module) -> bool:

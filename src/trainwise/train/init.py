@@ -23,9 +23,13 @@ _LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _EPS = 1e-3  # added to every count: a class absent from the sample gets a finite log prior
 
 
-def output_bias_init(model: nn.Module, ctx: StaticContext) -> str:
+def output_bias_init(
+    model: nn.Module, ctx: StaticContext, y_range: tuple[float, float] | None = None
+) -> str:
     """Set the bias of `model`'s output layer (the layer that produced ctx's output); returns
-    what was done, for the record ("" when nothing applied)."""
+    what was done, for the record ("" when nothing applied). `y_range`: the output goes
+    through lo + (hi - lo) sigmoid (tw.YRange), so a regression's bias is set to the logit of
+    the target mean's place in the range rather than to the mean itself."""
     out = ctx.output
     call = ctx.trace.producer_of(out) if isinstance(out, torch.Tensor) else None
     if call is None or not call.name:
@@ -36,6 +40,9 @@ def output_bias_init(model: nn.Module, ctx: StaticContext) -> str:
     value = _bias_value(ctx, layer.bias.numel())
     if value is None:
         return ""
+    if y_range is not None and ctx.task == "regression":
+        lo, hi = y_range
+        value = torch.logit(((value - lo) / (hi - lo)).clamp(_EPS, 1 - _EPS))
     with torch.no_grad():
         layer.bias.copy_(value.to(layer.bias))
     return f"{call.name}.bias set to {_what(ctx.task)}"

@@ -35,11 +35,12 @@ from trainwise.helpers import param_groups
 from trainwise.loss_kinds import CROSS_ENTROPY
 from trainwise.lr_loop import group_ratios, set_lrs
 from trainwise.spec import Setup
-from trainwise.train import checkpoints
+from trainwise.steps import TrainingStep
+from trainwise.train import checkpoints, recipe_tips
 from trainwise.train.clipping import GradientClipper, grad_params
 from trainwise.train.data import class_labels, sampled, with_validation
 from trainwise.train.init import output_bias_init
-from trainwise.train.metrics import TaskMetrics
+from trainwise.train.metrics import PointMetrics, TaskMetrics
 from trainwise.train.parallel import Parallel
 from trainwise.train.recipe import Recipe
 from trainwise.train.schedules import build_schedule
@@ -73,7 +74,10 @@ class FitStatus:
 @dataclass
 class FitResult:
     """What `tw.fit` returns. metrics: the final whole-validation-set numbers ("val_loss",
-    "val_accuracy", ...); best: those at the best checkpoint, with its step and epoch."""
+    "val_accuracy", ...; of the TTA predictions when the recipe has tta); best: those at the
+    best checkpoint, with its step and epoch (without TTA). With final_fit, model and
+    checkpoint are the final run's (trained on train + val) and metrics / best the first
+    run's: nothing is left to validate the final model on (notes say so)."""
 
     model: nn.Module
     recipe: Recipe  # as applied: lr "auto" resolved to the number used
@@ -158,7 +162,51 @@ def fit(
         run.notes.append(f"resumed from {resume} at step {run.step}")
     run.open_watch(preset, runs_dir, name or setup.name, verbose, record, record_info or {})
     run.train()
-    return run.finish()
+    result = run.finish()
+    if run.recipe.final_fit and not result.stopped:
+        watched = (preset, runs_dir, name or setup.name, verbose, record, record_info or {})
+        result = _final_fit(run, result, watched, on_progress)
+    return result
+
+
+def _final_fit(first: _FitRun, result: FitResult, watched: tuple, on_progress) -> FitResult:
+    """Recipe.final_fit: a second run from a fresh model on the training and validation data
+    together (tw.train_plus_val), for the epoch count (or step) of the first run's best
+    checkpoint, with the first run's recipe as applied. Nothing is left to validate it on: the
+    result keeps the first run's validation numbers (metrics, best), says so in its notes,
+    and its model and checkpoint (checkpoints/final.pt) are the final run's."""
+    from trainwise.train.final_fit import train_plus_val
+
+    plan, best = first.plan, result.best
+    if plan.epochs is not None:
+        epochs, steps = max(1, int(best.get("epoch") or plan.epochs)), None
+    else:
+        epochs, steps = None, max(1, int(best.get("step") or plan.steps))
+    final_plan = _Plan(epochs, steps, plan.seed, None, plan.monitor, False)
+    torch.manual_seed(plan.seed)
+    recipe = result.recipe.replace(final_fit=False, tta=None)  # lr, y_range as resolved
+    run = _FitRun(train_plus_val(first.setup), recipe, final_plan, None, on_progress,
+                  validate=False)  # fmt: skip
+    preset, runs_dir, name, verbose, record, record_info = watched
+    info = {**record_info, "final_fit": {"after": str(result.record_path), "epochs": epochs,
+                                         "steps": steps}}  # fmt: skip
+    run.open_watch(preset, runs_dir, f"{name}-final", verbose, record, info)
+    run.train()
+    final = run.finish()
+    length = f"{epochs} epoch(s)" if epochs else f"{steps} steps"
+    where = f" ({result.record_path})" if result.record_path else ""
+    note = (f"final fit: trained again on train + validation ({len(run.setup.train_dataset)} "
+            f"samples) for {length}, the first run's best; no validation data is left, so "
+            f"metrics and best are the first run's{where} and the final model has no held-out "
+            "measure")  # fmt: skip
+    checkpoint = final.record_path / checkpoints.FINAL if final.record_path else None
+    if checkpoint is not None:
+        checkpoints.save_model(final.model, checkpoint)
+    return dataclasses.replace(
+        final, recipe=result.recipe, metrics=result.metrics, best=result.best,
+        checkpoint=checkpoint, findings=result.findings + final.findings,
+        notes=result.notes + [note] + [f"final fit run: {n}" for n in final.notes],
+    )  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -186,13 +234,20 @@ class _FitRun:
     watched from open_watch(), trained by train(), summed up by finish()."""
 
     def __init__(self, setup: Setup, recipe: Recipe, plan: _Plan, state: dict | None,
-                 on_progress: Callable[[FitStatus], None] | None) -> None:  # fmt: skip
+                 on_progress: Callable[[FitStatus], None] | None, validate: bool = True
+                 ) -> None:  # fmt: skip
         self.plan, self.state, self.on_progress = plan, state, on_progress
+        smoothing = 0.0 if recipe.distill_from else recipe.label_smoothing  # distilling: the
+        # teacher's soft targets take label smoothing's place
         self.setup, self.ctx, self.train_setup, self.notes = _prepared(
-            setup, plan.sample, plan.seed, recipe.label_smoothing
+            setup, plan.sample, plan.seed, smoothing, validate
         )
         setup = self.setup
+        # the helper tips that do not apply turned off (noted), "auto" settings resolved
+        recipe, distilled, notes = recipe_tips.applicable(recipe, self.ctx)
+        self.train_setup, self.notes = distilled or self.train_setup, self.notes + notes
         self.parallel = Parallel.from_env()  # None on one process
+        self.processes = self.parallel.world if self.parallel is not None else 1
         self.loader = self._train_loader()
         self.per_epoch = _batches_per_epoch(self.loader)
         self.total = plan.steps if plan.steps is not None else plan.epochs * self.per_epoch
@@ -214,14 +269,12 @@ class _FitRun:
         self.params = grad_params(self.pieces.optimizer)
         self.step, self.epoch, self.skip, self.best = 0, 0, 0, {}
         if state is not None:
-            if self.parallel is not None:
-                raise SetupError("fit --resume: resuming a data-parallel run is not supported yet")
+            _check_processes(state, self.processes)
             self.step, self.epoch, self.skip, self.best = checkpoints.restore(state, self.pieces)
         self.val_every = max(1, self.total // VAL_POINTS)
-        self.val_batches = _random_batches(setup, plan.seed)
-        # One set of metrics for every point, without torchmetrics' per-call argument checks.
-        self.batch_metrics = TaskMetrics(self.ctx.task, self.ctx.num_classes, self.device,
-                                         checked=False)  # fmt: skip
+        self.val_batches = _random_batches(setup, plan.seed) if validate else None
+        # The loss and headline metric of each one-batch point (all metrics: whole-set passes).
+        self.batch_metrics = PointMetrics(self.ctx.task, self.ctx.num_classes)
         self.requested = ""  # a stop asked for here (a finding, StopFit), not yet agreed
         self.stopped = ""  # why the run stopped early ("" while it goes on)
         self.final: dict[str, float] = {}  # the last whole-set validation
@@ -239,10 +292,19 @@ class _FitRun:
         """The model (output bias set on a fresh run), optimizer, schedule, scaler, clipper."""
         model = self.setup.build_model().train()
         if recipe.output_bias and self.state is None:
-            done = output_bias_init(model, self.ctx)
+            done = output_bias_init(model, self.ctx, recipe.y_range)
             self.notes.append(
                 done or "output bias left as built (no final Linear/Conv with a bias)"
             )
+        if recipe.y_range is not None:
+            self.notes.append(recipe_tips.bound_outputs(model, *recipe.y_range))
+        self.unfreezing, notes = recipe_tips.fine_tuning(model, recipe, self.parallel is not None)
+        self.notes += notes
+        self.resize = None
+        if recipe.progressive_resize:
+            self.resize, note = recipe_tips.progressive_resize(
+                self.ctx, recipe.progressive_resize, self.epochs_planned)
+            self.notes.append(note)
         optimizer = _optimizer(self.setup, model, recipe)
         self.autocast, scaler = _precision(recipe.precision, self.device)
         schedule = build_schedule(recipe.schedule, optimizer, self.total)
@@ -270,7 +332,7 @@ class _FitRun:
             record=record and leader, record_kind="fit", record_config=config,
         )  # fmt: skip
         self.saved = checkpoints.Saver(self.watch.record_path, self.recipe, plan.epochs,
-                                       plan.steps, plan.seed, plan.sample)  # fmt: skip
+                                       plan.steps, plan.seed, plan.sample, self.processes)  # fmt: skip
 
     # -- training ---------------------------------------------------------------------------
     def train(self) -> None:
@@ -286,6 +348,9 @@ class _FitRun:
 
     def _epoch(self) -> None:
         batches, epoch_rng = self._epoch_batches()
+        for schedule in (self.unfreezing, self.resize):  # set the whole state: resumable
+            if schedule is not None:
+                schedule.on_epoch_start(self.epoch)
         for index, batch in enumerate(batches, start=self.skip):
             loss = self._train_step(batch, index)
             status = FitStatus(self.epoch + 1, self.epochs_planned, self.step, self.total,
@@ -332,6 +397,8 @@ class _FitRun:
 
     def _train_step(self, batch: Any, index: int) -> torch.Tensor:
         x, y = _on_device(self.setup, batch, index, "train")
+        if self.resize is not None:
+            x = self.resize(x)  # (N, C, *size of this epoch)
         pieces = self.pieces
         pieces.optimizer.zero_grad(set_to_none=True)
         with self.autocast():
@@ -343,6 +410,8 @@ class _FitRun:
 
     def _validate_batch(self) -> dict[str, float]:
         """One random validation batch: a point of the validation curve the watch judges."""
+        if self.val_batches is None:  # a final fit: no validation data
+            return {}
         values = _evaluate(self.setup, self.pieces.model, [next(self.val_batches)],
                            self.autocast, self.batch_metrics)  # fmt: skip
         self.watch.log_val(**values)
@@ -352,10 +421,14 @@ class _FitRun:
         """The whole validation set: the metrics of record (also in the record as "epoch_*"),
         and the checkpoints (last.pt unless `last` is False: the last good one stays)."""
         setup = self.setup
-        batches = (_on_device(setup, b, i, "val") for i, b in enumerate(setup.val_loader()))
-        metrics = TaskMetrics(self.ctx.task, self.ctx.num_classes, self.device)
-        self.final = _evaluate(setup, self.pieces.model, batches, self.autocast, metrics)
-        self.watch.log_val(**{f"epoch_{k}": v for k, v in self.final.items()})
+        if setup.val is not None:  # a final fit has none: only last.pt is saved
+            indexed, sharded = enumerate(setup.val_loader()), False
+            if self.parallel is not None:  # each rank evaluates a share; the sums are reduced
+                indexed, sharded = self.parallel.shard(setup.val_loader())
+            batches = (_on_device(setup, b, i, "val") for i, b in indexed)
+            metrics = TaskMetrics(self.ctx.task, self.ctx.num_classes, self.device, sharded)
+            self.final = _evaluate(setup, self.pieces.model, batches, self.autocast, metrics)
+            self.watch.log_val(**{f"epoch_{k}": v for k, v in self.final.items()})
         self.evaluated_at = self.step
         self.best = self.saved.epoch_end(self.pieces, self.step, self.epoch, self.final,
                                          self.best, self.plan.monitor, last=last)  # fmt: skip
@@ -382,8 +455,24 @@ class _FitRun:
         except StopFit as stop:
             self.requested = self.requested or stop.reason
 
+    def _with_tta(self) -> None:
+        """Recipe.tta: the final metrics are those of the TTA predictions (the plain ones and
+        the difference in the notes; `best` stays the plain best checkpoint's)."""
+        if not self.recipe.tta or not self.final or self.setup.val is None:
+            return
+        metrics = TaskMetrics(self.ctx.task, self.ctx.num_classes, self.device)
+        averaged, views = recipe_tips.tta_metrics(self.setup, self.ctx, self.pieces.model,
+                                                  self.recipe.tta, metrics)  # fmt: skip
+        shown = "; ".join(f"val_{k} {self.final[k]:.4g} -> {v:.4g}"
+                          for k, v in averaged.items() if k in self.final)  # fmt: skip
+        self.notes.append(f"tta over the identity and {views}: {shown} (without -> with)")
+        self.watch.log_config(tta={"plain": self.final, "tta": averaged, "transforms": views})
+        self.final = averaged
+
     def finish(self) -> FitResult:
-        self.watch.log_config(outcome={"steps": self.step, "stopped": self.stopped})
+        self._with_tta()
+        self.watch.log_config(outcome={"steps": self.step, "stopped": self.stopped},
+                              notes=self.notes)  # fmt: skip
         findings = self.watch.close()
         return FitResult(
             model=self.pieces.model, recipe=self.recipe,
@@ -397,17 +486,19 @@ class _FitRun:
 
 
 def _prepared(
-    setup: Setup, sample: float | int | None, seed: int, smoothing: float
+    setup: Setup, sample: float | int | None, seed: int, smoothing: float, validate: bool = True
 ) -> tuple[Setup, StaticContext, Setup, list[str]]:
     """(the setup to validate on, what the check knows of it, the setup to train with, notes):
-    sampled when asked, with a held-out split when it has no validation set, refused when it
-    cannot train (the loss rejects the output, NaN in the data), its cross-entropy smoothed."""
+    sampled when asked, with a held-out split when it has no validation set (unless `validate`
+    is False: a final fit), refused when it cannot train (the loss rejects the output, NaN in
+    the data), its cross-entropy smoothed."""
     notes: list[str] = []
     if sample is not None:
         setup, note = sampled(setup, sample, seed, class_labels(setup))
         notes.append(note)
-    setup, note = with_validation(setup, seed)
-    notes += [note] if note else []
+    if validate:
+        setup, note = with_validation(setup, seed)
+        notes += [note] if note else []
     ctx = StaticContext(setup, seed=seed)
     ctx.check_loss_accepts_output()  # an unusable setup fails here, before any training
     _refuse_nonfinite_data(ctx)
@@ -425,6 +516,18 @@ def _step(loss: torch.Tensor, pieces: checkpoints.Pieces, params: list[torch.Ten
     scaler.step(pieces.optimizer)
     scaler.update()
     pieces.scheduler.step()
+
+
+def _check_processes(state: dict[str, Any], processes: int) -> None:
+    """A run resumes on as many processes as it trained on: each one's share of the data, and
+    the global batch, depend on it (every process loads the same checkpoint, rank 0's: the
+    replicas were identical, and each process ran the same seed)."""
+    trained_on = state.get("processes", 1)
+    if trained_on != processes:
+        raise SetupError(
+            f"fit --resume: the run trained on {trained_on} process(es) and would go on on "
+            f"{processes}: resume it with --devices {trained_on}"
+        )
 
 
 def _batches_per_epoch(loader: Any) -> int:
@@ -480,8 +583,7 @@ def _optimizer_factory(setup: Setup, recipe: Recipe):
 def _optimizer(setup: Setup, model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
     if recipe.optimizer == "adamw":
         lr = recipe.lr if isinstance(recipe.lr, float | int) else FALLBACK_LR
-        groups = param_groups(model, weight_decay=recipe.weight_decay)
-        return torch.optim.AdamW(groups, lr=lr)
+        return torch.optim.AdamW(recipe_tips.optimizer_groups(model, recipe, lr), lr=lr)
     optimizer = setup.build_optimizer(model)
     if isinstance(recipe.lr, float | int):  # the Setup's optimizer at the recipe's LR
         set_lrs(optimizer, float(recipe.lr), group_ratios(optimizer))
@@ -532,9 +634,12 @@ class SmoothedCrossEntropy(nn.Module):
 
 def _logged(loss_fn: Any, loss: torch.Tensor) -> dict[str, torch.Tensor]:
     """What the watch gets for a step: the loss, unsmoothed when smoothing is on (the smoothed
-    one, which the gradient followed, as "smoothed_loss")."""
-    if isinstance(loss_fn, SmoothedCrossEntropy) and loss_fn.unsmoothed is not None:
-        return {"loss": loss_fn.unsmoothed, "smoothed_loss": loss.detach()}
+    one, which the gradient followed, as "smoothed_loss"); distilling, the plain cross-entropy
+    and the distillation mix as "distill_loss"."""
+    source = loss_fn.fn if isinstance(loss_fn, TrainingStep) else loss_fn
+    plain = getattr(source, "unsmoothed", None)
+    if isinstance(source, SmoothedCrossEntropy | recipe_tips.DistillStep) and plain is not None:
+        return {"loss": plain, getattr(source, "logged_as", "smoothed_loss"): loss.detach()}
     return {"loss": loss.detach()}
 
 
@@ -597,8 +702,8 @@ def _random_batches(setup: Setup, seed: int) -> Iterator[tuple[Any, Any]]:
 
 
 @torch.no_grad()
-def _evaluate(setup: Setup, model: nn.Module, batches, autocast, metrics: TaskMetrics
-              ) -> dict[str, float]:  # fmt: skip
+def _evaluate(setup: Setup, model: nn.Module, batches, autocast,
+              metrics: TaskMetrics | PointMetrics) -> dict[str, float]:  # fmt: skip
     """Loss and metrics over `batches`, in eval mode, with the setup's own loss (into
     `metrics`, emptied first)."""
     was = model.training

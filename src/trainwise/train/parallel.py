@@ -10,12 +10,17 @@ changes there:
   batch size, so the global batch is N times it;
 - decisions every process must take together come from rank 0: the LR of lr "auto", and
   whether to stop (agreed at fixed steps, so no process waits in a collective the others left);
+- the whole-set validation is sharded: batch i is evaluated by rank i mod N, and the sums
+  (the loss, torchmetrics' states) are reduced across ranks, so every rank has the numbers one
+  process would have;
 - rank 0 alone writes the run record and the checkpoints.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -72,6 +77,20 @@ class Parallel:
     def wrap(self, model: nn.Module) -> nn.Module:
         ids = [self.local_rank] if self.backend == "nccl" else None
         return DistributedDataParallel(model, device_ids=ids)
+
+    def shard(self, loader: Any) -> tuple[Iterable[tuple[int, Any]], bool]:
+        """(this rank's (index, batch) pairs of a validation loader, whether they are a shard).
+        Batch i goes to rank i mod N. Every batch still passes through each rank's loader
+        (collated, not evaluated): it works for any loader the Setup built. With fewer batches
+        than ranks (or a loader without a length), every rank evaluates all of them: an empty
+        shard would leave torchmetrics' reduction without states on that rank."""
+        try:
+            enough = len(loader) >= self.world
+        except TypeError:
+            enough = False
+        if not enough:
+            return enumerate(loader), False
+        return itertools.islice(enumerate(loader), self.rank, None, self.world), True
 
     def agree(self, value: Any) -> Any:
         """Rank 0's value, on every process (a collective: every rank calls it at the same step)."""
