@@ -435,8 +435,10 @@ class _FitRun:
         return dict(self.final)
 
     def _peek_all(self) -> dict[str, float]:
-        """The whole validation set's loss and metrics now, leaving the run as it was: the
-        validation RNG, the checkpoints, the best and the record untouched."""
+        """The whole validation set's loss (and headline metric, as the one-batch points
+        compute it) now, leaving the run as it was: the validation RNG, the checkpoints, the
+        best and the record untouched. Not sharded: on several processes a rank that calls it
+        evaluates the whole set alone (no collective, so ranks need not call it together)."""
         setup = self.setup
         # A DataLoader draws its base seed from torch's RNG when iterated: put the RNG back,
         # so the training after this (data order, dropout) is what it would have been.
