@@ -31,6 +31,11 @@ A. Search quality at a fixed budget of training steps. Three tasks (built offlin
    starts with). Reported: medians over the seeds, and the ratios default/tpe side by side.
    Target: default reaches tpe's best with <= 40% of tpe's compute.
 
+R. (`--part rungs`, not in the default `all`) The value at ASHA's rungs: tpe, the default
+   (the whole validation set's loss at the rungs) and the default with the mean of the last 3
+   one-batch points there too (as before the whole set was used), per task and seed, part A's
+   budget: how often and how soon each reaches tpe's best.
+
 F. Why the target is hard here: how well a trial's validation loss at step s ranks trials by
    their final value. FIDELITY_TRIALS random configurations per task trained to the end; at
    1/8, 1/4 and 1/2 of the trial, Spearman's rho between the loss then (mean of the last 3
