@@ -16,14 +16,31 @@ A. Search quality at a fixed budget of training steps. Three tasks (built offlin
      random   RandomSampler, no pruning
      tpe      TPESampler (trainwise's settings), no pruning
      default  TPESampler + ASHA (trainwise's default: SuccessiveHalvingPruner, first rung at
-              1/32 of a trial, reduction factor 4), reporting the validation loss at fit's
-              validation points; pruned trials cost only the steps they ran
+              1/4 of a trial, reduction factor 4), reporting the validation loss at fit's
+              validation points (the whole validation set's at the rung); pruned trials cost
+              only the steps they ran, and the steps they free go to further trials
+     ray      (where Ray Tune imports; see sweep_ray_arm.py) Ray Tune's random search +
+              ASHAScheduler at the same rungs, on the same trial code. Ray is no dependency
+              of trainwise: `pip install "ray[tune]"` (ray 2.60.0 here; it pulls no torch)
+              adds this arm, `--no-ray` leaves it out
    The trial code is trainwise's own (trainwise.sweep.objective.run_trial, the samplers and
    pruners of trainwise.sweep.plan). Per task and seed (the seed of the sampler and of every
-   trial's fit): each arm's best loss, and the compute (training steps, and wall seconds) each
-   arm needed before its best so far first reached tpe's final best. Reported: medians over
-   the seeds, and the ratios default/tpe side by side. Target: default reaches tpe's best with
-   <= 40% of tpe's compute.
+   trial's fit): each arm's best loss, and the compute (training steps, and CPU seconds) each
+   arm needed before its best so far first reached tpe's final best; which of tpe's trials
+   found its best (its first 10 are TPE's random start-up, the same trials the default arm
+   starts with). Reported: medians over the seeds, and the ratios default/tpe side by side.
+   Target: default reaches tpe's best with <= 40% of tpe's compute.
+
+R. (`--part rungs`, not in the default `all`) The value at ASHA's rungs: tpe, the default
+   (the whole validation set's loss at the rungs) and the default with the mean of the last 3
+   one-batch points there too (as before the whole set was used), per task and seed, part A's
+   budget: how often and how soon each reaches tpe's best.
+
+F. Why the target is hard here: how well a trial's validation loss at step s ranks trials by
+   their final value. FIDELITY_TRIALS random configurations per task trained to the end; at
+   1/8, 1/4 and 1/2 of the trial, Spearman's rho between the loss then (mean of the last 3
+   random batches, and the whole validation set's) and the final value, and how many of the
+   3 best final trials are in the top quarter then (what ASHA at that rung would keep).
 
 C. SQLite with 4 processes writing at once (the "database is locked" of Optuna's FAQ): 4
    spawned processes x 25 trials of 50 reports, no training, on Optuna's plain sqlite:/// URL
@@ -131,7 +148,7 @@ def run_arm(setup_fn, arm: str, seed: int, folder: Path) -> list[tuple[int, floa
     """Trials until the step budget is spent: [(steps, seconds, value or None)] in order."""
     import optuna
 
-    from trainwise.sweep.objective import TrialStopped, run_trial
+    from trainwise.sweep import objective
     from trainwise.sweep.plan import SweepPlan, build_pruner, build_sampler
     from trainwise.sweep.space import build_space
     from trainwise.sweep.storage import resolve
@@ -143,10 +160,26 @@ def run_arm(setup_fn, arm: str, seed: int, folder: Path) -> list[tuple[int, floa
         storage=resolve(None, folder), trials=10_000, epochs=None, steps=TRIAL_STEPS,
         recipe=tw.Recipe(lr=1e-3, precision="fp32"), seed=seed, record=False,
         sampler="random" if arm == "random" else "tpe",
-        pruner="asha" if arm == "default" else "none",
+        pruner="asha" if arm in ("default", "batches") else "none",
     )  # fmt: skip
     study = optuna.create_study(sampler=build_sampler(plan, 0), pruner=build_pruner(plan.pruner))
-    budget, spent, log = BUDGET_TRIALS * TRIAL_STEPS, 0, []
+    log: list[tuple[int, float, float | None]] = []
+    # "batches": the default as it was before the whole validation set was used at the rungs
+    objective.WHOLE_AT_RUNGS = arm != "batches"
+    try:
+        _trials(study, plan, setup_fn, log)
+    finally:
+        objective.WHOLE_AT_RUNGS = True
+    return log
+
+
+def _trials(study, plan, setup_fn, log: list) -> None:
+    """Trials of `study` until BUDGET_TRIALS x TRIAL_STEPS training steps are spent."""
+    import optuna
+
+    from trainwise.sweep.objective import TrialStopped, run_trial
+
+    budget, spent = BUDGET_TRIALS * TRIAL_STEPS, 0
     while spent < budget:
         trial = study.ask()
         t0 = time.process_time()
@@ -163,7 +196,6 @@ def run_arm(setup_fn, arm: str, seed: int, folder: Path) -> list[tuple[int, floa
         steps = min(steps, budget - spent)  # the last trial is cut at the budget's end
         spent += steps
         log.append((steps, time.process_time() - t0, value))
-    return log
 
 
 def reach(log, target: float) -> tuple[float, float]:
@@ -176,12 +208,26 @@ def reach(log, target: float) -> tuple[float, float]:
     return math.inf, math.inf
 
 
-def part_a(tasks: list[str], seeds: int, out: list[str]) -> None:
+def part_a(tasks: list[str], seeds: int, ray: bool, out: list[str]) -> None:
+    arms = list(ARMS)
+    if ray:
+        from sweep_ray_arm import available
+
+        why_not = available()
+        if why_not is None:
+            arms.append("ray")
+        else:
+            print(f"arm (d) skipped: {why_not}", flush=True)
+            out += [f"Arm (d), Ray Tune's ASHA, skipped: {why_not}.", ""]
+    has_ray = "ray" in arms
     out += [f"## A. Search at a fixed budget ({BUDGET_TRIALS} x {TRIAL_STEPS} training steps per "
             f"arm, {seeds} seeds)", ""]
-    out += ["| task | seed | best random | best tpe | best default (tpe+asha) | trials r/t/d | "
-            "pruned | default: steps to tpe's best (share of tpe's) | tpe: steps to its best | "
-            "default: CPU s to tpe's best (share) |", "|" + "---|" * 10]
+    ray_cols = " best ray (random+asha) | ray: steps to tpe's best (share) |" if has_ray else ""
+    out += ["| task | seed | best random | best tpe | best default (tpe+asha) |" + ray_cols +
+            " trials r/t/d" + ("/ray" if has_ray else "") + " | pruned d" +
+            ("/ray" if has_ray else "") + " | default: steps to tpe's best (share of tpe's) | tpe: "
+            "steps to its best (its trial #) | default: CPU s to tpe's best (share) |",
+            "|" + "---|" * (10 + 2 * has_ray)]  # fmt: skip
     summary = {}
     with tempfile.TemporaryDirectory() as tmp:
         for task in tasks:
@@ -189,33 +235,192 @@ def part_a(tasks: list[str], seeds: int, out: list[str]) -> None:
             rows = []
             for seed in range(seeds):
                 logs = {arm: run_arm(setup_fn, arm, seed, Path(tmp)) for arm in ARMS}
+                if has_ray:
+                    from sweep_ray_arm import run_ray_arm
+
+                    logs["ray"] = run_ray_arm(task, seed, SPACE, TRIAL_STEPS, BUDGET_TRIALS,
+                                              Path(tmp) / "ray")  # fmt: skip
                 best = {a: min((v for *_, v in logs[a] if v is not None), default=math.inf)
-                        for a in ARMS}  # fmt: skip
+                        for a in arms}  # fmt: skip
                 tpe_steps, tpe_secs = reach(logs["tpe"], best["tpe"])
+                tpe_trial = _first_reaching(logs["tpe"], best["tpe"])
                 d_steps, d_secs = reach(logs["default"], best["tpe"])
-                pruned = sum(1 for s, _, v in logs["default"] if v is None)
-                share = d_steps / tpe_steps
-                cpu_share = d_secs / tpe_secs
-                rows.append((best, share, cpu_share))
+                pruned = "/".join(str(sum(v is None for *_, v in logs[a]))
+                                  for a in ("default", "ray")[: 1 + has_ray])  # fmt: skip
+                ray_trials = f"/{len(logs['ray'])}" if has_ray else ""
+                share, cpu_share = d_steps / tpe_steps, d_secs / tpe_secs
+                ray_share = reach(logs["ray"], best["tpe"])[0] / tpe_steps if has_ray else None
+                rows.append((best, share, cpu_share, ray_share))
+                ray_text = (f" {best['ray']:.4g} | {_pct(ray_share)} |" if has_ray else "")
                 out.append(
                     f"| {task} | {seed} | {best['random']:.4g} | {best['tpe']:.4g} | "
-                    f"{best['default']:.4g} | {len(logs['random'])}/{len(logs['tpe'])}/"
-                    f"{len(logs['default'])} | {pruned} | "
-                    f"{_steps(d_steps)} ({_pct(share)}) | {_steps(tpe_steps)} | "
+                    f"{best['default']:.4g} |{ray_text} {len(logs['random'])}/{len(logs['tpe'])}/"
+                    f"{len(logs['default'])}{ray_trials} | {pruned} | "
+                    f"{_steps(d_steps)} ({_pct(share)}) | {_steps(tpe_steps)} (#{tpe_trial}) | "
                     f"{d_secs:.1f} ({_pct(cpu_share)}) |")  # fmt: skip
                 print(out[-1], flush=True)
             summary[task] = rows
+    _summary(summary, arms, out)
+
+
+def part_rungs(tasks: list[str], seeds: int, out: list[str]) -> None:
+    """The default arm with the whole validation set's loss at ASHA's rungs (as committed)
+    next to the same arm with the mean of the last 3 one-batch points there (as before), on
+    part A's tasks, seeds and budget; tpe is the reference, as in part A."""
+    out += [f"## R. The value at ASHA's rungs: whole validation set vs mean of 3 batches "
+            f"({BUDGET_TRIALS} x {TRIAL_STEPS} training steps per arm, {seeds} seeds)", "",
+            "| task | seed | best tpe | best default, whole val at rungs | steps to tpe's best "
+            "(share) | best default, 3 batches at rungs | steps to tpe's best (share) | trials "
+            "(pruned) whole / batches |", "|" + "---|" * 8]  # fmt: skip
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for task in tasks:
+            setup_fn = TASKS[task]()
+            for seed in range(seeds):
+                logs = {arm: run_arm(setup_fn, arm, seed, Path(tmp))
+                        for arm in ("tpe", "default", "batches")}  # fmt: skip
+                best = {a: min((v for *_, v in log if v is not None), default=math.inf)
+                        for a, log in logs.items()}  # fmt: skip
+                tpe_steps = reach(logs["tpe"], best["tpe"])[0]
+                cells, shares = [], {}
+                for arm in ("default", "batches"):
+                    steps = reach(logs[arm], best["tpe"])[0]
+                    shares[arm] = steps / tpe_steps
+                    cells.append(f"{best[arm]:.4g} | {_steps(steps)} ({_pct(shares[arm])})")
+                counts = " / ".join(f"{len(logs[a])} ({sum(v is None for *_, v in logs[a])})"
+                                    for a in ("default", "batches"))  # fmt: skip
+                rows.append((best, shares))
+                out.append(f"| {task} | {seed} | {best['tpe']:.4g} | {cells[0]} | {cells[1]} | "
+                           f"{counts} |")  # fmt: skip
+                print(out[-1], flush=True)
+    out.append("")
+    for arm, name in (("default", "whole val at rungs"), ("batches", "3 batches at rungs")):
+        reached = sum(math.isfinite(r[1][arm]) for r in rows)
+        met = sum(r[1][arm] <= 0.4 for r in rows)
+        better = sum(r[0][arm] <= r[0]["tpe"] for r in rows)
+        share = statistics.median(r[1][arm] for r in rows)
+        out.append(f"- {name}: reached tpe's best on {reached} of {len(rows)} task-seeds, within "
+                   f"40% of tpe's steps on {met}, best <= tpe's on {better}; median share "
+                   f"{_pct(share)}")  # fmt: skip
+    out.append("")
+
+
+def _first_reaching(log, target: float) -> int:
+    """The 1-based number of the first trial in `log` whose value reached `target`."""
+    return next(i for i, (*_, v) in enumerate(log, 1) if v is not None and v <= target)
+
+
+def _summary(summary: dict, arms: list[str], out: list[str]) -> None:
+    """Medians over the seeds, and how many task-seeds met the target."""
+    has_ray = "ray" in arms
     out += ["", "Medians over the seeds (default vs tpe, side by side):", "",
-            "| task | best random | best tpe | best default | default/tpe best | default's "
-            "steps to tpe's best, share of tpe's steps to it | same in CPU time |",
-            "|" + "---|" * 7]  # fmt: skip
+            "| task | best random | best tpe | best default |" + (" best ray |" if has_ray else "")
+            + " default/tpe best | default's steps to tpe's best, share of tpe's steps to it | "
+            "same in CPU time |" + (" ray's steps, share |" if has_ray else ""),
+            "|" + "---|" * (7 + 2 * has_ray)]  # fmt: skip
     for task, rows in summary.items():
-        med = {a: statistics.median(r[0][a] for r in rows) for a in ARMS}
+        med = {a: statistics.median(r[0][a] for r in rows) for a in arms}
         share = statistics.median(r[1] for r in rows)
         cpu = statistics.median(r[2] for r in rows)
-        out.append(f"| {task} | {med['random']:.4g} | {med['tpe']:.4g} | {med['default']:.4g} | "
-                   f"{med['default'] / med['tpe']:.3f} | {_pct(share)} | {_pct(cpu)} |")  # fmt: skip
+        ray_best = f" {med['ray']:.4g} |" if has_ray else ""
+        ray_share = f" {_pct(statistics.median(r[3] for r in rows))} |" if has_ray else ""
+        out.append(f"| {task} | {med['random']:.4g} | {med['tpe']:.4g} | {med['default']:.4g} |"
+                   f"{ray_best} {med['default'] / med['tpe']:.3f} | {_pct(share)} | {_pct(cpu)} |"
+                   f"{ray_share}")  # fmt: skip
+    rows = [r for task_rows in summary.values() for r in task_rows]
+    met = sum(r[1] <= 0.4 for r in rows)
+    reached = sum(math.isfinite(r[1]) for r in rows)
+    better = sum(r[0]["default"] <= r[0]["tpe"] for r in rows)
+    out += ["", f"Target (default reaches tpe's best with <= 40% of tpe's steps to it): met on "
+            f"{met} of {len(rows)} task-seeds; reached at all on {reached} of {len(rows)}; "
+            f"default's best <= tpe's on {better} of {len(rows)}.", ""]  # fmt: skip
+    if has_ray:
+        ray_met = sum(r[3] <= 0.4 for r in rows)
+        ray_reached = sum(math.isfinite(r[3]) for r in rows)
+        out += [f"Ray Tune's ASHA: within 40% on {ray_met} of {len(rows)}; reached tpe's best "
+                f"on {ray_reached} of {len(rows)}.", ""]  # fmt: skip
+
+
+# -- part F ------------------------------------------------------------------------------------
+
+
+FIDELITY_TRIALS = 24
+FRACTIONS = (8, 4, 2)  # the loss at 1/8, 1/4 and 1/2 of the trial
+
+
+def part_f(tasks: list[str], out: list[str]) -> None:
+    """Rank agreement between a trial's validation loss part-way and its final value."""
+    from scipy.stats import spearmanr
+
+    out += [f"## F. How well the loss at step s ranks trials by their final value "
+            f"({FIDELITY_TRIALS} random configurations per task, full length)", "",
+            "| task | step (of the trial) | rho, mean of 3 batches | rho, whole val | 3 best "
+            "finals in the top quarter, batches | same, whole val |", "|" + "---|" * 6]  # fmt: skip
+    for task in tasks:
+        curves, finals = _fidelity_runs(TASKS[task]())
+        for fraction in FRACTIONS:
+            step = _point_at(curves, TRIAL_STEPS // fraction)
+            cells = []
+            for kind in ("batches", "whole"):
+                then = [c.get(step, {}).get(kind, math.inf) for c in curves]
+                rho = spearmanr(then, finals).correlation
+                cells.append((rho, _kept(then, finals)))
+            out.append(f"| {task} | {step} (1/{fraction}) | {cells[0][0]:.2f} | "
+                       f"{cells[1][0]:.2f} | {cells[0][1]}/3 | {cells[1][1]}/3 |")  # fmt: skip
+            print(out[-1], flush=True)
     out.append("")
+
+
+def _fidelity_runs(setup_fn) -> tuple[list[dict], list[float]]:
+    """FIDELITY_TRIALS random configurations trained to the end: per trial {step: {"batches":
+    mean of the last 3 batch points, "whole": the whole validation set's}}, and final values."""
+    from collections import deque
+
+    import optuna
+
+    from trainwise.sweep.hp import HyperParams, split_params
+    from trainwise.sweep.space import build_space, suggest_all
+    from trainwise.sweep.worker import quiet_optuna
+    from trainwise.train.loop import fit
+
+    quiet_optuna()
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=7))
+    curves, finals = [], []
+    for _ in range(FIDELITY_TRIALS):
+        params = suggest_all(study.ask(), build_space([], SPACE))
+        recipe_values, setup_values = split_params(params)
+        curve, recent = {}, deque(maxlen=3)
+        due = [TRIAL_STEPS // f for f in FRACTIONS]  # the steps looked at, ascending
+
+        def record(status, curve=curve, recent=recent, due=due) -> None:
+            if status.val and "loss" in status.val:
+                recent.append(status.val["loss"])
+                if due and due[0] <= status.step:  # the first point at or past a step looked at
+                    while due and due[0] <= status.step:
+                        due.pop(0)
+                    curve[status.step] = {"batches": sum(recent) / len(recent),
+                                          "whole": status.evaluate()["loss"]}  # fmt: skip
+
+        result = fit(setup_fn(HyperParams(setup_values)), steps=TRIAL_STEPS,
+                     recipe=tw.Recipe(lr=1e-3, precision="fp32").replace(**recipe_values),
+                     record=False, verbose=False, preset="cheap", on_progress=record)  # fmt: skip
+        value = result.best.get("val_loss", math.inf)
+        if math.isfinite(value):
+            curves.append({s: {k: v if math.isfinite(v) else math.inf for k, v in point.items()}
+                           for s, point in curve.items()})  # fmt: skip
+            finals.append(value)
+    return curves, finals
+
+
+def _point_at(curves: list[dict], step: int) -> int:
+    """The first validation point at or after `step` (where ASHA would judge a rung there)."""
+    return min(s for curve in curves for s in curve if s >= step)
+
+
+def _kept(then: list[float], finals: list[float]) -> int:
+    """How many of the 3 best final trials are in the top quarter at that step."""
+    top = set(sorted(range(len(then)), key=then.__getitem__)[: max(1, len(then) // 4)])
+    return sum(i in top for i in sorted(range(len(finals)), key=finals.__getitem__)[:3])
 
 
 def _pct(x: float) -> str:
@@ -356,7 +561,10 @@ def _postgres(folder: Path):
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--part", choices=["a", "b", "c", "all"], default="all")
+    parser.add_argument("--part", choices=["a", "b", "c", "f", "rungs", "all"], default="all",
+                        help="rungs (not in all): part R, the value at ASHA's rungs, before/after")
+    parser.add_argument("--no-ray", dest="ray", action="store_false",
+                        help="skip arm (d), Ray Tune's ASHA, even where Ray is installed")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("-k", dest="tasks", action="append", choices=list(TASKS))
     parser.add_argument("--repeats", type=int, default=30)
@@ -373,7 +581,11 @@ def main() -> None:
         part_c(4, 25, out)
         print("\n".join(out), flush=True)
     if args.part in ("a", "all"):
-        part_a(args.tasks or list(TASKS), args.seeds, out)
+        part_a(args.tasks or list(TASKS), args.seeds, args.ray, out)
+    if args.part in ("f", "all"):
+        part_f(args.tasks or list(TASKS), out)
+    if args.part == "rungs":
+        part_rungs(args.tasks or list(TASKS), args.seeds, out)
     out.append(f"Total wall time {time.time() - t0:.0f} s.")
     text = "\n".join(out) + "\n"
     print(text)

@@ -110,3 +110,56 @@ def test_unknown_sampler_or_pruner_is_refused_before_anything_runs(tmp_path):
         tw.sweep(BLOBS, trials=1, steps=8, sampler="cma", runs_dir=tmp_path)
     with pytest.raises(SetupError, match="give epochs=N or steps=N"):
         tw.sweep(BLOBS, trials=1, runs_dir=tmp_path)
+
+
+def _blobs_setup():
+    from trainwise.loader import load_setup
+
+    return load_setup(BLOBS, hp={"width": 8})
+
+
+def test_a_whole_validation_on_demand_leaves_the_run_as_it_was():
+    """fit's status.evaluate (what the pruner's rungs use) changes nothing in the training:
+    the same weights and best loss as a fit that never called it."""
+    from trainwise.train.loop import fit
+
+    def run(peek: bool):
+        seen = []
+
+        def on_progress(status):
+            if peek and status.val:
+                seen.append(status.evaluate()["loss"])
+
+        result = fit(_blobs_setup(), steps=24, recipe=quick_recipe(), record=False,
+                     verbose=False, on_progress=on_progress)  # fmt: skip
+        return result, seen
+
+    plain, _ = run(peek=False)
+    peeked, seen = run(peek=True)
+    assert len(seen) >= 10 and all(v == v for v in seen)  # finite losses, one per val point
+    assert peeked.best["val_loss"] == plain.best["val_loss"]
+    for a, b in zip(plain.model.parameters(), peeked.model.parameters(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_the_pruner_ranks_trials_on_the_whole_validation_loss_at_its_rungs():
+    from trainwise.sweep.objective import PruningReporter
+    from trainwise.sweep.plan import rung_steps
+    from trainwise.train.loop import fit
+
+    assert rung_steps("asha", 400) == [100] and rung_steps("median", 400) == []
+    study = optuna.create_study()
+    trial = study.ask()
+    reporter, whole = PruningReporter(trial, "asha"), {}
+
+    def on_progress(status):
+        if status.val:
+            whole[status.step] = status.evaluate()["loss"]
+        reporter(status)
+
+    fit(_blobs_setup(), steps=40, recipe=quick_recipe(), record=False, verbose=False,
+        on_progress=on_progress)  # fmt: skip
+    reported = study.trials[0].intermediate_values
+    rung = min(step for step in reported if step >= 10)  # the first point past 40 // 4
+    assert reported[rung] == whole[rung]  # the whole validation set's loss at the rung
+    assert sum(reported[s] != whole[s] for s in reported) >= len(reported) - 2  # batches elsewhere

@@ -103,3 +103,16 @@ def build_pruner(name: str, total_steps: int | None = None) -> Any:
         return optuna.pruners.MedianPruner(n_startup_trials=MEDIAN_STARTUP_TRIALS,
                                            n_warmup_steps=first or 0)  # fmt: skip
     return optuna.pruners.NopPruner()
+
+
+def rung_steps(name: str, total_steps: int) -> list[int]:
+    """The steps at which successive halving (asha, and each of hyperband's brackets) decides:
+    the first rung and its multiples by the reduction factor, before the trial's end."""
+    if name not in ("asha", "hyperband"):
+        return []
+    first = max(1, total_steps // FIRST_RUNG_FRACTION)
+    steps = []
+    while first < total_steps:
+        steps.append(first)
+        first *= REDUCTION_FACTOR
+    return steps

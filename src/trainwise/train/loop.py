@@ -65,6 +65,9 @@ class FitStatus:
     val: dict[str, float] = field(default_factory=dict)  # a random validation batch's
     # the whole validation set's, on the step that ended an epoch (else None)
     epoch_metrics: dict[str, float] | None = None
+    # the whole validation set now, on demand, with no effect on the run (no checkpoint, not
+    # in the record, the best unchanged): what a sweep's pruner compares trials on at its rungs
+    evaluate: Callable[[], dict[str, float]] | None = field(default=None, repr=False)
 
 
 @dataclass
@@ -349,7 +352,8 @@ class _FitRun:
                 schedule.on_epoch_start(self.epoch)
         for index, batch in enumerate(batches, start=self.skip):
             loss = self._train_step(batch, index)
-            status = FitStatus(self.epoch + 1, self.epochs_planned, self.step, self.total)
+            status = FitStatus(self.epoch + 1, self.epochs_planned, self.step, self.total,
+                               evaluate=self._peek_all)  # fmt: skip
             if self.step % self.val_every == 0 or self.step == self.total:
                 status.loss, status.val = float(loss.detach()), self._validate_batch()
                 self.saved.last(self.pieces, self.step, self.epoch, index + 1, epoch_rng, self.best)
@@ -428,6 +432,21 @@ class _FitRun:
         self.best = self.saved.epoch_end(self.pieces, self.step, self.epoch, self.final,
                                          self.best, self.plan.monitor, last=last)  # fmt: skip
         return dict(self.final)
+
+    def _peek_all(self) -> dict[str, float]:
+        """The whole validation set's loss (and headline metric, as the one-batch points
+        compute it) now, leaving the run as it was: the validation RNG, the checkpoints, the
+        best and the record untouched. Not sharded: on several processes a rank that calls it
+        evaluates the whole set alone (no collective, so ranks need not call it together)."""
+        setup = self.setup
+        # A DataLoader draws its base seed from torch's RNG when iterated: put the RNG back,
+        # so the training after this (data order, dropout) is what it would have been.
+        rng = torch.get_rng_state()
+        batches = (_on_device(setup, b, i, "val") for i, b in enumerate(setup.val_loader()))
+        try:
+            return _evaluate(setup, self.pieces.model, batches, self.autocast, self.batch_metrics)
+        finally:
+            torch.set_rng_state(rng)
 
     def _report(self, status: FitStatus) -> None:
         if self.on_progress is None:
