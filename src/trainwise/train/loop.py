@@ -442,7 +442,7 @@ class _FitRun:
         # A DataLoader draws its base seed from torch's RNG when iterated: put the RNG back,
         # so the training after this (data order, dropout) is what it would have been.
         rng = torch.get_rng_state()
-        batches = (_on_device(setup, b, i, "val") for i, b in enumerate(setup.val_loader()))
+        batches = (setup.batch_on_device(b, i, "val") for i, b in enumerate(setup.val_loader()))
         try:
             return _evaluate(setup, self.pieces.model, batches, self.autocast, self.batch_metrics)
         finally:
