@@ -306,9 +306,9 @@ class Stamps:
     """Per-step clocks: (epoch, CPU time, wall time) after each training step."""
 
     def __init__(self) -> None:
-        self.rows: list[tuple[int, float, float]] = []
+        self.rows: list[tuple[float, float, float]] = []
 
-    def __call__(self, epoch: int) -> None:
+    def __call__(self, epoch: float) -> None:
         self.rows.append((epoch, time.process_time(), time.perf_counter()))
 
     def per_step(self) -> tuple[float, float]:
@@ -327,9 +327,16 @@ def fit_timed(setup: tw.Setup, epochs: int, preset: str, seed: int) -> tuple[flo
         lr=SPEED_LR, schedule="one-cycle", clip=SPEED_CLIP, label_smoothing=0,
         output_bias=False, precision="fp32",
     )  # fmt: skip
+    def stamp(status) -> None:
+        # The step that ends an epoch reports after the whole-set validation, under the epoch
+        # it ends: marked as between epochs, so that neither the interval holding the
+        # validation nor the next one (the new epoch's loader) counts as a training step, as
+        # the hand loop's step across an epoch's end does not.
+        stamps(status.epoch + (0.5 if status.epoch_metrics is not None else 0))
+
     tw.fit(
         setup, epochs=epochs, recipe=recipe, seed=seed, record=False, verbose=False,
-        preset=preset, on_progress=lambda status: stamps(status.epoch),
+        preset=preset, on_progress=stamp,
     )  # fmt: skip
     return stamps.per_step()
 
