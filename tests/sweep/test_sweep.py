@@ -178,4 +178,5 @@ def test_tpe_start_up_size_by_pruner(tmp_path):
         return plans.build_sampler(plan, 0)._n_startup_trials
 
     assert startup("none") == startup("median") == plans.TPE_STARTUP_TRIALS == 10
-    assert startup("asha") == startup("hyperband") == plans.PRUNED_STARTUP_TRIALS
+    # 5 or 3 under asha reached plain TPE's best less often (issue15 note, third session)
+    assert startup("asha") == startup("hyperband") == plans.PRUNED_STARTUP_TRIALS == 10
