@@ -40,8 +40,9 @@ V. (`--part variants`, not in `all`) Variants of the default arm, side by side o
    tasks and budget: tpe once per task and seed, then each `--variant` (default: all of
    VARIANTS): TPE's start-up size under the pruner (trainwise.sweep.plan.PRUNED_STARTUP_TRIALS),
    the first rung (FIRST_RUNG_FRACTION), the reduction factor, ASHA or Hyperband; seeds
-   `--first-seed` to `--first-seed + --seeds - 1`. Per variant: its best, its steps to tpe's
-   best as a share of tpe's, its trials (without a value).
+   `--first-seed` to `--first-seed + --seeds - 1`; `--budget-trials N` for another budget
+   (parts A and R too). Per variant: its best, its steps to tpe's best as a share of tpe's,
+   its trials (without a value).
 
 F. Why the target is hard here: how well a trial's validation loss at step s ranks trials by
    their final value. FIDELITY_TRIALS random configurations per task trained to the end; at
@@ -646,6 +647,7 @@ def _postgres(folder: Path):
 
 
 def main() -> None:
+    global BUDGET_TRIALS
     parser = argparse.ArgumentParser()
     parser.add_argument("--part", choices=["a", "b", "c", "f", "rungs", "variants", "all"],
                         default="all", help="rungs (not in all): part R, the value at ASHA's "
@@ -656,10 +658,13 @@ def main() -> None:
                         help="skip arm (d), Ray Tune's ASHA, even where Ray is installed")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--first-seed", type=int, default=0, help="part V: seeds from this one")
+    parser.add_argument("--budget-trials", type=int, default=BUDGET_TRIALS,
+                        help="each arm's budget in full trials' worth of steps (parts A, R, V)")
     parser.add_argument("-k", dest="tasks", action="append", choices=list(TASKS))
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--out", default="benchmarks/results/sweep_pruning.md")
     args = parser.parse_args()
+    BUDGET_TRIALS = args.budget_trials
     torch.set_num_threads(1)
     out = ["# benchmarks/sweep_pruning.py", "",
            f"`{' '.join(['python', *sys.argv])}`, torch {torch.__version__}, 1 thread", ""]
