@@ -36,6 +36,14 @@ R. (`--part rungs`, not in the default `all`) The value at ASHA's rungs: tpe, th
    one-batch points there too (as before the whole set was used), per task and seed, part A's
    budget: how often and how soon each reaches tpe's best.
 
+V. (`--part variants`, not in `all`) Variants of the default arm, side by side on part A's
+   tasks and budget: tpe once per task and seed, then each `--variant` (default: all of
+   VARIANTS): TPE's start-up size under the pruner (trainwise.sweep.plan.PRUNED_STARTUP_TRIALS),
+   the first rung (FIRST_RUNG_FRACTION), the reduction factor, ASHA or Hyperband; seeds
+   `--first-seed` to `--first-seed + --seeds - 1`; `--budget-trials N` for another budget
+   (parts A and R too). Per variant: its best, its steps to tpe's best as a share of tpe's,
+   its trials (without a value).
+
 F. Why the target is hard here: how well a trial's validation loss at step s ranks trials by
    their final value. FIDELITY_TRIALS random configurations per task trained to the end; at
    1/8, 1/4 and 1/2 of the trial, Spearman's rho between the loss then (mean of the last 3
@@ -144,11 +152,14 @@ TASKS = {"digits-mlp": digits_mlp, "friedman-mlp": friedman_mlp, "mnist1d-mlp": 
 # -- part A ------------------------------------------------------------------------------------
 
 
-def run_arm(setup_fn, arm: str, seed: int, folder: Path) -> list[tuple[int, float, float | None]]:
-    """Trials until the step budget is spent: [(steps, seconds, value or None)] in order."""
+def run_arm(setup_fn, arm: str, seed: int, folder: Path, variant: str | None = None
+            ) -> list[tuple[int, float, float | None]]:
+    """Trials until the step budget is spent: [(steps, seconds, value or None)] in order.
+    `variant` (part V, the default arm only): VARIANTS' settings in place of trainwise's."""
     import optuna
 
     from trainwise.sweep import objective
+    from trainwise.sweep import plan as plan_module
     from trainwise.sweep.plan import SweepPlan, build_pruner, build_sampler
     from trainwise.sweep.space import build_space
     from trainwise.sweep.storage import resolve
@@ -160,17 +171,38 @@ def run_arm(setup_fn, arm: str, seed: int, folder: Path) -> list[tuple[int, floa
         storage=resolve(None, folder), trials=10_000, epochs=None, steps=TRIAL_STEPS,
         recipe=tw.Recipe(lr=1e-3, precision="fp32"), seed=seed, record=False,
         sampler="random" if arm == "random" else "tpe",
-        pruner="asha" if arm in ("default", "batches") else "none",
+        pruner=(VARIANTS[variant].get("pruner", "asha") if variant else
+                "asha" if arm in ("default", "batches") else "none"),
     )  # fmt: skip
-    study = optuna.create_study(sampler=build_sampler(plan, 0), pruner=build_pruner(plan.pruner))
-    log: list[tuple[int, float, float | None]] = []
-    # "batches": the default as it was before the whole validation set was used at the rungs
-    objective.WHOLE_AT_RUNGS = arm != "batches"
+    saved = {k: getattr(plan_module, k)
+             for k in ("PRUNED_STARTUP_TRIALS", "FIRST_RUNG_FRACTION", "REDUCTION_FACTOR")}
+    for key, value in (VARIANTS[variant] if variant else {}).items():
+        if key != "pruner":
+            setattr(plan_module, key, value)
     try:
+        study = optuna.create_study(sampler=build_sampler(plan, 0),
+                                    pruner=build_pruner(plan.pruner))  # fmt: skip
+        log: list[tuple[int, float, float | None]] = []
+        # "batches": the default as it was before the whole validation set was used at the rungs
+        objective.WHOLE_AT_RUNGS = arm != "batches"
         _trials(study, plan, setup_fn, log)
     finally:
         objective.WHOLE_AT_RUNGS = True
+        for key, value in saved.items():
+            setattr(plan_module, key, value)
     return log
+
+
+# Part V: variants of the default arm (module constants of trainwise.sweep.plan, and the pruner).
+VARIANTS = {
+    "asha-s10": {"PRUNED_STARTUP_TRIALS": 10, "FIRST_RUNG_FRACTION": 4},  # trainwise until now
+    "asha-s5": {"PRUNED_STARTUP_TRIALS": 5, "FIRST_RUNG_FRACTION": 4},
+    "asha-s3": {"PRUNED_STARTUP_TRIALS": 3, "FIRST_RUNG_FRACTION": 4},
+    "asha-s5-r3": {"PRUNED_STARTUP_TRIALS": 5, "FIRST_RUNG_FRACTION": 3},
+    "hyperband-s5": {"PRUNED_STARTUP_TRIALS": 5, "FIRST_RUNG_FRACTION": 4, "pruner": "hyperband"},
+    "hyperband-s10": {"PRUNED_STARTUP_TRIALS": 10, "FIRST_RUNG_FRACTION": 4, "pruner": "hyperband"},
+    "asha-s10-eta3": {"PRUNED_STARTUP_TRIALS": 10, "REDUCTION_FACTOR": 3},  # a third goes on
+}
 
 
 def _trials(study, plan, setup_fn, log: list) -> None:
@@ -261,6 +293,61 @@ def part_a(tasks: list[str], seeds: int, ray: bool, out: list[str]) -> None:
                 print(out[-1], flush=True)
             summary[task] = rows
     _summary(summary, arms, out)
+
+
+def part_variants(tasks: list[str], seeds: int, variants: list[str], out: list[str],
+                  first_seed: int = 0) -> None:
+    """tpe (plain TPE, no pruning: the reference) and variants of the default arm, on part A's
+    tasks, seeds and budget: each variant's best, and its steps to tpe's best as a share of
+    tpe's steps to it."""
+    out += [f"## V. Variants of the default arm ({BUDGET_TRIALS} x {TRIAL_STEPS} training steps "
+            f"per arm, seeds {first_seed}-{first_seed + seeds - 1}): best / steps to tpe's best (share of tpe's) / trials "
+            "(without a value)", "", "Variants: " + "; ".join(f"{v} {VARIANTS[v]}"
+                                                         for v in variants), "",
+            "| task | seed | best tpe | tpe: steps to its best (trial #) | "
+            + " | ".join(variants) + " |", "|" + "---|" * (4 + len(variants))]  # fmt: skip
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for task in tasks:
+            setup_fn = TASKS[task]()
+            for seed in range(first_seed, first_seed + seeds):
+                tpe = run_arm(setup_fn, "tpe", seed, Path(tmp))
+                logs = {v: run_arm(setup_fn, "default", seed, Path(tmp), variant=v)
+                        for v in variants}  # fmt: skip
+                best_tpe = min(v for *_, v in tpe if v is not None)
+                tpe_steps = reach(tpe, best_tpe)[0]
+                cells, shares, bests = [], {}, {}
+                for v, log in logs.items():
+                    bests[v] = min((x for *_, x in log if x is not None), default=math.inf)
+                    shares[v] = reach(log, best_tpe)[0] / tpe_steps
+                    cells.append(f"{bests[v]:.4g} / {_pct(shares[v])} / {len(log)} "
+                                 f"({sum(x is None for *_, x in log)})")  # fmt: skip
+                rows.append((task, best_tpe, bests, shares))
+                out.append(f"| {task} | {seed} | {best_tpe:.4g} | {_steps(tpe_steps)} "
+                           f"(#{_first_reaching(tpe, best_tpe)}) | " + " | ".join(cells) + " |")
+                print(out[-1], flush=True)
+    out += ["", "Medians over the seeds: best (ratio to tpe's) / share of tpe's steps:", "",
+            "| task | best tpe | " + " | ".join(variants) + " |",
+            "|" + "---|" * (2 + len(variants))]  # fmt: skip
+    for task in tasks:
+        mine = [r for r in rows if r[0] == task]
+        med_tpe = statistics.median(r[1] for r in mine)
+        cells = []
+        for v in variants:
+            med = statistics.median(r[2][v] for r in mine)
+            cells.append(f"{med:.4g} ({med / med_tpe:.3f}) / "
+                         f"{_pct(statistics.median(r[3][v] for r in mine))}")
+        out.append(f"| {task} | {med_tpe:.4g} | " + " | ".join(cells) + " |")
+    out.append("")
+    for v in variants:
+        met = sum(r[3][v] <= 0.4 for r in rows)
+        reached = sum(math.isfinite(r[3][v]) for r in rows)
+        better = sum(r[2][v] <= r[1] for r in rows)
+        share = statistics.median(r[3][v] for r in rows)
+        out.append(f"- {v}: within 40% of tpe's steps on {met} of {len(rows)} task-seeds, "
+                   f"reached tpe's best on {reached}, best <= tpe's on {better}; median share "
+                   f"{_pct(share)}")  # fmt: skip
+    out.append("")
 
 
 def part_rungs(tasks: list[str], seeds: int, out: list[str]) -> None:
@@ -560,16 +647,24 @@ def _postgres(folder: Path):
 
 
 def main() -> None:
+    global BUDGET_TRIALS
     parser = argparse.ArgumentParser()
-    parser.add_argument("--part", choices=["a", "b", "c", "f", "rungs", "all"], default="all",
-                        help="rungs (not in all): part R, the value at ASHA's rungs, before/after")
+    parser.add_argument("--part", choices=["a", "b", "c", "f", "rungs", "variants", "all"],
+                        default="all", help="rungs (not in all): part R, the value at ASHA's "
+                        "rungs, before/after; variants (not in all): part V, see --variant")
+    parser.add_argument("--variant", dest="variants", action="append", choices=list(VARIANTS),
+                        help="part V: a variant of the default arm (repeat; default: all)")
     parser.add_argument("--no-ray", dest="ray", action="store_false",
                         help="skip arm (d), Ray Tune's ASHA, even where Ray is installed")
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--first-seed", type=int, default=0, help="part V: seeds from this one")
+    parser.add_argument("--budget-trials", type=int, default=BUDGET_TRIALS,
+                        help="each arm's budget in full trials' worth of steps (parts A, R, V)")
     parser.add_argument("-k", dest="tasks", action="append", choices=list(TASKS))
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--out", default="benchmarks/results/sweep_pruning.md")
     args = parser.parse_args()
+    BUDGET_TRIALS = args.budget_trials
     torch.set_num_threads(1)
     out = ["# benchmarks/sweep_pruning.py", "",
            f"`{' '.join(['python', *sys.argv])}`, torch {torch.__version__}, 1 thread", ""]
@@ -586,6 +681,9 @@ def main() -> None:
         part_f(args.tasks or list(TASKS), out)
     if args.part == "rungs":
         part_rungs(args.tasks or list(TASKS), args.seeds, out)
+    if args.part == "variants":
+        part_variants(args.tasks or list(TASKS), args.seeds, args.variants or list(VARIANTS), out,
+                      args.first_seed)
     out.append(f"Total wall time {time.time() - t0:.0f} s.")
     text = "\n".join(out) + "\n"
     print(text)
