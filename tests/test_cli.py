@@ -225,3 +225,23 @@ def test_lr_find_with_trial_steps_trains_candidates_and_records_the_pick(tmp_pat
 
     few = trainwise("lr-find", str(SETUPS / "healthy_mlp.py"), "--trial-steps", "5")
     assert few.returncode == 2 and "--trial-steps" in few.stderr
+
+
+def test_the_demo_table_shows_every_slug_whole_in_a_narrow_terminal():
+    """A slug is what `trainwise explain` takes: the demo's table never cuts one to fit."""
+    from rich.console import Console
+
+    from trainwise.demo.run import _difference
+    from trainwise.findings import Finding
+    from trainwise.report.model import Report, StageResult
+
+    slugs = ["weight-decay-on-norm-and-bias", "cannot-overfit-batch", "no-better-than-baseline"]
+    found = [Finding(rule=slug, severity="error", message="m", fix="f") for slug in slugs]
+    reports = [Report(f"digits ({kind})", [StageResult("static", "Static", "fail", 0.1,
+                                                       findings=found)])  # fmt: skip
+               for kind in ("healthy", "broken", "cannot learn")]  # fmt: skip
+    console = Console(width=72, record=True)
+    console.print(_difference(*reports))
+    text = console.export_text()
+    for slug in slugs:
+        assert slug in text, text

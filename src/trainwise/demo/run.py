@@ -30,10 +30,11 @@ def run_demo(console: Console) -> tuple[Report, ...]:
 
 def _difference(*reports: Report) -> Table:
     table = Table(title="what trainwise found", title_justify="left")
-    table.add_column("rule")
+    rules = dict.fromkeys(f.rule for r in reports for f in r.findings)
+    # A slug is what `trainwise explain` takes: shown whole, never cut to fit a narrow terminal
+    table.add_column("rule", no_wrap=True, min_width=max(map(len, rules), default=4))
     for report in reports:
         table.add_column(report.setup_name)
-    rules = dict.fromkeys(f.rule for r in reports for f in r.findings)
     for rule in rules:
         marks = [
             ", ".join(sorted({f.severity for f in r.findings if f.rule == rule})) or "clean"
