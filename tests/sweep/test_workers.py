@@ -2,6 +2,7 @@
 processes joining one PostgreSQL study (as two machines would), and a worker killed mid-trial
 whose trial the heartbeat fails and retries while the finished ones stay."""
 
+import contextlib
 import json
 import os
 import signal
@@ -93,6 +94,20 @@ def _wait_for(condition, what: str, limit_s: float = 240):
     pytest.fail(f"gave up waiting for {what}")
 
 
+def _has_study(db, name: str) -> bool:
+    """Whether the SQLite file holds study `name` yet (read with sqlite3, no schema set-up)."""
+    import sqlite3
+
+    if not db.exists():
+        return False
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as con:
+            rows = con.execute("SELECT 1 FROM studies WHERE study_name = ?", (name,)).fetchall()
+    except sqlite3.Error:  # no table yet, or locked by the writer for a moment
+        return False
+    return bool(rows)
+
+
 WORKER = """
 import sys, trainwise as tw
 from sweepkit import quick_recipe
@@ -108,7 +123,11 @@ def test_a_killed_workers_trial_is_failed_by_the_heartbeat_and_retried(tmp_path)
     worker = subprocess.Popen([sys.executable, "-c", WORKER, SLOW, storage, str(tmp_path)],
                               env=env(), stderr=subprocess.PIPE, text=True)  # fmt: skip
 
-    reader = optuna.storages.RDBStorage(storage)  # one connection pool for all the polls
+    # Opening an RDBStorage on a file whose schema another process is writing races it (both
+    # stamp alembic's revision: a UNIQUE constraint error, seen once here): wait for the worker
+    # to have made its study before opening one connection pool for all the polls.
+    _wait_for(lambda: _has_study(tmp_path / "s.db", "killed"), "the worker's study")
+    reader = optuna.storages.RDBStorage(storage)
 
     def trials():
         try:
