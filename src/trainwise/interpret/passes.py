@@ -15,7 +15,6 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from torchmetrics import classification as tmc
 
-from trainwise.data import to_device
 from trainwise.interpret.activations import ActivationSample
 from trainwise.interpret.losses import PerSampleLoss
 from trainwise.interpret.stream import CalibrationBins, Residuals, TopLosses
@@ -44,11 +43,11 @@ def batches(setup: Setup, dataset: Dataset, where: str) -> Iterator[tuple[Any, A
     """(input, target, dataset indices (B,)) of `dataset` in order, on the setup's device."""
     loader = DataLoader(dataset, batch_size=setup.effective_batch_size, shuffle=False,
                         collate_fn=setup.collate_fn("val" if where == "val" else "train"))  # fmt: skip
-    device, start = setup.torch_device, 0
+    start = 0
     for i, batch in enumerate(loader):
-        x, y = setup.split_batch(batch, i, where)
+        x, y = setup.batch_on_device(batch, i, where)
         n = len(y) if isinstance(y, torch.Tensor) and y.dim() else 1
-        yield to_device(x, device), to_device(y, device), torch.arange(start, start + n)
+        yield x, y, torch.arange(start, start + n)
         start += n
 
 

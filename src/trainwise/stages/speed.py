@@ -15,7 +15,6 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, IterableDataset
 
-from trainwise.data import to_device
 from trainwise.measurements import LoaderTrial, SpeedProfile
 from trainwise.rules.protocol import LOADER_BOUND, SLOW_STEP, ms
 from trainwise.stages import experiment as ex
@@ -102,8 +101,7 @@ def profile(run, model, optimizer, loader, batches, seconds, stage) -> list[dict
                 batch = next(iterator)
             except StopIteration:
                 break
-            x, y = run.setup.split_batch(batch, i, "train loader batch")
-            x, y = to_device(x, device), to_device(y, device)
+            x, y = run.setup.batch_on_device(batch, i, "train loader batch")
             sync()
             t1 = time.perf_counter()
             optimizer.zero_grad(set_to_none=True)
