@@ -91,10 +91,10 @@ class PruningReporter:
 
     def _at_rung(self, step: int) -> bool:
         """Whether `step` is the first validation point at or past a rung not reached yet."""
-        rungs = self.rungs or []
-        due = [r for r in rungs if r <= step]
-        self.rungs = [r for r in rungs if r > step]
-        return bool(due)
+        if not self.rungs or self.rungs[0] > step:  # ascending: the next rung is the first
+            return False
+        self.rungs = [r for r in self.rungs if r > step]
+        return True
 
     def _why(self, step: int, total: int, loss: float) -> str:
         """ "pruned by asha at step 24/300: val loss 1.93; the best trial had 0.41 there"."""
