@@ -209,7 +209,11 @@ class StaticContext:
     @cached_property
     def setup_loss_value(self) -> float | None:
         """The setup's loss on the batch, computed the way training computes it; None when
-        it fails (check_loss_accepts_output reports why)."""
+        it fails (check_loss_accepts_output reports why) or cannot be computed: with labels
+        that index past the output it is never tried (on a GPU the loss's indexing would raise
+        a device-side assert, which ends every later CUDA call of the process, the user's too)."""
+        if _labels_index_past(self.output, self.batch[1]):
+            return None
         try:
             return float(self._setup_loss())
         except Exception:
@@ -350,6 +354,21 @@ class StaticContext:
                 f"the loss {self.setup.loss_name} returned {shape_of(value)}; expected a scalar "
                 "tensor (use reduction='mean')"
             )
+
+
+def _labels_index_past(out: Any, y: Any) -> bool:
+    """Whether integer targets hold a label no cross-entropy over `out` can index: negative
+    (other than the ignore index) or not below any of the output's non-batch sizes. Judged
+    on the shapes alone, before the loss kind is known (which class dimension it uses, 1 for
+    (N, C, ...) or the last for (N, T, C), is learned by computing the loss)."""
+    if not isinstance(out, torch.Tensor) or not isinstance(y, torch.Tensor) or out.dim() < 2:
+        return False
+    if torch.is_floating_point(y) or y.dtype == torch.bool or y.numel() == 0:
+        return False
+    valid = y[y != IGNORE_INDEX]
+    return bool(valid.numel()) and bool(
+        (valid.min() < 0) | (valid.max() >= max(out.shape[1:]))
+    )
 
 
 def _squeezed(fn: Callable[[Any, Any], torch.Tensor]) -> Callable[[Any, Any], torch.Tensor]:

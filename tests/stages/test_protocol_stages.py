@@ -376,6 +376,21 @@ def test_experiments_are_skipped_with_the_reason_when_labels_are_out_of_range():
         assert "labels-out-of-range" in stage.summary
 
 
+def test_labels_out_of_range_never_reach_the_loss():
+    # On the CPU the loss raises an IndexError the check catches; on a GPU the same call is a
+    # device-side assert that ends the process's use of the GPU (a user's notebook included).
+    x, y = blobs(n=128)
+    calls = []
+
+    def loss(out, target):
+        calls.append(int(target.max()) >= out.shape[1])
+        return nn.functional.cross_entropy(out, target)
+
+    report = tw.check(setup(mlp, x, y + 1, loss=loss), quick=True, record=False)
+    assert_fires(report, "labels-out-of-range")
+    assert not any(calls), f"{sum(calls)} loss call(s) on labels 1..4 for 4 outputs"
+
+
 def test_experiments_are_skipped_with_the_reason_when_nothing_requires_grad():
     def frozen():
         net = mlp()

@@ -612,3 +612,19 @@ def test_the_first_batch_order_follows_the_seed():
 def test_paths_are_paths(tmp_path):
     result = tw.fit(blob_setup(), steps=2, recipe=fast(), runs_dir=str(tmp_path), verbose=False)
     assert isinstance(result.record_path, Path) and result.record_path.parent == tmp_path
+
+
+def test_labels_the_model_has_no_output_for_are_refused_before_any_loss_is_computed():
+    (x, y), val = blob_data()
+    losses_on_bad_labels = []  # on a GPU each would be a device-side assert, not an IndexError
+
+    def loss(out, target):
+        if int(target.max()) >= out.shape[1]:
+            losses_on_bad_labels.append(int(target.max()))
+        return F.cross_entropy(out, target)
+
+    setup = tw.Setup(model=lambda: mlp(), train=TensorDataset(x, y + 1), val=TensorDataset(*val),
+                     loss=loss)  # fmt: skip
+    with pytest.raises(SetupError, match=r"fit: .* have a label outside 0\.\.3 .*labels-out-of-range"):
+        tw.fit(setup, epochs=1, recipe=fast(), record=False, verbose=False)
+    assert losses_on_bad_labels == []

@@ -502,7 +502,7 @@ def _prepared(
         notes += [note] if note else []
     ctx = StaticContext(setup, seed=seed)
     ctx.check_loss_accepts_output()  # an unusable setup fails here, before any training
-    _refuse_nonfinite_data(ctx)
+    _refuse_untrainable_data(ctx)
     train_setup, note = _with_label_smoothing(setup, ctx, smoothing)
     notes += [note] if note else []
     return setup, ctx, train_setup, notes
@@ -543,13 +543,17 @@ def _batches_per_epoch(loader: Any) -> int:
     return n
 
 
-def _refuse_nonfinite_data(ctx: StaticContext) -> None:
-    """NaN or Inf in the (sampled) inputs or targets: unusable input, refused before the
-    first step would write NaN into the weights."""
+def _refuse_untrainable_data(ctx: StaticContext) -> None:
+    """Unusable input, refused before the first step: NaN or Inf in the (sampled) inputs or
+    targets (it would write NaN into the weights), class labels the model has no output for
+    (the loss would raise an IndexError on the CPU and, on a GPU, a device-side assert that
+    leaves the process unable to run anything on it)."""
+    from trainwise.rules.data import labels_out_of_range
     from trainwise.rules.dataset import nonfinite_inputs
 
-    for hit in nonfinite_inputs.check(ctx):
-        raise SetupError(f"fit: {hit.message} (trainwise explain {nonfinite_inputs.slug})")
+    for found in (nonfinite_inputs, labels_out_of_range):
+        for hit in found.check(ctx):
+            raise SetupError(f"fit: {hit.message} (trainwise explain {found.slug})")
 
 
 def _range_test_lr(setup: Setup, recipe: Recipe, seed: int, total: int) -> tuple[float, str]:
