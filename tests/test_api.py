@@ -81,3 +81,15 @@ def test_report_exit_code_follows_errors():
     x, y = blobs()
     assert tw.check(setup(mlp, x, y)).exit_code == 0
     assert tw.check(setup(mlp, x, y + 1)).exit_code == 1
+
+
+def test_a_gpu_the_machine_lacks_is_named_before_any_model_moves():
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    missing = "cuda" if gpus == 0 else f"cuda:{gpus}"
+    said = "has no CUDA GPU" if gpus == 0 else f"has {gpus} GPU\\(s\\), cuda:0 to cuda:{gpus - 1}"
+    x, y = blobs()
+    broken = tw.Setup(
+        model=mlp, train=TensorDataset(x, y), loss=nn.CrossEntropyLoss(), device=missing
+    )
+    with pytest.raises(tw.SetupError, match=f"Setup\\(device='{missing}'\\): this machine {said}"):
+        broken.build_model()

@@ -228,9 +228,12 @@ class Setup:
 
     @property
     def torch_device(self) -> torch.device:
-        if self.device is not None:
-            return torch.device(self.device)
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if self.device is None:
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        device = torch.device(self.device)
+        if device.type == "cuda":
+            _check_gpu_exists(device)
+        return device
 
     def build_model(self) -> nn.Module:
         """A fresh model on the setup's device; the user's own module is never handed out."""
@@ -333,3 +336,20 @@ def without_target(x: Any) -> Any:
         return x
     kwargs = {k: v for k, v in x.kwargs.items() if k != x.target_key}
     return Inputs(x.args, kwargs, None, x.layout)
+
+
+def _check_gpu_exists(device: torch.device) -> None:
+    """Setup(device="cuda...") on a machine without that GPU: a SetupError that says so, not
+    torch's "Torch not compiled with CUDA enabled" from deep inside the first .to()."""
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if count == 0:
+        raise SetupError(
+            f"Setup(device={str(device)!r}): this machine has no CUDA GPU that torch "
+            f"{torch.__version__} can use; leave device unset (the CPU here) or run on a GPU "
+            f"machine"
+        )
+    if device.index is not None and device.index >= count:
+        raise SetupError(
+            f"Setup(device={str(device)!r}): this machine has {count} GPU(s), cuda:0 to "
+            f"cuda:{count - 1}"
+        )

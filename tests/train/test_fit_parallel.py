@@ -46,7 +46,13 @@ def _model(dropout=0.0):
 def setup():  # 16 samples per process: a global batch of 32 on two
     train, val = _data()
     return tw.Setup(model=_model, train=train, val=val, loss=nn.CrossEntropyLoss(),
-                    batch_size=16)
+                    batch_size=16, device="cpu")  # gloo processes, also where a GPU is
+
+
+def on_cuda():  # two processes, fewer GPUs than that (none here)
+    s = setup()
+    s.device = "cuda"
+    return s
 
 
 def with_dropout():  # the resume test: dropout's masks must come out the same after it
@@ -89,6 +95,20 @@ def test_two_processes_train_the_model_one_process_trains_at_the_same_global_bat
         assert torch.allclose(weights[0][name], value, atol=1e-5), name
     for metric in ("val_loss", "val_accuracy", "val_f1", "val_ece"):  # validation sharded, reduced
         assert two["metrics"][metric] == pytest.approx(one["metrics"][metric], rel=1e-4, abs=1e-6)
+
+
+def test_a_setup_on_cuda_with_fewer_gpus_than_processes_exits_2_with_the_counts(tmp_path):
+    file = tmp_path / "parallel_setup.py"
+    file.write_text(SETUP_FILE)
+    run = fit(f"{file}:on_cuda", "--devices", 2, "--runs-dir", tmp_path / "runs", code=2)
+    said = " ".join((run.stdout + run.stderr).split())
+    assert run.returncode == 2  # unusable input, as on one process: said once, not per rank
+    gpus = torch.cuda.device_count()
+    if gpus == 0:  # this machine (CI): no GPU at all
+        assert said.count("Setup(device='cuda'): this machine has no CUDA GPU") == 1, said
+    else:
+        assert f"the Setup trains on cuda, but this machine has {gpus} GPU(s) for 2" in said
+        assert f"use --devices {gpus}" in said
 
 
 def test_each_rank_validates_every_nth_batch_and_all_of_them_when_there_are_too_few():

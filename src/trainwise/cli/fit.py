@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +21,13 @@ from rich.table import Table
 from trainwise.cli.common import (
     EXIT_CLEAN,
     EXIT_FINDINGS,
+    EXIT_UNUSABLE,
+    UNUSABLE_FILE,
     console,
     err_console,
     fail_unusable,
     sample_option,
+    show_unusable,
 )
 from trainwise.errors import SetupError
 
@@ -212,7 +216,13 @@ def _run_under_torchrun(devices: int) -> None:
             break
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
                f"--nproc-per-node={devices}", "-m", "trainwise", *argv]  # fmt: skip
-    sys.exit(subprocess.call(command))
+    with tempfile.TemporaryDirectory() as folder:
+        unusable = Path(folder) / "unusable.txt"
+        code = subprocess.call(command, env={**os.environ, UNUSABLE_FILE: str(unusable)})
+        if code != 0 and unusable.exists():  # a rank's input error, said once, exit 2
+            show_unusable(unusable.read_text())
+            sys.exit(EXIT_UNUSABLE)
+    sys.exit(code)
 
 
 class _progress:

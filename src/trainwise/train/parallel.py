@@ -2,8 +2,10 @@
 `torchrun ... -m trainwise fit ...` across machines), each runs `tw.fit`, and this is what
 changes there:
 
-- the process group: gloo on CPU, nccl when each process has a GPU (torch.distributed's
-  environment variables, set by torchrun, say who is who);
+- the process group: gloo on CPU, nccl when each process on the machine has a GPU of its own,
+  and then the Setup's "cuda" is that process's GPU (torch.distributed's environment
+  variables, set by torchrun, say who is who; every rank picks the same backend); a Setup on
+  cuda with fewer GPUs than processes is refused with the counts;
 - the model trains wrapped in DistributedDataParallel (gradients averaged every step);
 - the training set is dealt out by a DistributedSampler (a DataLoader the Setup built is used
   as it is: `check --devices N` tells whether it splits the data), each process at the Setup's
@@ -30,6 +32,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
+from trainwise.distributed.launch import backend_for
 from trainwise.distributed.steps import (
     ddp_unsupported,
     dealt_by_trainwise,
@@ -54,12 +57,18 @@ class Parallel:
         if world < 2:
             return None
         local = int(os.environ.get("LOCAL_RANK", "0"))
-        backend = (
-            "nccl" if torch.cuda.is_available() and torch.cuda.device_count() > local else "gloo"
-        )
+        backend = backend_for(int(os.environ.get("LOCAL_WORLD_SIZE", world)))
+        if backend == "nccl":
+            # "cuda" (the Setup's default device) then means this process's own GPU: every
+            # rank on cuda:0 would make nccl refuse the group (one GPU, two ranks)
+            torch.cuda.set_device(local)
         if not dist.is_initialized():
             dist.init_process_group(backend)
         return cls(dist.get_world_size(), dist.get_rank(), local, backend)
+
+    @property
+    def local_world(self) -> int:
+        return int(os.environ.get("LOCAL_WORLD_SIZE", self.world))
 
     @property
     def leader(self) -> bool:
@@ -73,6 +82,14 @@ class Parallel:
     def check(self, setup: Setup) -> None:
         if reason := ddp_unsupported(setup):
             raise SetupError(f"fit on {self.world} processes: not possible here: {reason}")
+        if setup.torch_device.type == "cuda" and self.backend != "nccl":
+            raise SetupError(
+                f"fit on {self.world} processes: the Setup trains on cuda, but this machine has "
+                f"{torch.cuda.device_count()} GPU(s) for {self.local_world} processes, and data "
+                f"parallelism needs one GPU per process; use --devices "
+                f"{max(1, torch.cuda.device_count())} (or device='cpu' in the Setup for CPU "
+                f"processes)"
+            )
 
     def wrap(self, model: nn.Module) -> nn.Module:
         ids = [self.local_rank] if self.backend == "nccl" else None
