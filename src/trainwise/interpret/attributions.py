@@ -51,11 +51,14 @@ def attribute(model: nn.Module, predict: Any, inputs: torch.Tensor, targets: lis
     if target is None:
         target = torch.zeros(len(inputs), dtype=torch.long, device=inputs.device)
     try:
-        x = inputs.detach().clone().requires_grad_(True)
-        if method == "saliency":
-            maps = Saliency(forward).attribute(x, target=target, abs=True)
-        else:
-            maps = IntegratedGradients(forward).attribute(x, target=target, n_steps=IG_STEPS)
+        # cuDNN's RNN kernels have no backward in eval mode ("cudnn RNN backward can only be
+        # called in training mode", on a GPU): the gradients go through torch's own kernels.
+        with torch.backends.cudnn.flags(enabled=False):
+            x = inputs.detach().clone().requires_grad_(True)
+            if method == "saliency":
+                maps = Saliency(forward).attribute(x, target=target, abs=True)
+            else:
+                maps = IntegratedGradients(forward).attribute(x, target=target, n_steps=IG_STEPS)
     finally:
         model.train(was)
     return [m.detach().cpu().numpy() for m in maps]

@@ -42,7 +42,11 @@ class BatchIndependenceStage:
             model, _ = ex.fresh(run)
             model.eval()
             calls: list[tuple[str, nn.Module, Any, torch.Tensor]] = []
-            with _recorded(model, calls), torch.enable_grad():
+            # cuDNN's RNN kernels have no backward in eval mode (a GRU on a GPU raised "cudnn
+            # RNN backward can only be called in training mode" and the stage was lost): the
+            # graph is recorded with torch's own kernels, whose backward works in either mode.
+            cudnn_off = torch.backends.cudnn.flags(enabled=False)
+            with _recorded(model, calls), torch.enable_grad(), cudnn_off:
                 x = _with_grad(x)
                 out = ex.first_tensor(ex.forward(run, model, x, self.name))
             root = _root(x, calls, b)
