@@ -291,7 +291,8 @@ def part_label(name: str) -> str:
 
 def to_device(value: Any, device: torch.device) -> Any:
     if isinstance(value, torch.Tensor):
-        return value.to(device)
+        # from pinned memory (Setup.pins_memory) the copy is queued, not waited for
+        return value.to(device, non_blocking=device.type == "cuda" and value.is_pinned())
     if isinstance(value, Inputs):
         return value.map(lambda v: to_device(v, device))
     if isinstance(value, (tuple, list)):

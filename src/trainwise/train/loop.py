@@ -692,7 +692,7 @@ def _random_batches(setup: Setup, seed: int) -> Iterator[tuple[Any, Any]]:
     generator = torch.Generator().manual_seed(seed + 1)
     loader = torch.utils.data.DataLoader(
         setup.val_dataset, batch_size=setup.effective_batch_size, shuffle=True,
-        generator=generator, collate_fn=setup.collate_fn("val"),
+        generator=generator, collate_fn=setup.collate_fn("val"), pin_memory=setup.pins_memory,
     )  # fmt: skip
     while True:
         for i, batch in enumerate(loader):
@@ -710,10 +710,10 @@ def _evaluate(setup: Setup, model: nn.Module, batches, autocast,
     for x, y in batches:
         with autocast():
             prediction = setup.predict(model, x)
-            loss = (
-                float(setup.batch_loss(model, x, y))
+            loss = (  # a 0-d tensor: metrics sum it on the device
+                setup.batch_loss(model, x, y)
                 if _own(setup)
-                else float(setup.loss_from_output(prediction, y))
+                else setup.loss_from_output(prediction, y)
             )
         metrics.update(prediction, y, loss)
     model.train(was)

@@ -50,9 +50,11 @@ class TaskMetrics:
             metric.reset()
         self.loss_sum, self.count = 0.0, 0
 
-    def update(self, prediction: Any, target: Any, loss: float) -> None:
+    def update(self, prediction: Any, target: Any, loss: torch.Tensor | float) -> None:
+        """loss: the batch's mean loss; a 0-d tensor is summed on its device, read once by
+        compute (a float() per batch would wait for the GPU each time)."""
         n = len(target) if isinstance(target, torch.Tensor) and target.dim() else 1
-        self.loss_sum += loss * n
+        self.loss_sum = self.loss_sum + _detached(loss) * n
         self.count += n
         if not self.metrics:
             return
@@ -62,7 +64,7 @@ class TaskMetrics:
                 metric.update(*pair)
 
     def compute(self) -> dict[str, float]:
-        loss_sum, count = self.loss_sum, self.count
+        loss_sum, count = float(self.loss_sum), self.count
         if self.sharded:  # (2,) float64: the sums of every process (a collective)
             both = torch.tensor([loss_sum, count], dtype=torch.float64, device=self.device)
             torch.distributed.all_reduce(both)
@@ -93,9 +95,9 @@ class PointMetrics:
     def reset(self) -> None:
         self.loss_sum, self.count, self.metric_sum, self.metric_count = 0.0, 0, 0.0, 0
 
-    def update(self, prediction: Any, target: Any, loss: float) -> None:
+    def update(self, prediction: Any, target: Any, loss: torch.Tensor | float) -> None:
         n = len(target) if isinstance(target, torch.Tensor) and target.dim() else 1
-        self.loss_sum += loss * n
+        self.loss_sum = self.loss_sum + _detached(loss) * n
         self.count += n
         if self._headline is None:
             return
@@ -107,10 +109,18 @@ class PointMetrics:
                 self.metric_count += n
 
     def compute(self) -> dict[str, float]:
-        values = {"loss": self.loss_sum / max(self.count, 1)}
+        values = {"loss": float(self.loss_sum) / max(self.count, 1)}
         if self.metric_count:
             values[self.name] = self.metric_sum / self.metric_count
         return values
+
+
+def _detached(loss: torch.Tensor | float) -> torch.Tensor | float:
+    """A loss to sum: a tensor without its graph, in float64 (sums of many batches) where the
+    device has it (Apple's MPS has not), or the number as given."""
+    if not isinstance(loss, torch.Tensor):
+        return loss
+    return loss.detach().to(torch.float32 if loss.device.type == "mps" else torch.float64)
 
 
 def _headline_of(task: str, num_classes: int | None) -> tuple[str, Any]:
