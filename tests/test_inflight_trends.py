@@ -236,6 +236,36 @@ def test_plateau_after_learning_is_info():
     assert severity(found) == "info"
 
 
+def one_cycle(t, steps=600, peak=3e-3):
+    """OneCycleLR's shape (fit's default): 25% warm-up, then cosine down to ~0."""
+    up = steps // 4
+    if t < up:
+        return peak * (0.04 + 0.96 * t / up)
+    return peak * (0.5 + 0.5 * math.cos(math.pi * (t - up) / (steps - up))) + 1e-8
+
+
+def learned_as_far_as_the_lr_went(t, steps=600):
+    """A loss that falls with the distance the LR has travelled (its running sum): it keeps
+    improving while the LR is high and flattens as one-cycle anneals it."""
+    travelled = sum(one_cycle(i, steps) for i in range(t + 1))
+    return 0.3 + 2.0 * math.exp(-travelled / 0.2)
+
+
+@pytest.mark.silent("loss-plateau")
+def test_a_plateau_after_learning_while_the_schedule_anneals_the_lr_is_no_finding():
+    # tw.fit's healthy digits CNN (8 epochs, one-cycle): the loss flattened at its floor in
+    # the last epoch, where the LR was under a tenth of its peak (seen on CPU and on an H200).
+    lr = lambda t: [("lr/group0", one_cycle(t))]  # noqa: E731
+    found = judge("loss-plateau", 600, learned_as_far_as_the_lr_went, extra=lr, noise=0.02)
+    assert found is None
+    unseen = judge("loss-plateau", 600, learned_as_far_as_the_lr_went, noise=0.02)
+    assert severity(unseen) == "info"  # the same curve, the LR not seen: flat in its last 147
+    # A curve that went flat while the LR was still high: annealing may help, said as info.
+    early = judge("loss-plateau", 600, lambda t: 0.3 + 2.0 * math.exp(-t / 30), extra=lr,
+                  noise=0.02)  # fmt: skip
+    assert severity(early) == "info"
+
+
 # -- update-ratio-high ------------------------------------------------------------------------
 def big_updates(t):
     if t % 5 == 0:

@@ -22,7 +22,7 @@ from trainwise.rules.inflight.trends import (
     window_steps,
 )
 from trainwise.rules.registry import rule
-from trainwise.signals import TRAIN_LOSS, UPDATE_RATIO, VAL_LOSS, WEIGHT_NORM
+from trainwise.signals import LR, TRAIN_LOSS, UPDATE_RATIO, VAL_LOSS, WEIGHT_NORM
 
 
 def _medians(values: list[float], width: int) -> list[float]:
@@ -169,7 +169,9 @@ def _moving_layer(view, since: int) -> tuple[str, float, float] | None:
     "gradient or the labels. A plateau at the starting loss is a warning; one after learning is "
     "reported as info (annealing may help). A flat loss while the weights travel (a weight "
     "matrix's norm changes more than a random walk of its step sizes can reach) is what an "
-    "adversarial objective looks like (a GAN's discriminator or generator): info only.",
+    "adversarial objective looks like (a GAN's discriminator or generator): info only. A "
+    "plateau after learning while the schedule has annealed the LR below a tenth of its peak "
+    "is the schedule's end (a one-cycle or cosine run's last steps), not reported.",
     fix="Anneal (cosine, step decay) or restart the LR schedule, run an LR range test, grow the "
     "model; at the starting loss, check that inputs and labels still match.",
     example="optimizer = torch.optim.SGD(model.parameters(), lr=1e-5)  # flat from the start\n\n"
@@ -177,9 +179,10 @@ def _moving_layer(view, since: int) -> tuple[str, float, float] | None:
     source="Deep Learning Tips & Tricks (a tips list) (learning-rate annealing)",
 )
 class LossPlateau(Detector):
-    reads = (TRAIN_LOSS, UPDATE_RATIO, WEIGHT_NORM)
+    reads = (TRAIN_LOSS, UPDATE_RATIO, WEIGHT_NORM, LR)
     GAIN = 0.01  # the fit gains under 1% over the window
     START = 0.9  # still above 90% of the starting loss: it never learned
+    ANNEALED = 0.1  # every LR below a tenth of its peak: the schedule's end
 
     def check(self, view):
         series = view.history.get(TRAIN_LOSS.key)
@@ -197,6 +200,8 @@ class LossPlateau(Detector):
         if first > 0 and now < 1e-3 * first:
             return  # converged to ~0: nothing left to gain
         stuck_at_start = now > self.START * first if first > 0 else now >= first
+        if not stuck_at_start and _annealed(view, self.ANNEALED):
+            return  # learned, then annealed: flat by design (fit's one-cycle ends so)
         message = (
             f"no improvement over the last {width} steps: the fitted loss went from "
             f"{fmt(fitted.start)} to {fmt(now)} ({fitted.change:+.1%})"
@@ -221,6 +226,15 @@ class LossPlateau(Detector):
             )
             evidence.update(moving_layer=name, norm_change=drift, walk_ratio=reach)
         yield self.finding(message, evidence=evidence, severity=severity)
+
+
+def _annealed(view, below: float) -> bool:
+    """Whether every param group's LR is now under `below` x its peak so far (False with no
+    LR signal: a loop the watch cannot see the optimizer of)."""
+    groups = list(view.history.layers(LR))
+    return bool(groups) and all(
+        series.values[-1] < below * max(series.values) for _, series in groups
+    )
 
 
 def _val_window(view) -> tuple[int, bool]:
