@@ -15,6 +15,10 @@ torch.set_num_threads(1 if "PYTEST_XDIST_WORKER" in os.environ else min(2, torch
 # messages that hold temporary paths would wrap differently with the test order and the
 # length of pytest's folder names. Every test, and every CLI subprocess, gets one wide width.
 os.environ["COLUMNS"] = "200"
+# On a GPU, float32 matmuls and convolutions may run in TF32 (10-bit mantissa): the tests that
+# compare fit's metrics with a recomputation to 1e-6 would see 3e-4. Full float32 everywhere.
+torch.backends.cuda.matmul.allow_tf32 = False
+torch.backends.cudnn.allow_tf32 = False
 
 
 @pytest.fixture(autouse=True)

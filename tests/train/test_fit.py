@@ -60,7 +60,7 @@ def _ece(logits: torch.Tensor, y: torch.Tensor, bins: int = 15) -> float:
 
 @torch.no_grad()
 def _metrics(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
-    logits = model.eval()(x)
+    logits = model.cpu().eval()(x)  # (fit returns the model on the Setup's device)
     pred = logits.argmax(dim=1)
     return {
         "val_loss": float(F.cross_entropy(logits, y)),
@@ -331,7 +331,7 @@ def test_fit_starts_from_the_log_class_prior_on_an_imbalanced_set():
     result = tw.fit(setup, steps=1, recipe=tw.Recipe(**STILL), record=False, verbose=False)
     assert "2.bias set to the log class prior" in result.notes
     smoothed = np.array(counts, dtype=np.float64) + 1e-3
-    np.testing.assert_allclose(result.model[2].bias.detach().double().numpy(),
+    np.testing.assert_allclose(result.model[2].bias.detach().double().cpu().numpy(),
                                np.log(smoothed / smoothed.sum()), atol=1e-6)  # fmt: skip
 
     plain = tw.fit(setup, steps=1, recipe=tw.Recipe(**STILL, output_bias=False), record=False,
@@ -382,7 +382,7 @@ def test_training_uses_the_smoothed_loss_and_validation_the_setups_own(tmp_path,
         assert "train/smoothed_loss" not in first
 
     with torch.no_grad():  # the reported val loss: unsmoothed, as the setup computes it
-        val_out = result.model(vx)
+        val_out = result.model.cpu()(vx)
     assert result.metrics["val_loss"] == pytest.approx(
         float(F.cross_entropy(val_out, vy)), rel=1e-5
     )
@@ -403,7 +403,7 @@ def test_a_regression_is_not_smoothed_and_fit_says_so(tmp_path):
     first = train_rows(result.record_path)[0]["train/loss"]
     assert math.isfinite(first)
     with torch.no_grad():
-        pred = result.model(x[N_TRAIN:])
+        pred = result.model.cpu()(x[N_TRAIN:])
     assert result.metrics["val_loss"] == pytest.approx(float(F.mse_loss(pred, y[N_TRAIN:])),
                                                        rel=1e-5)  # fmt: skip
     assert result.metrics["val_mae"] == pytest.approx(float((pred - y[N_TRAIN:]).abs().mean()),
@@ -590,7 +590,7 @@ def test_fit_trains_a_model_that_computes_its_own_loss(tmp_path):
     assert result.stopped == ""
     assert any(n.startswith("label smoothing not applied") for n in result.notes)
     with torch.no_grad():
-        logits = result.model.eval()(vx)["logits"]
+        logits = result.model.cpu().eval()(vx)["logits"]
     expected = {"val_loss": float(F.cross_entropy(logits, vy)),
                 "val_accuracy": float((logits.argmax(1) == vy).double().mean())}  # fmt: skip
     _close(result.metrics, expected)

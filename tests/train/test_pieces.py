@@ -145,7 +145,7 @@ def test_the_output_bias_is_the_log_class_prior(counts):
     model = setup.build_model()
     done = output_bias_init(model, StaticContext(setup))
     assert done == "2.bias set to the log class prior"
-    bias = model[2].bias.detach().double().numpy()
+    bias = model[2].bias.detach().double().cpu().numpy()
     np.testing.assert_allclose(bias, _log_prior(y, 4), rtol=1e-6)
     assert np.isfinite(bias).all()  # an absent class gets a finite (very negative) bias
     # softmax of the bias: the (smoothed) class frequencies
@@ -171,7 +171,7 @@ def test_the_output_bias_of_a_multilabel_head_is_each_labels_log_odds():
     assert output_bias_init(model, StaticContext(setup)) == "2.bias set to each label's log-odds"
     rate = y.double().mean(dim=0).numpy()
     np.testing.assert_allclose(
-        model[2].bias.detach().double().numpy(), np.log(rate / (1 - rate)), rtol=1e-6
+        model[2].bias.detach().double().cpu().numpy(), np.log(rate / (1 - rate)), rtol=1e-6
     )
 
 
