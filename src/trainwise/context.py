@@ -363,12 +363,13 @@ def _labels_index_past(out: Any, y: Any) -> bool:
     (N, C, ...) or the last for (N, T, C), is learned by computing the loss)."""
     if not isinstance(out, torch.Tensor) or not isinstance(y, torch.Tensor) or out.dim() < 2:
         return False
+    widest = max(out.shape[1:])
+    if widest < 2:  # one output per sample: a binary or regression head; a loss of the
+        return False  # user's own may well turn integer targets into floats for it
     if torch.is_floating_point(y) or y.dtype == torch.bool or y.numel() == 0:
         return False
     valid = y[y != IGNORE_INDEX]
-    return bool(valid.numel()) and bool(
-        (valid.min() < 0) | (valid.max() >= max(out.shape[1:]))
-    )
+    return bool(valid.numel()) and bool((valid.min() < 0) | (valid.max() >= widest))
 
 
 def _squeezed(fn: Callable[[Any, Any], torch.Tensor]) -> Callable[[Any, Any], torch.Tensor]:

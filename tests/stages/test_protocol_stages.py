@@ -523,3 +523,18 @@ def test_batch_independence_skips_inputs_without_a_tensor():
     report = tw.check(s, stages=[BatchIndependenceStage()], quick=True, record=False)
     (stage,) = report.stages
     assert stage.status == "skipped" and "tensor input" in stage.summary  # was: crashed
+
+
+def test_a_one_output_head_with_integer_targets_keeps_its_loss():
+    # The out-of-range guard judges labels against the output's widths; one output per sample
+    # (a binary or regression head, integer targets made float by the user's loss) is exempt.
+    from trainwise.context import StaticContext
+
+    x, y = blobs(n=128)
+    binary = (y > 1).long()
+
+    def bce(out, target):
+        return nn.functional.binary_cross_entropy_with_logits(out.squeeze(1), target.float())
+
+    ctx = StaticContext(setup(lambda: mlp(classes=1), x, binary, loss=bce))
+    assert ctx.setup_loss_value is not None and ctx.setup_loss_value > 0
