@@ -42,9 +42,10 @@ class BatchIndependenceStage:
             model, _ = ex.fresh(run)
             model.eval()
             calls: list[tuple[str, nn.Module, Any, torch.Tensor]] = []
-            # cuDNN's RNN kernels have no backward in eval mode (a GRU on a GPU raised "cudnn
-            # RNN backward can only be called in training mode" and the stage was lost): the
-            # graph is recorded with torch's own kernels, whose backward works in either mode.
+            # cuDNN's RNN kernels have no backward in eval mode ("cudnn RNN backward can only
+            # be called in training mode"; on an H200 the stage lost its measurement on a
+            # GRU): the graph is recorded with torch's own kernels, whose backward works in
+            # either mode.
             cudnn_off = torch.backends.cudnn.flags(enabled=False)
             with _recorded(model, calls), torch.enable_grad(), cudnn_off:
                 x = _with_grad(x)
