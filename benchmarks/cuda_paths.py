@@ -14,6 +14,17 @@ Parts:
   seconds; the fp16 checkpoint holds the scaler; a run stopped half way and resumed ends where
   the uninterrupted one does.
 - parallel: `trainwise fit --devices N` with more processes than GPUs exits 2 with the counts.
+- labels: `tw.check` on labels the model has no output for gives its verdict, and the GPU still
+  works afterwards (the loss on them was a device-side assert that ended the process's CUDA).
+- gru: the batch-independence stage measures a GRU in eval mode (cuDNN's RNN has no backward
+  in eval mode): `batch-mixing` names a GRU without batch_first, a batch-first one is clean.
+
+The test suite on the GPU, as the first run did it (the machine has torch, lightning,
+transformers, torchmetrics; optuna, captum, cleanlab, mnist1d and their needs travel as wheels
+in an ignored `.whl/` folder, see the device tool's README):
+
+    pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl
+    PYTHONPATH=/tmp/site:$PWD/src python3 -m pytest -q -n 12 --dist loadfile -m "not slow" tests
 """
 
 from __future__ import annotations
@@ -262,9 +273,56 @@ def part_parallel(out, runs: Path) -> None:
     out(f"\n## fit --devices {devices} on {gpus} GPU(s)\n\nexit {run.returncode}: {error}")
 
 
+def part_labels(device, out) -> None:
+    from torch.utils.data import TensorDataset
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(256, 16, generator=g)
+    y = (x[:, :4].sum(dim=1) > 0).long() + 1  # labels 1..2 for a 2-output head
+    setup = tw.Setup(
+        model=lambda: nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 2)),
+        train=TensorDataset(x, y), loss=nn.CrossEntropyLoss(), device=device,
+    )  # fmt: skip
+    report = tw.check(setup, quick=True, record=False)
+    after = float(torch.ones(4, device=device).sum())  # raises if the CUDA context is gone
+    rules = sorted({f.rule for f in report.findings})
+    out(f"\n## Labels out of range on {device}\n\nverdict {report.verdict!r}, findings "
+        f"{rules}; a CUDA op afterwards: {after:g} (4 expected)")  # fmt: skip
+
+
+class GRUNet(nn.Module):
+    def __init__(self, batch_first: bool):
+        super().__init__()
+        self.gru = nn.GRU(4, 8, batch_first=batch_first)
+        self.head = nn.Linear(8, 2)
+
+    def forward(self, x):  # (B, T, F)
+        out, _ = self.gru(x)
+        return self.head(out[:, -1])
+
+
+def part_gru(device, out) -> None:
+    from torch.utils.data import TensorDataset
+
+    from trainwise.stages.batch_independence import BatchIndependenceStage
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(64, 6, 4, generator=g)
+    y = (x.sum(dim=(1, 2)) > 0).long()
+    out(f"\n## Batch independence of a GRU on {device}\n")
+    for batch_first in (False, True):
+        setup = tw.Setup(model=lambda bf=batch_first: GRUNet(bf), train=TensorDataset(x, y),
+                         loss=nn.CrossEntropyLoss(), device=device)  # fmt: skip
+        report = tw.check(setup, stages=[BatchIndependenceStage()], record=False)
+        stage = report.stages[-1]
+        mixing = [f.where for f in report.findings if f.rule == "batch-mixing"]
+        out(f"- batch_first={batch_first}: stage {stage.status}, leak "
+            f"{stage.metrics.get('leak', 'missing')}, batch-mixing: {mixing or 'none'}")  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--parts", default="syncs,speed,amp,parallel")
+    parser.add_argument("--parts", default="labels,gru,syncs,speed,amp,parallel")
     parser.add_argument("--device", default="cuda")
     args = parser.parse_args()
     device = torch.device(args.device)
@@ -278,7 +336,9 @@ def main() -> None:
     parts = args.parts.split(",")
     with tempfile.TemporaryDirectory() as folder:
         runs = Path(folder)
-        for name, part in (("syncs", lambda: part_syncs(device, out)),
+        for name, part in (("labels", lambda: part_labels(device, out)),
+                           ("gru", lambda: part_gru(device, out)),
+                           ("syncs", lambda: part_syncs(device, out)),
                            ("speed", lambda: part_speed(device, out, *quick)),
                            ("amp", lambda: part_amp(device, out, runs)),
                            ("parallel", lambda: part_parallel(out, runs))):  # fmt: skip
