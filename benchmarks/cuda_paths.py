@@ -10,6 +10,8 @@ Parts:
   The watch's contract: one sync per step (its read-out), none when nothing is logged.
 - speed: watched vs bare step time on the GPU, blocks of steps interleaved A B C A B C, the
   median of per-round ratios (wall time between two synchronisations).
+- profile: torch.profiler over watched and bare steps: the CPU time spent waiting for the GPU
+  (synchronize, copies to the host) against kernel launches and the rest.
 - amp: `tw.fit` of a digits CNN at fp32, bf16, fp16 (GradScaler) and auto: metrics, findings,
   seconds; the fp16 checkpoint holds the scaler; a run stopped half way and resumed ends where
   the uninterrupted one does.
@@ -189,6 +191,42 @@ def part_speed(
             f"{ratios['cheap']:.2f}x | {ratios['standard']:.2f}x | {ratios['full']:.2f}x |")  # fmt: skip
 
 
+def part_profile(device, out, steps: int = 20) -> None:
+    """Where a watched step's extra time goes: torch.profiler over `steps` steps per loop, the
+    CPU time of the runtime calls that wait for the GPU (synchronize, device-to-host copies)
+    against the kernel launches and the rest."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU]
+    if device.type == "cuda":
+        activities.append(ProfilerActivity.CUDA)
+    out(f"\n## Profile of {steps} steps (CNN width 32, batch 128): CPU ms per step\n")
+    out("| loop | wall (profiled) | ops' CPU | waits (sync, copies to host) | launches (count) |")
+    out("|---|---|---|---|---|")
+    for preset in (None, "cheap", "standard"):
+        loop = Loop(device, 32, 128, preset)
+        for _ in range(5):
+            loop.step()
+        with profile(activities=activities) as prof:
+            start = time.perf_counter()
+            for _ in range(steps):
+                loop.step()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            wall = (time.perf_counter() - start) * 1e3 / steps
+        if loop.watch is not None:
+            loop.watch.close()
+        events = prof.key_averages()
+        total = sum(e.self_cpu_time_total for e in events) / 1e3 / steps
+        waits = sum(e.self_cpu_time_total for e in events
+                    if "Synchronize" in e.key or "Memcpy" in e.key) / 1e3 / steps  # fmt: skip
+        launches = [e for e in events if "LaunchKernel" in e.key]
+        launch_ms = sum(e.self_cpu_time_total for e in launches) / 1e3 / steps
+        count = sum(e.count for e in launches) / steps
+        out(f"| {preset or 'bare'} | {wall:.3f} | {total:.3f} | {waits:.3f} | "
+            f"{launch_ms:.3f} ({count:.0f}) |")  # fmt: skip
+
+
 def _fit(device, precision: str, epochs: int, **kwargs):
     setup = cnn_digits()
     setup.device = device
@@ -322,7 +360,7 @@ def part_gru(device, out) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--parts", default="labels,gru,syncs,speed,amp,parallel")
+    parser.add_argument("--parts", default="labels,gru,syncs,speed,profile,amp,parallel")
     parser.add_argument("--device", default="cuda")
     args = parser.parse_args()
     device = torch.device(args.device)
@@ -340,6 +378,7 @@ def main() -> None:
                            ("gru", lambda: part_gru(device, out)),
                            ("syncs", lambda: part_syncs(device, out)),
                            ("speed", lambda: part_speed(device, out, *quick)),
+                           ("profile", lambda: part_profile(device, out)),
                            ("amp", lambda: part_amp(device, out, runs)),
                            ("parallel", lambda: part_parallel(out, runs))):  # fmt: skip
             if name in parts:
