@@ -314,7 +314,6 @@ class Setup:
             batch_size=batch_size or self.effective_batch_size,
             shuffle=shuffle and not isinstance(dataset, IterableDataset),
             collate_fn=self.collate_fn("train"),
-            pin_memory=self.pins_memory,
         )
 
     def val_loader(self, batch_size: int | None = None) -> DataLoader | None:
@@ -327,16 +326,7 @@ class Setup:
             batch_size=batch_size or self.effective_batch_size,
             shuffle=False,
             collate_fn=self.collate_fn("val"),
-            pin_memory=self.pins_memory,
         )
-
-    @property
-    def pins_memory(self) -> bool:
-        """Whether trainwise's own loaders pin their batches: on a GPU, a copy from pinned
-        memory runs asynchronously (to_device), where one from pageable memory waits for the
-        GPU to finish its queued work (a host sync per tensor per batch, counted on an H200:
-        4.4 per training step of fit before)."""
-        return self.torch_device.type == "cuda"
 
 
 def without_target(x: Any) -> Any:

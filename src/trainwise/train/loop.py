@@ -692,7 +692,7 @@ def _random_batches(setup: Setup, seed: int) -> Iterator[tuple[Any, Any]]:
     generator = torch.Generator().manual_seed(seed + 1)
     loader = torch.utils.data.DataLoader(
         setup.val_dataset, batch_size=setup.effective_batch_size, shuffle=True,
-        generator=generator, collate_fn=setup.collate_fn("val"), pin_memory=setup.pins_memory,
+        generator=generator, collate_fn=setup.collate_fn("val"),
     )  # fmt: skip
     while True:
         for i, batch in enumerate(loader):
