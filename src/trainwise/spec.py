@@ -238,7 +238,7 @@ class Setup:
     def build_model(self) -> nn.Module:
         """A fresh model on the setup's device; the user's own module is never handed out."""
         if isinstance(self.model, nn.Module):
-            model = copy.deepcopy(self.model)
+            model = model_copy(self.model)
         else:
             try:
                 model = self.model()
@@ -253,7 +253,7 @@ class Setup:
                     f"the model factory {name}() returned {type(model).__name__}; "
                     "expected an nn.Module"
                 )
-        return model.to(self.torch_device)
+        return compact_rnn_weights(model.to(self.torch_device))
 
     def build_optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
         """The setup's optimizer over `model`'s parameters (a ModuleOptimizer gets the model
@@ -353,3 +353,19 @@ def _check_gpu_exists(device: torch.device) -> None:
             f"Setup(device={str(device)!r}): this machine has {count} GPU(s), cuda:0 to "
             f"cuda:{count - 1}"
         )
+
+
+def model_copy(model: nn.Module) -> nn.Module:
+    """A deep copy of `model` whose RNN weights are compacted again (below)."""
+    return compact_rnn_weights(copy.deepcopy(model))
+
+
+def compact_rnn_weights(model: nn.Module) -> nn.Module:
+    """cuDNN runs an RNN (GRU, LSTM) from one contiguous block of its weights; a deep copy of
+    a model on the GPU has them apart, and cuDNN then warns and compacts them again at every
+    call (seen on an H200 in the check's experiments on a GRU). flatten_parameters puts them
+    back in one block; it does nothing on the CPU."""
+    for module in model.modules():
+        if isinstance(module, nn.RNNBase):
+            module.flatten_parameters()
+    return model

@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import copy
 import math
 import time
 from collections.abc import Iterator
@@ -32,7 +31,7 @@ from trainwise.rules.data import labels_out_of_range
 from trainwise.rules.dataset import nonfinite_inputs, nonfinite_parts
 from trainwise.rules.optimizer import frozen_parameters
 from trainwise.rules.protocol import fmt as fmt  # numbers in summaries read as in messages
-from trainwise.spec import without_target
+from trainwise.spec import model_copy, without_target
 from trainwise.stages.base import CheckRun, StageOutcome
 from trainwise.state import preserved, preserved_rng
 from trainwise.steps import TrainingStep
@@ -124,7 +123,7 @@ def fresh(run: CheckRun, regularization: bool = True) -> tuple[nn.Module, torch.
 
 def _copy(model: nn.Module) -> nn.Module:
     try:
-        return copy.deepcopy(model)
+        return model_copy(model)
     except Exception:  # an uncopyable module (rare): the factory's own is fresh by contract
         return model
 

@@ -4,7 +4,6 @@ must stay close to those in train mode (BatchNorm statistics, dropout scaling). 
 
 from __future__ import annotations
 
-import copy
 import math
 
 import torch
@@ -12,6 +11,7 @@ from torch import nn
 
 from trainwise.measurements import StaleBatchNorm, TrainEvalGap
 from trainwise.rules.protocol import MISMATCH, stale_statistics
+from trainwise.spec import model_copy
 from trainwise.stages import experiment as ex
 from trainwise.stages.base import CheckRun, StageOutcome
 from trainwise.state import preserved
@@ -39,7 +39,7 @@ class TrainEvalStage:
         with ex.isolated(run):
             if run.short_training is not None:
                 trained = run.short_training
-                model, x, y = copy.deepcopy(trained.model), trained.x, trained.y
+                model, x, y = model_copy(trained.model), trained.x, trained.y
             else:
                 model, x, y = _train(run, self.name)
             stale = _stale_batchnorm(run, model, x, self.name)
