@@ -13,6 +13,22 @@ from typing import TYPE_CHECKING, Any
 
 from trainwise.version import __version__
 
+
+def _import_rich_keeping_random() -> None:
+    """rich draws once from Python's global `random` when rich.style is first imported (its
+    link ids start at getrandbits(24)): the first trainwise check, watch or command in a
+    process moved a user's seeded `random` stream (a training that draws its augmentations
+    from it changed with the watch on). Imported here, once, with the stream put back."""
+    import random
+
+    state = random.getstate()
+    import rich.style  # noqa: F401
+
+    random.setstate(state)
+
+
+_import_rich_keeping_random()
+
 # Public name -> the module defining it (a module itself when the name is that module).
 _EXPORTS = {
     "CATALOGUE": "trainwise.rules",

@@ -1,6 +1,8 @@
 """Nothing the user owns changes: the whole protocol, bit for bit, and crashes named clearly."""
 
 import random
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -158,3 +160,29 @@ def test_a_stage_crashing_inside_trainwise_leaves_the_others_running(monkeypatch
     status = {s.name: s.status for s in report.stages}
     assert status["init-loss"] == "crashed"
     assert status["overfit-batch"] == "pass" and status["baselines"] == "pass"
+
+
+def test_a_fresh_process_keeps_its_seeded_python_random_stream_through_trainwise():
+    # rich draws from Python's global random when first imported; in the suite it is imported
+    # long before this test, so only a fresh process shows whether trainwise moves the stream.
+    script = """
+import random
+random.seed(0)
+import torch
+from torch import nn
+import trainwise as tw
+model = nn.Linear(4, 2)
+optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+with tw.watch(model, optimizer, record=False) as watch:  # findings printed (with rich)
+    for step in range(3):
+        optimizer.zero_grad()
+        loss = model(torch.randn(8, 4)).pow(2).mean()
+        loss.backward()
+        optimizer.step()
+        watch.log(loss=loss if step < 2 else torch.tensor(float("nan")))  # a finding to print
+    assert watch.findings
+print(random.random())
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         timeout=300, check=True).stdout.split()  # fmt: skip
+    assert float(out[-1]) == random.Random(0).random()  # as if trainwise were not there
