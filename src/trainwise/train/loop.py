@@ -236,6 +236,9 @@ class _FitRun:
                  on_progress: Callable[[FitStatus], None] | None, validate: bool = True
                  ) -> None:  # fmt: skip
         self.plan, self.state, self.on_progress = plan, state, on_progress
+        # Joined first: under nccl each process then works on its own GPU from its first
+        # tensor on (the checks below would otherwise all open cuda:0). None on one process.
+        self.parallel = Parallel.from_env(setup.torch_device)
         smoothing = 0.0 if recipe.distill_from else recipe.label_smoothing  # distilling: the
         # teacher's soft targets take label smoothing's place
         self.setup, self.ctx, self.train_setup, self.notes = _prepared(
@@ -245,7 +248,6 @@ class _FitRun:
         # the helper tips that do not apply turned off (noted), "auto" settings resolved
         recipe, distilled, notes = recipe_tips.applicable(recipe, self.ctx)
         self.train_setup, self.notes = distilled or self.train_setup, self.notes + notes
-        self.parallel = Parallel.from_env()  # None on one process
         self.processes = self.parallel.world if self.parallel is not None else 1
         self.loader = self._train_loader()
         self.per_epoch = _batches_per_epoch(self.loader)

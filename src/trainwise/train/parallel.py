@@ -51,13 +51,16 @@ class Parallel:
     backend: str
 
     @classmethod
-    def from_env(cls) -> Parallel | None:
-        """The process group torchrun describes (WORLD_SIZE >= 2), joined; None for one process."""
+    def from_env(cls, device: torch.device) -> Parallel | None:
+        """The process group torchrun describes (WORLD_SIZE >= 2), joined; None for one process.
+        `device`: the Setup's; a Setup on the CPU trains in gloo processes on a GPU machine too
+        (nccl moves only GPU tensors)."""
         world = int(os.environ.get("WORLD_SIZE", "1"))
         if world < 2:
             return None
         local = int(os.environ.get("LOCAL_RANK", "0"))
-        backend = backend_for(int(os.environ.get("LOCAL_WORLD_SIZE", world)))
+        on_gpus = device.type == "cuda"
+        backend = backend_for(int(os.environ.get("LOCAL_WORLD_SIZE", world))) if on_gpus else "gloo"
         if backend == "nccl":
             # "cuda" (the Setup's default device) then means this process's own GPU: every
             # rank on cuda:0 would make nccl refuse the group (one GPU, two ranks)
