@@ -2,8 +2,8 @@
 `torchrun ... -m trainwise fit ...` across machines), each runs `tw.fit`, and this is what
 changes there:
 
-- the process group: gloo on CPU, nccl when each process on the machine has a GPU of its own,
-  and then the Setup's "cuda" is that process's GPU (torch.distributed's environment
+- the process group: gloo for a Setup on the CPU, nccl for one on cuda when each process on
+  the machine has a GPU of its own, and then the Setup's "cuda" is that process's GPU (torch.distributed's environment
   variables, set by torchrun, say who is who; every rank picks the same backend); a Setup on
   cuda with fewer GPUs than processes is refused with the counts;
 - the model trains wrapped in DistributedDataParallel (gradients averaged every step);
