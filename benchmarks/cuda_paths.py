@@ -254,8 +254,10 @@ def part_amp(device, out, runs: Path, epochs: int = 8) -> None:
             f"{seconds:.1f} | {slugs} | {notes} |")  # fmt: skip
         if precision == "fp16":
             last = torch.load(result.last_checkpoint, weights_only=True)
+            best = torch.load(result.checkpoint, weights_only=True)
             out(f"\nfp16 last checkpoint keys: {sorted(last)}; scaler state: "
-                f"{last.get('scaler') or 'none'}\n")  # fmt: skip
+                f"{last.get('scaler') or 'none'}; best.pt's tensors on "
+                f"{sorted({v.device.type for v in best.values()})} (cpu: loads anywhere)\n")  # fmt: skip
 
     # stopped half way (StopFit), resumed: the same final weights as one uninterrupted run
     recipe = tw.Recipe(precision="fp16", lr=3e-3)

@@ -94,6 +94,8 @@ class Saver:
             **self.run,
             **pieces.state_dicts(),
             "rng": torch.get_rng_state(),
+            # dropout on a GPU draws from the GPU's generator: a resumed run needs it too
+            "cuda_rng": torch.cuda.get_rng_state() if torch.cuda.is_initialized() else None,
             "epoch_rng": epoch_rng,
             "step": step,
             "epoch": epoch,
@@ -110,7 +112,7 @@ class Saver:
         if value is not None and _better(value, best.get(monitor), monitor):
             best = {"step": step, "epoch": epoch, **{f"val_{k}": v for k, v in metrics.items()}}
             if self.folder is not None:
-                _save(pieces.model.state_dict(), self.folder / BEST)
+                _save(_on_cpu(pieces.model.state_dict()), self.folder / BEST)
                 self.best_path = self.folder / BEST
         if last:
             self.last(pieces, step, epoch, 0, None, best)
@@ -119,7 +121,14 @@ class Saver:
 
 def save_model(model: nn.Module, path: Path) -> None:
     """The model's state dict at `path` (written whole or not at all)."""
-    _save(model.state_dict(), path)
+    _save(_on_cpu(model.state_dict()), path)
+
+
+def _on_cpu(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A state dict with its tensors on the CPU: a model trained on a GPU then loads with a
+    plain `torch.load(path, weights_only=True)` on a machine without one (a laptop for
+    interpret, a CPU server for compress); on the CPU nothing is copied."""
+    return {k: v.cpu() if isinstance(v, torch.Tensor) else v for k, v in state.items()}
 
 
 def _finite(model: nn.Module) -> bool:
@@ -156,4 +165,6 @@ def restore(state: dict[str, Any], pieces: Pieces) -> tuple[int, int, int, dict[
     best so far). The RNG is set to where the killed run was."""
     pieces.load_state_dicts(state)
     torch.set_rng_state(state["rng"])
+    if state.get("cuda_rng") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda_rng"])
     return state["step"], state["epoch"], state["batch"], dict(state["best"])
