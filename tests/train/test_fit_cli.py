@@ -10,6 +10,7 @@ from pathlib import Path
 
 import click
 import pytest
+import torch
 from click.testing import CliRunner
 
 import trainwise as tw
@@ -17,6 +18,8 @@ from trainwise.cli import main
 from trainwise.cli.fit import recipe_from, recipe_options
 
 SRC = Path(tw.__file__).parents[1]  # the trainwise under test
+# What precision "auto" resolves to here (a fit's recipe as applied says it)
+AUTO = "fp32" if not torch.cuda.is_available() else "bf16" if torch.cuda.is_bf16_supported() else "fp16"
 
 SETUP_FILE = """
 import torch
@@ -76,7 +79,8 @@ def test_fit_command_trains_and_writes_the_json_contract(tmp_path, setup_file):
     assert record.parent == runs and (record / "run.json").is_file()
     assert Path(data["checkpoint"]) == record / "checkpoints" / "best.pt"
     assert Path(data["checkpoint"]).is_file()
-    assert {**data["recipe"], "lr": "auto"} == tw.Recipe().to_dict()
+    # as applied: lr and precision "auto" resolved to what ran
+    assert {**data["recipe"], "lr": "auto"} == {**tw.Recipe().to_dict(), "precision": AUTO}
     assert isinstance(data["recipe"]["lr"], float)  # auto, resolved by the range test
     assert set(data["metrics"]) == {"val_loss", "val_accuracy", "val_f1", "val_ece"}
     assert data["best"]["epoch"] in (1, 2) and "val_loss" in data["best"]
@@ -107,7 +111,7 @@ def test_recipe_options_land_in_the_recipe(tmp_path, setup_file):
     data = _json_of(tmp_path, setup_file, "--lr", "3e-3", "--schedule", "cosine", "--clip",
                     "none", "--label-smoothing", "0")  # fmt: skip
     expected = {**tw.Recipe().to_dict(), "lr": 3e-3, "schedule": "cosine", "clip": None,
-                "label_smoothing": 0.0}  # fmt: skip
+                "label_smoothing": 0.0, "precision": AUTO}  # fmt: skip
     assert data["recipe"] == expected
     assert not any("label smoothing" in note for note in data["notes"])
 

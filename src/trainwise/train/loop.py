@@ -79,7 +79,7 @@ class FitResult:
     run's: nothing is left to validate the final model on (notes say so)."""
 
     model: nn.Module
-    recipe: Recipe  # as applied: lr "auto" resolved to the number used
+    recipe: Recipe  # as applied: lr and precision "auto" resolved to what was used
     metrics: dict[str, float]
     best: dict[str, float]
     record_path: Path | None
@@ -262,8 +262,12 @@ class _FitRun:
                 lr, note = self.parallel.agree((lr, note))
             recipe = recipe.replace(lr=lr)
             self.notes.append(note)
-        self.recipe = recipe
         self.device = setup.torch_device
+        if recipe.precision == "auto":  # resolved, as lr "auto" is: the record says what ran
+            precision, note = _auto_precision(self.device)
+            recipe = recipe.replace(precision=precision)
+            self.notes += [note] if note else []
+        self.recipe = recipe
         self.pieces = self._build(recipe)
         # What the training step calls: the model, or its DDP wrapper (gradients averaged).
         self.trained = self.parallel.wrap(self.pieces.model) if self.parallel else self.pieces.model
@@ -672,15 +676,24 @@ class _NoScaler:
         pass
 
 
+def _auto_precision(device: torch.device) -> tuple[str, str]:
+    """(precision, a note for a GPU) of precision "auto": bf16 on GPUs that have it, fp16 with
+    a GradScaler on older GPUs, fp32 elsewhere (CPU autocast is slower than fp32 there)."""
+    if device.type != "cuda":
+        return "fp32", ""
+    if torch.cuda.is_bf16_supported():
+        return "bf16", f"precision auto: bf16 autocast on {torch.cuda.get_device_name(device)}"
+    return "fp16", (
+        f"precision auto: fp16 autocast with a GradScaler on {torch.cuda.get_device_name(device)}"
+        " (no bfloat16 on this GPU)"
+    )
+
+
 def _precision(setting: str, device: torch.device):
-    """(autocast context factory, scaler). auto: bf16 on GPUs that have it, fp16 with a
-    GradScaler on older GPUs, fp32 elsewhere."""
+    """(autocast context factory, scaler) of a resolved precision ("fp32", "bf16", "fp16")."""
     kind = device.type
     if setting == "auto":
-        if kind == "cuda":
-            setting = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-        else:
-            setting = "fp32"
+        setting = _auto_precision(device)[0]
     if setting == "fp32":
         return contextlib.nullcontext, _NoScaler()
     dtype = torch.bfloat16 if setting == "bf16" else torch.float16
