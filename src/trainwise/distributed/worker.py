@@ -68,9 +68,14 @@ def _train(config: dict[str, Any], rank: int) -> dict[str, Any]:
     from trainwise.probes.distributed import replica_spread
 
     backend = config["backend"]
+    local = int(os.environ.get("LOCAL_RANK", 0))
+    if backend == "nccl":
+        # before the group and the first tensor: the Setup's "cuda" is then this rank's GPU
+        # (all ranks built their models on cuda:0 first, each opening a context there)
+        torch.cuda.set_device(local)
     # A collective that waits longer than this raises instead of hanging (gloo and nccl).
     dist.init_process_group(backend, timeout=timedelta(seconds=config["collective_timeout"]))
-    world, local = dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0))
+    world = dist.get_world_size()
     device = torch.device(f"cuda:{local}") if backend == "nccl" else torch.device("cpu")
     setup = load_setup(config["target"])
     torch.manual_seed(config["seed"])
