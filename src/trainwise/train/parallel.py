@@ -3,9 +3,10 @@
 changes there:
 
 - the process group: gloo for a Setup on the CPU, nccl for one on cuda when each process on
-  the machine has a GPU of its own, and then the Setup's "cuda" is that process's GPU (torch.distributed's environment
-  variables, set by torchrun, say who is who; every rank picks the same backend); a Setup on
-  cuda with fewer GPUs than processes is refused with the counts;
+  the machine has a GPU of its own, and then the Setup's "cuda" is that process's GPU
+  (torch.distributed's environment variables, set by torchrun, say who is who; every rank
+  picks the same backend); a Setup on cuda with fewer GPUs than processes is refused with the
+  counts;
 - the model trains wrapped in DistributedDataParallel (gradients averaged every step);
 - the training set is dealt out by a DistributedSampler (a DataLoader the Setup built is used
   as it is: `check --devices N` tells whether it splits the data), each process at the Setup's
