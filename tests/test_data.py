@@ -89,3 +89,16 @@ class WordLengths(nn.Module):
 def test_a_model_that_takes_strings_itself_is_checked():
     report = check(Reviews(), WordLengths)
     assert report.stages[0].status != "crashed"
+
+
+def test_a_batch_that_cannot_be_pinned_is_moved_as_it_is(monkeypatch):
+    # Page-locked memory refused (here: no CUDA at all; elsewhere a container's limit):
+    # the tensor comes back unchanged and pinning is not tried again.
+    from trainwise import data
+
+    if torch.cuda.is_available():
+        pytest.skip("pinning works on this machine; the refusal is what is tested")
+    monkeypatch.setattr(data, "_pinning", True)
+    x = torch.arange(6.0)
+    assert data._pinned(x) is x
+    assert data._pinning is False

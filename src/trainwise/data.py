@@ -287,8 +287,19 @@ def _pinned(value: torch.Tensor) -> torch.Tensor:
     (a host sync per tensor per batch: 4.4 per training step of fit, counted on an H200). A
     loader with pin_memory=True has done it already; any other (the Setup's own DataLoader,
     trainwise's) is pinned here. Not for tensors already on the GPU (a dataset kept there),
-    which DataLoader(pin_memory=True) would refuse."""
-    return value if value.is_pinned() else value.pin_memory()
+    which DataLoader(pin_memory=True) would refuse. Where page-locked memory is refused (a
+    container's limit), batches are copied as they are from then on: slower, never broken."""
+    global _pinning
+    if not _pinning or value.is_pinned():
+        return value
+    try:
+        return value.pin_memory()
+    except RuntimeError:
+        _pinning = False
+        return value
+
+
+_pinning = True  # False once the system refused page-locked memory
 
 
 def part_label(name: str) -> str:
