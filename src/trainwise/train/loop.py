@@ -690,10 +690,9 @@ def _auto_precision(device: torch.device) -> tuple[str, str]:
 
 
 def _precision(setting: str, device: torch.device):
-    """(autocast context factory, scaler) of a resolved precision ("fp32", "bf16", "fp16")."""
+    """(autocast context factory, scaler) of a resolved precision ("fp32", "bf16", "fp16";
+    _FitRun resolves "auto" before it builds)."""
     kind = device.type
-    if setting == "auto":
-        setting = _auto_precision(device)[0]
     if setting == "fp32":
         return contextlib.nullcontext, _NoScaler()
     dtype = torch.bfloat16 if setting == "bf16" else torch.float16
