@@ -38,6 +38,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
 import warnings
 from pathlib import Path
 
@@ -386,11 +387,8 @@ def main() -> None:
             if name in parts:
                 try:
                     part()
-                except Exception as exc:  # report and go on to the next part
-                    import traceback
-
+                except Exception:  # report and go on to the next part
                     out(f"\n{name}: FAILED\n```\n{traceback.format_exc()}```")
-                    del exc
 
 
 if __name__ == "__main__":
