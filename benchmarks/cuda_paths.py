@@ -7,7 +7,8 @@ Parts:
 - syncs: host-device synchronisations per training step, counted with
   `torch.cuda.set_sync_debug_mode("warn")` (one warning per synchronising call), for a bare
   loop and the watch's presets, and over a whole `tw.fit` run; where each extra one comes from.
-  The watch's contract: one sync per step (its read-out), none when nothing is logged.
+  The watch's contract: at most one sync per step (its read-out, on measured steps only: the
+  first 20, then every 10th), none when nothing is logged.
 - speed: watched vs bare step time on the GPU, blocks of steps interleaved A B C A B C, the
   median of per-round ratios (wall time between two synchronisations).
 - profile: torch.profiler over watched and bare steps: the CPU time spent waiting for the GPU

@@ -433,8 +433,8 @@ def test_no_tensor_is_kept_and_memory_stays_flat_over_10k_steps():
     # The history grows as compact arrays of plain numbers, which are no gc objects: the count
     # of Python objects stays flat however long training runs.
     assert objects_after - objects_before < 200, (objects_before, objects_after)
+    watch.close()  # the steps since the last measured one come back at close
     assert len(watch.signals.get("train/loss")) == 10_000
-    watch.close()
 
 
 # -- the public surface ------------------------------------------------------------------------
@@ -503,3 +503,52 @@ def test_an_error_inside_backward_switches_the_gradient_probe_off_not_training(m
             optimizer.step()
             watch.log(loss=1.0)
     watch.close()
+
+
+# -- measured steps and the steps between them ------------------------------------------------
+def _loop_with_nan_inputs(watch, model, optimizer, steps, nan_at):
+    """Full-batch steps; on the steps in `nan_at` the input holds a NaN and the step is skipped
+    (grads dropped), so the NaN never reaches the weights: a one-off NaN loss."""
+    x, y = torch.randn(32, 8), torch.randint(0, 2, (32,))
+    for i in range(steps):
+        optimizer.zero_grad()
+        xb = x.clone()
+        if i in nan_at:
+            xb[0, 0] = math.nan
+        loss = F.cross_entropy(model(xb), y)
+        loss.backward()
+        if i in nan_at:
+            optimizer.zero_grad()
+        optimizer.step()
+        watch.log(loss=loss)
+
+
+def test_a_nan_loss_between_measured_steps_is_found_then_every_step_is_checked():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 2))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+    watch = tw.watch(model, optimizer, verbose=False, record=False)
+    # 33: between the measured steps 30 and 40; it is read (and judged) with step 40
+    _loop_with_nan_inputs(watch, model, optimizer, 41, nan_at={33})
+    first = assert_fires(watch.findings, "nonfinite-loss")
+    assert first.where == "loss" and "step 33" in first.message
+    assert "between measured steps" in first.message  # not "the loss computation itself"
+    assert watch.measure_every == 1  # every step is measured from now on
+    _loop_with_nan_inputs(watch, model, optimizer, 10, nan_at={4})  # step 45
+    findings = watch.close()
+    named = [f for f in findings if f.rule == "nonfinite-loss" and f.where == "0"]
+    assert named and "step 45" in named[0].message
+
+
+def test_steps_between_measured_ones_keep_their_loss_lr_and_steps_but_not_grad_norms():
+    torch.manual_seed(0)
+    model = mlp()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+    with tw.watch(model, optimizer, verbose=False, record=False) as watch:
+        _loop_with_nan_inputs(watch, model, optimizer, 45, nan_at=set())
+    signals = watch.signals
+    assert list(signals.get("train/loss").steps) == list(range(45))
+    assert list(signals.get("lr/group0").steps) == list(range(45))
+    assert list(signals.get("stepped").steps) == list(range(45))
+    assert list(signals.get("grad_norm").steps) == [*range(20), 20, 30, 40]
+    assert list(signals.get("output_checked").steps) == [*range(20), 20, 30, 40]

@@ -33,6 +33,7 @@ class Draw(Enum):
 class Cadence(Enum):
     STEP = "every step"
     SAMPLED = "sampled steps"  # every `every` steps (the preset's period)
+    MEASURED = "measured steps"  # the watch's measured steps (every step under preset "full")
     EVENT = "when it happens"  # validation, a first non-finite value, a new gradient mask
 
 
@@ -172,6 +173,8 @@ COMPUTE = Signal("compute_s", "s", S, P.TIMING, Draw.CURVE,
 REPLICA_SPREAD = Signal("replica_spread", "relative", SAMP, P.REPLICAS, Draw.NONE,
                         "largest relative difference of a parameter fingerprint across ranks")
 # -- events: typed observations, one value when they happen (see the dataclasses below) ---------
+OUTPUT_CHECKED = Signal("output_checked", "0/1", Cadence.MEASURED, P.OUTPUT_CHECK, Draw.NONE,
+                        "1 on the steps whose every module output was checked for NaN/Inf")
 NONFINITE_OUTPUT = Signal("nonfinite_output", "event", E, P.OUTPUT_CHECK, Draw.NONE,
                           "the first module whose training output went NaN/Inf")
 NONFINITE_GRAD = Signal("nonfinite_grad", "event", E, P.GRADIENTS, Draw.NONE,
@@ -211,7 +214,7 @@ HISTOGRAMS = (ACTIVATIONS, USER_HISTOGRAM)
 ALL = (TRAIN_LOSS, TRAIN, VAL_LOSS, VAL, STEPPED, LR, GRAD_NORM, GRAD_NORM_LAYER,
        GRAD_NORM_APPLIED, CLIPPED, SKIPPED_NONFINITE, BACKWARD_PASSES, GRADS_KEPT, WEIGHT_NORM,
        UPDATE_RATIO, *ACT_STATS, ACTIVATIONS, EVAL_MODE_LAYERS, DATA_WAIT, COMPUTE,
-       REPLICA_SPREAD, NONFINITE_OUTPUT, NONFINITE_GRAD, GRAD_PARAMS, REPLICAS,
+       REPLICA_SPREAD, OUTPUT_CHECKED, NONFINITE_OUTPUT, NONFINITE_GRAD, GRAD_PARAMS, REPLICAS,
        VAL_FORWARDS_TRAIN_MODE, WRITTEN_OUTSIDE, FROZEN_MOVED, WRITTEN_OUTSIDE_NAMES,
        FROZEN_MOVED_NAMES, FIRST_FORWARDS)  # the watch's own signals
 # fmt: on

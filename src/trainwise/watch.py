@@ -8,11 +8,16 @@
 
 Probes (trainwise.probes) measure through PyTorch's hooks: optimizer step pre/post hooks mark
 the steps (so gradient accumulation and GradScaler-skipped steps are handled), module forward
-hooks see the outputs, parameter hooks see the end of each backward. A step's measurements stay
-on the device until the step ends, then come back in one transfer (the step's only sync), and
-each probe writes its declared signals (trainwise.signals) into `watch.signals`. The judge runs
-the in-flight rules (trainwise.rules.inflight) on a read-only view of that history. Any probe or
-rule that raises is switched off with one warning; training goes on.
+hooks see the outputs, parameter hooks see the end of each backward. Every step keeps its loss
+(and the metrics logged with it), the learning rates, whether the optimizer stepped and its
+timing. The probes measure on *measured* steps only: the first MEASURED_START steps, then every
+`measure_every`-th step (the preset's; every step under "full"), the step after a validation,
+and every step once a loss has gone non-finite. The steps in between cost a few microseconds of Python and no kernel but the
+write probe's fingerprint; their losses stay on the device until the next measured step, when
+everything comes back in one transfer (the only sync) and each probe writes its declared
+signals (trainwise.signals) into `watch.signals`, step by step. The judge runs the in-flight
+rules (trainwise.rules.inflight) on a read-only view of that history after each measured step.
+Any probe or rule that raises is switched off with one warning; training goes on.
 """
 
 from __future__ import annotations
@@ -64,25 +69,37 @@ logger = logging.getLogger("trainwise.watch")
 
 @dataclass(frozen=True)
 class Preset:
-    """How much the watch measures. `every`: period (in steps) of the sampled probes."""
+    """How much the watch measures. `every`: period (in steps) of the sampled probes;
+    `measure_every`: period of the measured steps (gradient norms, the output check, modes);
+    the sampled steps are measured too."""
 
     every: int
-    check_finite: bool  # sum of every module output each step, to name the first non-finite one
-    watch_writes: bool  # fingerprint the weights at each step's start and end (probes.writes)
+    check_finite: bool  # sum of every module output on measured steps, to name the first NaN
+    watch_writes: bool  # fingerprint the weights at each step's end and a measured step's start
+    measure_every: int
 
 
 PRESETS = {
-    # every step: loss, grad norms (global, per layer), LR, timing, non-finite grads
-    "cheap": Preset(every=100, check_finite=False, watch_writes=False),
-    # + every module output checked for NaN/Inf and the weights fingerprinted at each step's
-    # start and end (who writes them); weights/updates/activations every 20
-    "standard": Preset(every=20, check_finite=True, watch_writes=True),
+    # every step: loss, LR, timing; every 10th: grad norms (global, per layer), non-finite grads
+    "cheap": Preset(every=100, check_finite=False, watch_writes=False, measure_every=10),
+    # + every module output checked for NaN/Inf on measured steps, the weights fingerprinted at
+    # each step's end (who writes them between steps); weights/updates/activations every 20.
+    # Measuring every 10th step keeps the watch near 5% of a 1 ms CPU step
+    # (benchmarks/fit_recipe.py part B); a non-finite loss makes every step measured.
+    "standard": Preset(every=20, check_finite=True, watch_writes=True, measure_every=10),
     # everything every step
-    "full": Preset(every=1, check_finite=True, watch_writes=True),
+    "full": Preset(every=1, check_finite=True, watch_writes=True, measure_every=1),
 }
+# The first steps are all measured: most loop bugs show there (a missing zero_grad, a frozen
+# model, an LR far too high), and short loops (a notebook's first try) get every signal.
+MEASURED_START = 20
 WATCH_HOOKS = "watch's step and forward hooks"  # the guard's name for the watch's own hooks
 MAX_PRINTED = 20  # findings printed while training runs; all are kept in watch.findings
-JUDGE_EVERY = 10  # window detectors run every this many steps (and at close)
+# Window detectors run every JUDGE_EVERY steps, later every tenth of the steps so far (at most
+# every JUDGE_MAX_EVERY), and at close: their trend windows grow with the run (a quarter of it,
+# 100+ steps), and a round costs ~0.6 ms of Python on a small model, the watch's largest cost
+# per step when it came every 10 steps.
+JUDGE_EVERY, JUDGE_MAX_EVERY = 10, 50
 STEP = frozenset({Phase.STEP})
 STEP_AND_WINDOW = frozenset({Phase.STEP, Phase.WINDOW})
 ALL_PHASES = frozenset(Phase)
@@ -113,6 +130,7 @@ class Watch:
         self.model, self.optimizer, self.preset = model, optimizer, PRESETS[preset]
         self.preset_name = preset
         self.every = every or self.preset.every
+        self.measure_every = min(self.preset.measure_every, self.every)
         self.log_dir, self.name = log_dir, name  # log_dir: the runs folder of the record
         self.verbose = verbose and dist_probe.rank() == 0
         self.scaler, self.total_steps = scaler, total_steps
@@ -137,6 +155,9 @@ class Watch:
         self._in_iteration = False
         self._stepped = False
         self._sampled = False
+        self._measuring = True  # this iteration is a measured one (the first always is)
+        self._quiet: list[_QuietStep] = []  # closed steps between measured ones, not yet written
+        self._last_window = 0  # iteration of the last WINDOW judging round
         self._lrs: list[float] = []
         self._lr_keys: list[str] = []
         self._metric_slots: list[tuple[str, int]] = []  # (key, Pending slot) of tensor metrics
@@ -246,6 +267,8 @@ class Watch:
     def _honour_requests(self) -> None:
         """A rule asked for a signal (the cheap preset's output check after a non-finite loss)."""
         requests, self._view.requests = self._view.requests, set()
+        if Producer.OUTPUT_CHECK in requests:
+            self.measure_every = 1  # something went non-finite: look at every step from now on
         if Producer.OUTPUT_CHECK in requests and not self._acts.check_finite:
             self._on.add(Producer.OUTPUT_CHECK)
             self._acts.check_finite = True
@@ -267,6 +290,7 @@ class Watch:
         if self._closed:
             return
         values = {VAL.at(key): _as_float(key, value) for key, value in metrics.items()}
+        self._guard("step read-out", self._write_quiet_steps)  # the rules compare train to val
         for key, value in values.items():
             self.signals.add(key, self.iteration, value)
         self._writes.saw_eval()
@@ -281,6 +305,7 @@ class Watch:
         if self._closed or self.iteration == 0:
             return
         values = {TRAIN.at(key): _as_float(key, value) for key, value in metrics.items()}
+        self._guard("step read-out", self._write_quiet_steps)  # step iteration - 1 is written
         for key, value in values.items():
             self.signals.add(key, self.iteration - 1, value)
         if self._record_writer is not None:
@@ -317,8 +342,10 @@ class Watch:
     def _close(self, status: str, error: str | None = None) -> list[Finding]:
         if self._closed:
             return self.findings
-        if self._in_iteration or self._pending or self._stepped:
+        if self._in_iteration or self._stepped or (self._pending and not self._quiet):
+            self._measuring = True  # the last step: everything measured so far comes back
             self._guard("step read-out", self._flush)
+        self._guard("step read-out", self._write_quiet_steps)
         self._modes.hand_over(self.signals)
         self._run_judge(ALL_PHASES)
         for h in self._handles:
@@ -364,12 +391,15 @@ class Watch:
         if self._stepped:  # the previous step was never logged: close its record now
             self._guard("step read-out", self._flush)
         if not self._in_iteration:
-            self._guard("parameter tracking", self._follow_groups)
             self._in_iteration = True
             self._timer.forward_started()
-            self._sampled = self.iteration % self.every == 0
-            self._acts.begin_step(self._sampled)
-            self._modes.step_started()
+            self._start_iteration()
+            if self._measuring:
+                self._guard("parameter tracking", self._follow_groups)
+                self._acts.begin_step(self._sampled)
+                self._modes.step_started()
+            else:
+                self._acts.quiet_step()
 
     def _pre_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
         if self._closed:
@@ -377,7 +407,9 @@ class Watch:
         if not self._in_iteration:
             # The step starts before any forward: a closure (LBFGS, Lightning) runs forward and
             # backward inside step(). Decide sampling here so before/after measure the same.
-            self._sampled = self.iteration % self.every == 0
+            self._start_iteration()
+        if not self._measuring:
+            return
         self._guard("parameter tracking", self._follow_params)
         if Producer.WRITES in self._on:
             self._guard(WRITE_PROBE, self._writes.before_step, self._pending, self._sampled)
@@ -391,9 +423,12 @@ class Watch:
         self.step += 1
         self._stepped = True
         self._timer.optimizer_stepped()
-        self._guard(GRADIENT_PROBE, self._grads.after_step)
-        if Producer.WRITES in self._on:
+        self._lrs = [float(g.get("lr", math.nan)) for g in optimizer.param_groups]
+        if Producer.WRITES in self._on:  # every step: a validation may come before the next
             self._guard(WRITE_PROBE, self._writes.after_step, self._pending)
+        if self._measuring or self._is_measured(self.iteration + 1):
+            # what the grads were left as, for the next step's missing-zero-grad verdict
+            self._guard(GRADIENT_PROBE, self._grads.after_step)
         if self._sampled:
             if Producer.UPDATES in self._on:
                 self._guard("update probe", self._updates.after_step, self._pending)
@@ -401,7 +436,21 @@ class Watch:
                 self._replicas = self._guard(
                     "replica probe", dist_probe.replica_spread, self.params
                 )
-        self._lrs = [float(g.get("lr", math.nan)) for g in optimizer.param_groups]
+
+    def _is_measured(self, iteration: int) -> bool:
+        return (
+            iteration < MEASURED_START
+            or iteration % self.measure_every == 0
+            or iteration % self.every == 0
+        )
+
+    def _start_iteration(self) -> None:
+        """Decides what this iteration measures: sampled steps and measured steps as the preset
+        says, and the step after a validation (who wrote the weights in the gap)."""
+        i = self.iteration
+        self._sampled = i % self.every == 0
+        self._measuring = self._is_measured(i) or self._writes.saw_eval_in_gap
+        self._grads.measuring = self._measuring
 
     # -- the end of a step -----------------------------------------------------------------
     def _add_metric(self, key: str, value: Any) -> None:
@@ -421,22 +470,63 @@ class Watch:
         return key
 
     def _flush(self) -> None:
-        """Closes the current iteration: one read-out, each probe writes its signals, the record
-        takes the step, the rules judge."""
+        """Closes the current iteration. A step between measured ones is kept for later (its
+        loss stays on the device); a measured step brings back everything since the last one
+        in one read-out, each step's signals are written in order (the record takes each), and
+        the rules judge."""
+        if not self._measuring:
+            self._quiet.append(
+                _QuietStep(self.iteration, self._metric_slots, self._logged_values,
+                           self._stepped, self._lrs, self._timer.step_ended())
+            )  # fmt: skip
+            self._metric_slots, self._logged_values = [], {}
+            self._in_iteration = self._stepped = False
+            self.iteration += 1
+            self._measuring = True  # until the next iteration starts and decides
+            return
         t = self.iteration
         self._guard("activation probe", self._acts.collect, self._pending)
         self._guard(GRADIENT_PROBE, self._grads.collect, self._pending)
         if self._first.attached:  # the first step: its numbers come back now, its hooks go
             self._guard(FIRST_FORWARD_PROBE, self._first.collect, self._pending, t)
             self._first.detach()
-        values = self._pending.read()  # the step's one device sync
+        values = self._pending.read()  # the one device sync since the last measured step
+        self._write_quiet(values)
         self._write(t, values)
         if self._record_writer is not None:
             samples, self._acts.samples = self._acts.samples, []
             self._record_writer.step(self.signals, t, self._sampled, samples)
         self._in_iteration = self._stepped = False
         self.iteration += 1
-        self._run_judge(STEP if self.iteration % JUDGE_EVERY else STEP_AND_WINDOW)
+        period = min(JUDGE_MAX_EVERY, max(JUDGE_EVERY, self.iteration // 10))
+        window = self.iteration - self._last_window >= period
+        if window:
+            self._last_window = self.iteration
+        self._run_judge(STEP_AND_WINDOW if window else STEP)
+
+    def _write_quiet_steps(self) -> None:
+        """Writes the steps kept since the last measured one now (a validation or log_latest
+        is judged against them). Not while a measured step is open: its slots are pending."""
+        if self._quiet and not (self._measuring and (self._in_iteration or self._stepped)):
+            self._write_quiet(self._pending.read())
+
+    def _write_quiet(self, values: list[list[float]]) -> None:
+        """The kept steps' numbers into the history, each step whole before the next."""
+        quiet, self._quiet = self._quiet, []
+        signals, add = self.signals, self.signals.add
+        for step in quiet:
+            t = step.t
+            for key, slot in step.metric_slots:
+                add(key, t, values[slot][0])
+            for name, value in step.logged.items():
+                add(self._train_key(name), t, value)
+            add(STEPPED.key, t, 1.0 if step.stepped else 0.0)
+            if step.timing is not None:
+                self._timer.write_timing(t, step.timing, signals)
+            if step.stepped:
+                self._write_lrs(t, step.lrs)
+            if self._record_writer is not None:
+                self._record_writer.step(signals, t, False, [])
 
     def _write(self, t: int, values: list[list[float]]) -> None:
         """The step's numbers into the history, producer by producer (in a fixed order: the
@@ -454,11 +544,7 @@ class Watch:
         self._modes.write(t, signals)
         self._timer.write(t, signals)
         if stepped:
-            lr_keys = self._lr_keys
-            while len(lr_keys) < len(self._lrs):
-                lr_keys.append(LR.at(str(len(lr_keys))))
-            for key, lr in zip(lr_keys, self._lrs, strict=False):
-                add(key, t, lr)
+            self._write_lrs(t, self._lrs)
         guard("gradient read-out", self._grads.write, values, t, signals, stepped)
         guard("update read-out", self._updates.write, values, t, signals)
         guard("activation read-out", self._acts.write, values, t, signals)
@@ -467,6 +553,13 @@ class Watch:
         if self._replicas is not None:
             dist_probe.write(t, self._replicas, signals)
             self._replicas = None
+
+    def _write_lrs(self, t: int, lrs: list[float]) -> None:
+        lr_keys = self._lr_keys
+        while len(lr_keys) < len(lrs):
+            lr_keys.append(LR.at(str(len(lr_keys))))
+        for key, lr in zip(lr_keys, lrs, strict=False):
+            self.signals.add(key, t, lr)
 
     # -- judging ---------------------------------------------------------------------------
     def _run_judge(self, phases: frozenset[Phase]) -> None:
@@ -486,6 +579,18 @@ class Watch:
             found = self._judge.findings
             index = next(i for i in range(len(found) - 1, -1, -1) if found[i] is finding)
             _show(attribute(found)[index], self.iteration)
+
+
+@dataclass(frozen=True)
+class _QuietStep:
+    """A closed step between measured ones: what every step keeps until the next read-out."""
+
+    t: int
+    metric_slots: list[tuple[str, int]]  # (key, Pending slot) of the tensors given to log()
+    logged: dict[str, float]  # numbers given to log()
+    stepped: bool
+    lrs: list[float]
+    timing: tuple[float, float] | None  # (data wait, compute) seconds
 
 
 def _print_summary(name: str | None, iteration: int, findings: list[Finding]) -> None:

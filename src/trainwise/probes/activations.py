@@ -20,7 +20,7 @@ from torch import nn
 
 from trainwise.probes.params import clean_name
 from trainwise.probes.pending import Pending
-from trainwise.signals import ACT_STATS, NONFINITE_OUTPUT, NonfiniteOutput, Signals
+from trainwise.signals import ACT_STATS, NONFINITE_OUTPUT, OUTPUT_CHECKED, NonfiniteOutput, Signals
 
 RELU_LIKE = (nn.ReLU, nn.ReLU6)
 DROPOUT = (nn.modules.dropout._DropoutNd,)
@@ -95,6 +95,7 @@ class ActivationProbe:
         self.check_finite = True
         self.stats = True  # ACT_* on sampled steps (off when no rule reads them, no record)
         self.sample = False  # set by the watch for sampled steps
+        self.quiet = False  # a step between the watch's measured ones: nothing measured
         self.keep_samples = False  # keep the sampled rows of leaf outputs (run record histograms)
         # (name, first rows) on sampled steps: device tensors until the read-out, CPU after it
         self.samples: list[tuple[str, torch.Tensor]] = []
@@ -156,6 +157,8 @@ class ActivationProbe:
                 self._guard.switch_off(PIECE, exc)
 
         def measure(args, out) -> None:
+            if self.quiet:
+                return  # a step between the watch's measured ones
             check = self.check_finite
             sample = self.sample and is_leaf and self.stats
             if not (check or sample) or not grad_enabled() or is_compiling():
@@ -186,7 +189,12 @@ class ActivationProbe:
 
         return hook
 
+    def quiet_step(self) -> None:
+        """A step between measured ones: the hooks return at once."""
+        self.quiet = True
+
     def begin_step(self, sample: bool) -> None:
+        self.quiet = False
         self.sample = sample
         self._pending_stats = []
         self.samples = []
@@ -222,7 +230,10 @@ class ActivationProbe:
                 ]
             for s, v in zip(series, values[slot], strict=True):
                 s.append(t, v)
-        if sums_slot < 0 or NONFINITE_OUTPUT in signals.events:
+        if sums_slot < 0:
+            return
+        signals.add(OUTPUT_CHECKED.key, t, 1.0)
+        if NONFINITE_OUTPUT in signals.events:
             return
         sums = values[sums_slot]
         bad = next((i for i, v in enumerate(sums) if not math.isfinite(v)), None)

@@ -85,6 +85,7 @@ class GradientProbe:
         self._handles = []
         self._hooked: set[int] = set()  # ids of the tensors with an end-of-backward hook
         self._queued = False
+        self.measuring = True  # the watch's measured step: norms at backward end (else skipped)
         self.backward_passes = 0  # since the last optimizer step
         self._raw: torch.Tensor | None = None  # (N,) norms at the end of the last backward
         self._raw_mask: list[bool] = []  # which params had a grad then
@@ -102,9 +103,9 @@ class GradientProbe:
     def attach(self) -> None:
         self.attach_unfrozen()
         for i, p in enumerate(self._reference):
-            self._handles.append(p.register_hook(self._guarded(self._before_accumulation(i))))
+            self._handles.append(p.register_hook(self._armed(self._before_accumulation(i))))
             self._handles.append(
-                p.register_post_accumulate_grad_hook(self._guarded(self._after_accumulation(i)))
+                p.register_post_accumulate_grad_hook(self._armed(self._after_accumulation(i)))
             )
 
     def attach_unfrozen(self) -> None:
@@ -130,8 +131,19 @@ class GradientProbe:
 
         return run
 
+    def _armed(self, fn: Callable[..., Any]) -> Callable[..., None]:
+        """A missing-zero-grad hook: it has something to follow only after `after_step` (the
+        watch calls it before a measured step); otherwise it costs one attribute read."""
+
+        def run(*args: Any) -> None:
+            if self._grad_state:
+                self._guard(PIECE, fn, *args)
+
+        return run
+
     def _guarded_accumulated(self, param: torch.Tensor) -> None:
-        self._guard(PIECE, self._on_accumulated, param)
+        if self.measuring:  # between measured steps a hook costs one attribute read
+            self._guard(PIECE, self._on_accumulated, param)
 
     def _on_accumulated(self, _param: torch.Tensor) -> None:
         if not self._queued:

@@ -45,5 +45,10 @@ class StepTimer:
     def write(self, t: int, signals: Signals) -> None:
         timing = self.step_ended()
         if timing is not None:
-            signals.add(DATA_WAIT.key, t, timing[0])
-            signals.add(COMPUTE.key, t, timing[1])
+            self.write_timing(t, timing, signals)
+
+    @staticmethod
+    def write_timing(t: int, timing: tuple[float, float], signals: Signals) -> None:
+        """A step's (data wait, compute) seconds, taken by `step_ended` when it closed."""
+        signals.add(DATA_WAIT.key, t, timing[0])
+        signals.add(COMPUTE.key, t, timing[1])

@@ -66,6 +66,11 @@ class WriteProbe:
         """A validation ran (a no-grad forward or watch.log_val) since the last step."""
         self._eval_in_gap = True
 
+    @property
+    def saw_eval_in_gap(self) -> bool:
+        """The next step's start is compared with the last step's end (the watch measures it)."""
+        return self._eval_in_gap
+
     def _fingerprints(self) -> torch.Tensor | None:
         if not self.params:
             return None

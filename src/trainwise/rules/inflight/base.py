@@ -24,7 +24,7 @@ from trainwise.signals import TRAIN_LOSS, History, Producer, Signal
 
 class Phase(Enum):
     STEP = "after every step"
-    WINDOW = "every few steps (JUDGE_EVERY) and at close"
+    WINDOW = "every few steps (the watch's JUDGE_EVERY, sparser as the run grows) and at close"
     VAL = "after each watch.log_val, and at close"
     CLOSE = "once, at close"
 

@@ -216,7 +216,9 @@ class StaleGradients(Detector):
         if not params or not self._weights_moved(view, window):
             return
         self.fired = True
-        loss = [v for t, v in _tail(view.history.get(TRAIN_LOSS.key), k) if t in window]
+        # The loss is logged every step, its series may run past the window's last measured step
+        since = view.iteration - window[0]
+        loss = [v for t, v in _tail(view.history.get(TRAIN_LOSS.key), since) if t in window]
         same_loss = len(loss) == k and all(v == loss[0] for v in loss)
         yield self.finding(
             f"the gradients of all {len(params)} parameters that get one are bit-identical over "

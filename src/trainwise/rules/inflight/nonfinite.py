@@ -7,7 +7,13 @@ import math
 
 from trainwise.rules.inflight.base import Detector, Phase
 from trainwise.rules.registry import rule
-from trainwise.signals import NONFINITE_GRAD, NONFINITE_OUTPUT, SKIPPED_NONFINITE, TRAIN_LOSS
+from trainwise.signals import (
+    NONFINITE_GRAD,
+    NONFINITE_OUTPUT,
+    OUTPUT_CHECKED,
+    SKIPPED_NONFINITE,
+    TRAIN_LOSS,
+)
 
 
 def _value_kind(value: float, in_loss: bool = False) -> str:
@@ -61,16 +67,31 @@ def _op_fix(value: float, in_loss: bool = False) -> str:
     source="Deep Learning Practical Tricks (a tips list) (dealing with NaNs)",
 )
 class NonfiniteLoss(Detector):
-    reads = (TRAIN_LOSS, NONFINITE_OUTPUT)
+    reads = (TRAIN_LOSS, NONFINITE_OUTPUT, OUTPUT_CHECKED)
     when = Phase.STEP
+
+    def __init__(self, rule):
+        super().__init__(rule)
+        self.judged = 0  # losses judged so far: the steps between measured ones come in a batch
 
     def check(self, view):
         loss = view.history.get(TRAIN_LOSS.key)
-        if not len(loss) or math.isfinite(loss.values[-1]):
+        new = range(self.judged, len(loss))
+        self.judged = len(loss)
+        bad = next((i for i in new if not math.isfinite(loss.values[i])), None)
+        if bad is None:
             return
-        t, value = loss.steps[-1], loss.values[-1]
+        t, value = loss.steps[bad], loss.values[bad]
         seen = view.history.event(NONFINITE_OUTPUT)
-        if seen is None:
+        checked = view.history.get(OUTPUT_CHECKED.key)
+        if seen is None and view.producing(NONFINITE_OUTPUT) and t not in checked.steps:
+            # A step between the measured ones: the per-module check did not run on it. The
+            # request makes every step measured from now on.
+            view.request(NONFINITE_OUTPUT)
+            where, what = "loss", "the module is not known yet (it came between measured steps); "
+            what += "every step is checked from now on, so it will be named if it recurs"
+            kind_value, in_loss = value, True
+        elif seen is None:
             if not view.producing(NONFINITE_OUTPUT):
                 # The cheap preset skips the per-module check: ask for it, to name the layer
                 # if this happens again.
