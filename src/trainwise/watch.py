@@ -398,8 +398,6 @@ class Watch:
                 self._guard("parameter tracking", self._follow_groups)
                 self._acts.begin_step(self._sampled)
                 self._modes.step_started()
-            else:
-                self._acts.quiet_step()
 
     def _pre_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
         if self._closed:
@@ -426,8 +424,10 @@ class Watch:
         self._lrs = [float(g.get("lr", math.nan)) for g in optimizer.param_groups]
         if Producer.WRITES in self._on:  # every step: a validation may come before the next
             self._guard(WRITE_PROBE, self._writes.after_step, self._pending)
-        if self._measuring or self._is_measured(self.iteration + 1):
+        if self._is_measured(self.iteration + 1):
+            # hooks on before the next backward (a loop may run it before any forward), and
             # what the grads were left as, for the next step's missing-zero-grad verdict
+            self._guard(GRADIENT_PROBE, self._grads.set_measuring, True)
             self._guard(GRADIENT_PROBE, self._grads.after_step)
         if self._sampled:
             if Producer.UPDATES in self._on:
@@ -450,7 +450,14 @@ class Watch:
         i = self.iteration
         self._sampled = i % self.every == 0
         self._measuring = self._is_measured(i) or self._writes.saw_eval_in_gap
-        self._grads.measuring = self._measuring
+        # PyTorch's hooks cost a Python call each (and take modules off the fast path of
+        # Module.__call__) even when they return at once: on the steps between measured ones
+        # the activation and parameter hooks are removed, not just idle.
+        self._guard(GRADIENT_PROBE, self._grads.set_measuring, self._measuring)
+        acts = self._acts
+        wanted = self._measuring and (acts.check_finite or (acts.stats and self._sampled))
+        if wanted != acts.attached:
+            self._guard("activation probe", acts.attach if wanted else acts.detach)
 
     # -- the end of a step -----------------------------------------------------------------
     def _add_metric(self, key: str, value: Any) -> None:

@@ -95,7 +95,6 @@ class ActivationProbe:
         self.check_finite = True
         self.stats = True  # ACT_* on sampled steps (off when no rule reads them, no record)
         self.sample = False  # set by the watch for sampled steps
-        self.quiet = False  # a step between the watch's measured ones: nothing measured
         self.keep_samples = False  # keep the sampled rows of leaf outputs (run record histograms)
         # (name, first rows) on sampled steps: device tensors until the read-out, CPU after it
         self.samples: list[tuple[str, torch.Tensor]] = []
@@ -157,8 +156,6 @@ class ActivationProbe:
                 self._guard.switch_off(PIECE, exc)
 
         def measure(args, out) -> None:
-            if self.quiet:
-                return  # a step between the watch's measured ones
             check = self.check_finite
             sample = self.sample and is_leaf and self.stats
             if not (check or sample) or not grad_enabled() or is_compiling():
@@ -189,12 +186,7 @@ class ActivationProbe:
 
         return hook
 
-    def quiet_step(self) -> None:
-        """A step between measured ones: the hooks return at once."""
-        self.quiet = True
-
     def begin_step(self, sample: bool) -> None:
-        self.quiet = False
         self.sample = sample
         self._pending_stats = []
         self.samples = []

@@ -82,10 +82,14 @@ class GradientProbe:
         # A GradScaler multiplies the loss (so every grad) by its scale until unscale_: with it,
         # the norms at backward end are divided by the scale that backward used.
         self.scaler = scaler
-        self._handles = []
+        # Hooks are Python calls from autograd on every backward: they are attached only while
+        # the watch measures (set_measuring), so the steps between cost nothing here.
+        self.attached = False  # the watch attached the probe (and has not detached it)
+        self.measuring = True  # the watch's step is a measured one
+        self._handles = []  # end-of-backward hooks, while measuring
         self._hooked: set[int] = set()  # ids of the tensors with an end-of-backward hook
+        self._reference_handles = []  # missing-zero-grad hooks, from after_step while measuring
         self._queued = False
-        self.measuring = True  # the watch's measured step: norms at backward end (else skipped)
         self.backward_passes = 0  # since the last optimizer step
         self._raw: torch.Tensor | None = None  # (N,) norms at the end of the last backward
         self._raw_mask: list[bool] = []  # which params had a grad then
@@ -101,16 +105,14 @@ class GradientProbe:
         self.kept_across_steps: int | None = None  # 1: this step's grads include the last one's
 
     def attach(self) -> None:
+        self.attached = True
         self.attach_unfrozen()
-        for i, p in enumerate(self._reference):
-            self._handles.append(p.register_hook(self._armed(self._before_accumulation(i))))
-            self._handles.append(
-                p.register_post_accumulate_grad_hook(self._armed(self._after_accumulation(i)))
-            )
 
     def attach_unfrozen(self) -> None:
         """Hooks the end of backward on every tensor that requires grad and has no hook yet (a
         hook cannot sit on a frozen tensor: those unfrozen later get theirs now)."""
+        if not (self.attached and self.measuring):
+            return
         for p in self.params:
             if p.requires_grad and id(p) not in self._hooked:
                 self._hooked.add(id(p))
@@ -118,11 +120,43 @@ class GradientProbe:
                     p.register_post_accumulate_grad_hook(self._guarded_accumulated)
                 )
 
-    def detach(self) -> None:
-        for h in self._handles:
+    def set_measuring(self, measuring: bool) -> None:
+        """The watch's next step is measured (hooks on) or one between measured steps (off)."""
+        if measuring == self.measuring:
+            return
+        self.measuring = measuring
+        if measuring:
+            self.attach_unfrozen()
+        else:
+            self._remove_hooks()
+            # a backward that ran before the step was known to be quiet (a loop without a
+            # forward in it) measured nothing the watch will read
+            self._raw, self.backward_passes = None, 0
+
+    def _attach_reference(self) -> None:
+        """The missing-zero-grad hooks, for the next backward (after_step armed them)."""
+        if self._reference_handles or not self.attached:
+            return
+        for i, p in enumerate(self._reference):
+            if not p.requires_grad:  # frozen since the watch started: no hook can sit on it
+                continue
+            self._reference_handles.append(
+                p.register_hook(self._armed(self._before_accumulation(i)))
+            )
+            self._reference_handles.append(
+                p.register_post_accumulate_grad_hook(self._armed(self._after_accumulation(i)))
+            )
+
+    def _remove_hooks(self) -> None:
+        for h in self._handles + self._reference_handles:
             h.remove()
         self._handles.clear()
+        self._reference_handles.clear()
         self._hooked.clear()
+
+    def detach(self) -> None:
+        self.attached = False
+        self._remove_hooks()
 
     # -- backward --------------------------------------------------------------------------
     def _guarded(self, fn: Callable[..., Any]) -> Callable[..., None]:
@@ -142,8 +176,7 @@ class GradientProbe:
         return run
 
     def _guarded_accumulated(self, param: torch.Tensor) -> None:
-        if self.measuring:  # between measured steps a hook costs one attribute read
-            self._guard(PIECE, self._on_accumulated, param)
+        self._guard(PIECE, self._on_accumulated, param)
 
     def _on_accumulated(self, _param: torch.Tensor) -> None:
         if not self._queued:
@@ -217,6 +250,7 @@ class GradientProbe:
         self._expected = [None if p.grad is None else (id(p.grad), p.grad._version)
                           for p in self._reference]  # fmt: skip
         self._grad_state = [USED if e is not None else RESET for e in self._expected]
+        self._attach_reference()
 
     # -- read-out --------------------------------------------------------------------------
     def collect(self, pending: Pending) -> None:
