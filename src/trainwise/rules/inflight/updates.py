@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_left
+from typing import Any
 
 from trainwise.rules.inflight.base import (
     HISTORY,
@@ -32,7 +33,15 @@ class _UpdateRatio(Detector):
     HIGH, LOW = 1e-1, 1e-5
     SAMPLES = 3
 
-    def ratios(self, view):
+    def ratios(self, view) -> list[tuple[Any, float, float]]:
+        """(layer, median recent update ratio, its LR now) per weight layer with enough samples;
+        computed once per judging round (update-ratio-high and -low both read it)."""
+        found = view.memo.get(_UpdateRatio.ratios)
+        if found is None:
+            found = view.memo[_UpdateRatio.ratios] = list(self._ratios(view))
+        return found
+
+    def _ratios(self, view):
         peak_lr = {}
         for info in weight_params(view):
             series = view.history.get(UPDATE_RATIO.at(info.name))
