@@ -552,3 +552,24 @@ def test_steps_between_measured_ones_keep_their_loss_lr_and_steps_but_not_grad_n
     assert list(signals.get("stepped").steps) == list(range(45))
     assert list(signals.get("grad_norm").steps) == [*range(20), 20, 30, 40]
     assert list(signals.get("output_checked").steps) == [*range(20), 20, 30, 40]
+
+
+def test_gradscaler_skipping_every_step_is_reported_after_the_first_measured_steps():
+    """From step 30 on every step overflows: the skips are seen on measured steps only (every
+    10th by then), and 10 of the last 20 of those are enough."""
+    model = mlp()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**8)
+    x, y = data()
+    with tw.watch(model, optimizer, scaler=scaler, verbose=False) as watch:
+        for i in range(140):
+            optimizer.zero_grad()
+            loss = F.cross_entropy(model(x), y)
+            scaled = scaler.scale(loss * (math.inf if i >= 30 else 1.0))  # from step 30 on
+            scaled.backward()
+            scaler.step(optimizer)
+            scaler.update()
+            watch.log(loss=loss)
+    finding = assert_fires(watch.findings, "nonfinite-gradient", where="GradScaler")
+    assert "measured steps" in finding.message
+    assert_silent(watch.findings, "nonfinite-loss")  # the skipped steps never moved the weights

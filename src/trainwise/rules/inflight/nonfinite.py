@@ -8,6 +8,7 @@ import math
 from trainwise.rules.inflight.base import Detector, Phase
 from trainwise.rules.registry import rule
 from trainwise.signals import (
+    GRAD_NORM,
     NONFINITE_GRAD,
     NONFINITE_OUTPUT,
     OUTPUT_CHECKED,
@@ -131,7 +132,7 @@ class NonfiniteLoss(Detector):
     source="Deep Learning Practical Tricks (a tips list) (NaNs)",
 )
 class NonfiniteGradient(Detector):
-    reads = (NONFINITE_GRAD, SKIPPED_NONFINITE)
+    reads = (NONFINITE_GRAD, SKIPPED_NONFINITE, GRAD_NORM)
     when = Phase.STEP
     # GradScaler skips a step whose grads overflow and halves its scale; a few skips are its
     # normal calibration, 10 in the last 20 steps mean the model itself produces inf/NaN.
@@ -148,12 +149,15 @@ class NonfiniteGradient(Detector):
                 where=names[0] if names else None,
                 evidence={"step": t, "parameters": names[:20]},
             )
+        # Skips are seen on measured steps only: judged over the last 20 of those (every step
+        # under preset "full", every 10th after the first 20 otherwise).
         skipped = view.history.get(SKIPPED_NONFINITE.key)
-        recent = [s for s in skipped.steps if s > view.iteration - 20]
+        measured = view.history.get(GRAD_NORM.key).steps[-20:]
+        recent = [s for s in skipped.steps[-20:] if len(measured) and s >= measured[0]]
         if len(recent) >= self.MAX_SKIPS:
             yield self.finding(
-                f"{len(recent)} of the last 20 steps had non-finite gradients and took no "
-                "optimizer step (GradScaler skipped them)",
+                f"{len(recent)} of the last {len(measured)} measured steps had non-finite "
+                "gradients and took no optimizer step (GradScaler skipped them)",
                 where="GradScaler",
                 evidence={"skipped_steps": len(recent)},
             )
