@@ -49,6 +49,7 @@ def judge(slug, steps, train, val=None, val_every=None, extra=None, noise=0.0, s
         for finding in detector.check(view):
             if worst is None or RANK[finding.severity] < RANK[worst.severity]:
                 worst = finding
+        view.memo.clear()  # as the watch does after each judging round
 
     for t in range(steps):
         signals.add("train/loss", t, train(t) * (1 + noise * rng.gauss(0, 1)))

@@ -49,9 +49,9 @@ def _validate(model):
         return F.cross_entropy(model(x), y)
 
 
-def _run_with_ema_validation(backup_of):
-    """Trains 40 steps, validating with EMA weights every 10; `backup_of(model)` keeps the
-    training weights to restore after validating."""
+def _run_with_ema_validation(backup_of, validate_after=(9, 19, 29, 39)):
+    """Trains 40 steps, validating with EMA weights after the steps in `validate_after`;
+    `backup_of(model)` keeps the training weights to restore after validating."""
     model = _mlp()
     ema = copy.deepcopy(model)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
@@ -61,7 +61,7 @@ def _run_with_ema_validation(backup_of):
             with torch.no_grad():
                 for e, p in zip(ema.parameters(), model.parameters(), strict=True):
                     e.lerp_(p, 0.1)
-            if i % 10 == 9:
+            if i in validate_after:
                 backup = backup_of(model)
                 model.load_state_dict(ema.state_dict())
                 watch.log_val(loss=_validate(model))
@@ -76,6 +76,14 @@ def test_ema_weights_left_in_the_model_after_validation():
     assert finding.evidence["after_validation"] is True
     assert finding.evidence["step"] == 10  # the first step after the first validation
     assert set(finding.evidence["params"]) == {"0.weight", "0.bias", "2.weight", "2.bias"}
+
+
+@pytest.mark.fires(OUTSIDE)
+def test_ema_left_in_after_a_validation_before_a_step_between_measured_ones():
+    # step 35 is no measured step (the first 20, then every 10th): its start is compared anyway
+    found = _run_with_ema_validation(lambda m: m.state_dict(), validate_after=(34,))
+    finding = assert_fires(found, OUTSIDE, where="0.weight", severity="warning")
+    assert finding.evidence["after_validation"] is True and finding.evidence["step"] == 35
 
 
 @pytest.mark.silent(OUTSIDE)

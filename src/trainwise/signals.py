@@ -104,7 +104,7 @@ def _pattern(key: str) -> re.Pattern[str]:
     return re.compile(regex)
 
 
-S, E, SAMP = Cadence.STEP, Cadence.EVENT, Cadence.SAMPLED
+S, E, SAMP, M = Cadence.STEP, Cadence.EVENT, Cadence.SAMPLED, Cadence.MEASURED
 P = Producer
 
 # fmt: off
@@ -125,29 +125,29 @@ LR = Signal("lr/group{group}", "lr", S, P.STEP, Draw.CURVE,
 LR_SINGLE = Signal("lr", "lr", S, P.STEP, Draw.CURVE,
                    "the record's name of lr/group0 when there is one param group")
 # -- gradients --------------------------------------------------------------------------------
-GRAD_NORM = Signal("grad_norm", "L2 norm", S, P.GRADIENTS, Draw.CURVE,
+GRAD_NORM = Signal("grad_norm", "L2 norm", M, P.GRADIENTS, Draw.CURVE,
                    "global gradient norm at backward end (before clipping, unscaled)")
-GRAD_NORM_LAYER = Signal("grad_norm/{param}", "L2 norm", S, P.GRADIENTS, Draw.HEATMAP,
+GRAD_NORM_LAYER = Signal("grad_norm/{param}", "L2 norm", M, P.GRADIENTS, Draw.HEATMAP,
                          "each parameter's gradient norm at backward end (heatmap on sampled steps)")
-GRAD_NORM_APPLIED = Signal("grad_norm_applied", "L2 norm", S, P.GRADIENTS, Draw.CURVE,
+GRAD_NORM_APPLIED = Signal("grad_norm_applied", "L2 norm", M, P.GRADIENTS, Draw.CURVE,
                            "global norm of the gradients the optimizer applied (after clipping)")
-CLIPPED = Signal("clipped", "flag", S, P.GRADIENTS, Draw.NONE,
+CLIPPED = Signal("clipped", "flag", M, P.GRADIENTS, Draw.NONE,
                  "1 on steps whose applied norm is below the backward-end norm")
-SKIPPED_NONFINITE = Signal("skipped_nonfinite", "flag", S, P.GRADIENTS, Draw.NONE,
+SKIPPED_NONFINITE = Signal("skipped_nonfinite", "flag", M, P.GRADIENTS, Draw.NONE,
                            "1 on steps skipped with non-finite gradients (GradScaler)")
-BACKWARD_PASSES = Signal("backward_passes", "count", S, P.GRADIENTS, Draw.NONE,
+BACKWARD_PASSES = Signal("backward_passes", "count", M, P.GRADIENTS, Draw.NONE,
                          "backward passes since the previous optimizer step")
-GRADS_KEPT = Signal("grads_kept", "0/1", S, P.GRADIENTS, Draw.NONE,
+GRADS_KEPT = Signal("grads_kept", "0/1", M, P.GRADIENTS, Draw.NONE,
                     "1 when the first backward of a step added to the previous step's grads")
 # -- updates (sampled) ------------------------------------------------------------------------
 WEIGHT_NORM = Signal("weight_norm/{param}", "L2 norm", SAMP, P.UPDATES, Draw.NONE,
                      "each trainable parameter's norm after the step")
 UPDATE_RATIO = Signal("update_ratio/{param}", "ratio", SAMP, P.UPDATES, Draw.HEATMAP,
                       "norm of the step's change / norm of the parameter")
-# -- who writes the weights (every step) ------------------------------------------------------
-WRITTEN_OUTSIDE = Signal("written_outside", "count", S, P.WRITES, Draw.NONE,
+# -- who writes the weights (measured steps) --------------------------------------------------
+WRITTEN_OUTSIDE = Signal("written_outside", "count", M, P.WRITES, Draw.NONE,
                          "tensors changed between the previous step's end and this step's start")
-FROZEN_MOVED = Signal("frozen_moved", "count", S, P.WRITES, Draw.NONE,
+FROZEN_MOVED = Signal("frozen_moved", "count", M, P.WRITES, Draw.NONE,
                       "requires_grad=False tensors the optimizer holds that its step changed")
 # -- activations (sampled) --------------------------------------------------------------------
 ACT_MEAN = Signal("act_mean/{module}", "as output", SAMP, P.ACTIVATION_STATS, Draw.NONE,
@@ -164,7 +164,7 @@ ACT_STATS = (ACT_MEAN, ACT_STD, ACT_ZERO_FRAC, ACT_SAT_FRAC, ACT_DEAD_FRAC)  # p
 ACTIVATIONS = Signal("activations/{module}", "histogram", SAMP, P.ACTIVATION_STATS,
                      Draw.HISTOGRAM, "distribution of a leaf module's sampled output values")
 # -- modes, timing, replicas ------------------------------------------------------------------
-EVAL_MODE_LAYERS = Signal("eval_mode_layers", "count", S, P.MODES, Draw.NONE,
+EVAL_MODE_LAYERS = Signal("eval_mode_layers", "count", M, P.MODES, Draw.NONE,
                           "BatchNorm/Dropout layers in eval mode during the training forward")
 DATA_WAIT = Signal("data_wait_s", "s", S, P.TIMING, Draw.CURVE,
                    "time from the end of the previous step to this step's first forward")
@@ -172,9 +172,9 @@ COMPUTE = Signal("compute_s", "s", S, P.TIMING, Draw.CURVE,
                  "time from the first forward to the end of the step")
 REPLICA_SPREAD = Signal("replica_spread", "relative", SAMP, P.REPLICAS, Draw.NONE,
                         "largest relative difference of a parameter fingerprint across ranks")
-# -- events: typed observations, one value when they happen (see the dataclasses below) ---------
-OUTPUT_CHECKED = Signal("output_checked", "0/1", Cadence.MEASURED, P.OUTPUT_CHECK, Draw.NONE,
+OUTPUT_CHECKED = Signal("output_checked", "0/1", M, P.OUTPUT_CHECK, Draw.NONE,
                         "1 on the steps whose every module output was checked for NaN/Inf")
+# -- events: typed observations, one value when they happen (see the dataclasses below) ---------
 NONFINITE_OUTPUT = Signal("nonfinite_output", "event", E, P.OUTPUT_CHECK, Draw.NONE,
                           "the first module whose training output went NaN/Inf")
 NONFINITE_GRAD = Signal("nonfinite_grad", "event", E, P.GRADIENTS, Draw.NONE,

@@ -11,11 +11,13 @@ the steps (so gradient accumulation and GradScaler-skipped steps are handled), m
 hooks see the outputs, parameter hooks see the end of each backward. Every step keeps its loss
 (and the metrics logged with it), the learning rates, whether the optimizer stepped and its
 timing. The probes measure on *measured* steps only: the first MEASURED_START steps, then every
-`measure_every`-th step (the preset's; every step under "full"), the step after a validation,
-and every step once a loss has gone non-finite. The steps in between cost a few microseconds of Python and no kernel but the
-write probe's fingerprint; their losses stay on the device until the next measured step, when
-everything comes back in one transfer (the only sync) and each probe writes its declared
-signals (trainwise.signals) into `watch.signals`, step by step. The judge runs the in-flight
+`measure_every`-th step (the preset's; every step under "full"), and every step once a loss
+has gone non-finite (the write probe compares the gap before any step that follows a
+validation). On the steps in between the activation and
+parameter hooks are removed; what remains is the step hooks' bookkeeping and the write probe's
+fingerprint, and their losses stay on the device until the next measured step, when everything
+comes back in one transfer (the only sync) and each probe writes its declared signals
+(trainwise.signals) into `watch.signals`, step by step. The judge runs the in-flight
 rules (trainwise.rules.inflight) on a read-only view of that history after each measured step.
 Any probe or rule that raises is switched off with one warning; training goes on.
 """
@@ -84,8 +86,8 @@ PRESETS = {
     "cheap": Preset(every=100, check_finite=False, watch_writes=False, measure_every=10),
     # + every module output checked for NaN/Inf on measured steps, the weights fingerprinted at
     # each step's end (who writes them between steps); weights/updates/activations every 20.
-    # Measuring every 10th step keeps the watch near 5% of a 1 ms CPU step
-    # (benchmarks/fit_recipe.py part B); a non-finite loss makes every step measured.
+    # Measuring every 10th step took it from 1.26x to 1.04x of a 4 ms CPU MLP step
+    # (benchmarks/overhead.py); a non-finite loss makes every step measured.
     "standard": Preset(every=20, check_finite=True, watch_writes=True, measure_every=10),
     # everything every step
     "full": Preset(every=1, check_finite=True, watch_writes=True, measure_every=1),
@@ -156,6 +158,7 @@ class Watch:
         self._stepped = False
         self._sampled = False
         self._measuring = True  # this iteration is a measured one (the first always is)
+        self._compare_writes = True  # ... or one whose start is compared (after a validation)
         self._quiet: list[_QuietStep] = []  # closed steps between measured ones, not yet written
         self._last_window = 0  # iteration of the last WINDOW judging round
         self._lrs: list[float] = []
@@ -406,11 +409,11 @@ class Watch:
             # The step starts before any forward: a closure (LBFGS, Lightning) runs forward and
             # backward inside step(). Decide sampling here so before/after measure the same.
             self._start_iteration()
+        if self._compare_writes and Producer.WRITES in self._on:
+            self._guard(WRITE_PROBE, self._writes.before_step, self._pending, self._sampled)
         if not self._measuring:
             return
         self._guard("parameter tracking", self._follow_params)
-        if Producer.WRITES in self._on:
-            self._guard(WRITE_PROBE, self._writes.before_step, self._pending, self._sampled)
         self._guard(GRADIENT_PROBE, self._grads.before_step)
         if self._sampled and Producer.UPDATES in self._on:
             self._guard("update probe", self._updates.before_step)
@@ -446,10 +449,12 @@ class Watch:
 
     def _start_iteration(self) -> None:
         """Decides what this iteration measures: sampled steps and measured steps as the preset
-        says, and the step after a validation (who wrote the weights in the gap)."""
+        says; after a validation, the comparison of the gap (who wrote the weights in it)."""
         i = self.iteration
         self._sampled = i % self.every == 0
-        self._measuring = self._is_measured(i) or self._writes.saw_eval_in_gap
+        self._measuring = self._is_measured(i)
+        # after a validation the gap is compared (who wrote the weights), on any step
+        self._compare_writes = self._measuring or self._writes.saw_eval_in_gap
         # PyTorch's hooks cost a Python call each (and take modules off the fast path of
         # Module.__call__) even when they return at once: on the steps between measured ones
         # the activation and parameter hooks are removed, not just idle.
@@ -484,7 +489,8 @@ class Watch:
         if not self._measuring:
             self._quiet.append(
                 _QuietStep(self.iteration, self._metric_slots, self._logged_values,
-                           self._stepped, self._lrs, self._timer.step_ended())
+                           self._stepped, self._lrs, self._timer.step_ended(),
+                           self._writes.take())
             )  # fmt: skip
             self._metric_slots, self._logged_values = [], {}
             self._in_iteration = self._stepped = False
@@ -532,6 +538,7 @@ class Watch:
                 self._timer.write_timing(t, step.timing, signals)
             if step.stepped:
                 self._write_lrs(t, step.lrs)
+            self._guard("weight-write read-out", self._writes.write, values, t, signals, step.writes)
             if self._record_writer is not None:
                 self._record_writer.step(signals, t, False, [])
 
@@ -598,6 +605,7 @@ class _QuietStep:
     stepped: bool
     lrs: list[float]
     timing: tuple[float, float] | None  # (data wait, compute) seconds
+    writes: tuple[tuple[int, int], bool]  # the write probe's comparisons (WriteProbe.take)
 
 
 def _print_summary(name: str | None, iteration: int, findings: list[Finding]) -> None:

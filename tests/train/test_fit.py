@@ -294,8 +294,9 @@ def test_auto_clipping_in_fit_clips_at_the_90th_percentile_of_the_first_20_norms
     # A tiny constant LR: the norms stay about where they started, so later ones exceed the
     # percentile of the first 20 about one time in ten.
     setup = blob_setup(batch_size=8)
+    # preset "full": the record's witness, the watch's gradient norms, on every step
     result = tw.fit(setup, steps=80, recipe=fast(lr=1e-5, schedule="constant"),
-                    runs_dir=tmp_path, verbose=False)  # fmt: skip
+                    runs_dir=tmp_path, verbose=False, preset="full")  # fmt: skip
     rows = train_rows(result.record_path)
     norms = np.array([r["grad_norm"] for r in rows])  # at the end of backward
     applied = np.array([r["grad_norm_applied"] for r in rows])  # what the optimizer got
@@ -308,7 +309,7 @@ def test_auto_clipping_in_fit_clips_at_the_90th_percentile_of_the_first_20_norms
 @pytest.mark.parametrize("clip", [None, 0.05])
 def test_a_fixed_clip_or_none_in_fit(tmp_path, clip):
     result = tw.fit(blob_setup(), steps=30, recipe=fast(schedule="constant", clip=clip),
-                    runs_dir=tmp_path, verbose=False)  # fmt: skip
+                    runs_dir=tmp_path, verbose=False, preset="full")  # fmt: skip
     rows = train_rows(result.record_path)
     norms = np.array([r["grad_norm"] for r in rows])
     applied = np.array([r["grad_norm_applied"] for r in rows])

@@ -98,17 +98,23 @@ class WriteProbe:
             self._slots = (self._slots[0], pending.add(moved))  # (a mask, not an index: no sync)
         self._at_end, self._at_start = now, None
 
-    def write(self, values: list[list[float]], t: int, signals: Signals) -> None:
-        outside_slot, frozen_slot = self._slots
+    def take(self) -> tuple[tuple[int, int], bool]:
+        """This step's pending comparisons, handed to the watch to write later (a step between
+        measured ones, compared because a validation came before it)."""
+        taken = (self._slots, self._gap_had_eval)
         self._slots = (-1, -1)
+        return taken
+
+    def write(self, values: list[list[float]], t: int, signals: Signals,
+              taken: tuple[tuple[int, int], bool] | None = None) -> None:  # fmt: skip
+        """Step t's comparisons into the history: this step's, or those `take` handed out."""
+        (outside_slot, frozen_slot), gap_had_eval = taken or self.take()
         if outside_slot >= 0:
             changed = values[outside_slot]
             written = tuple(n for n, c in zip(self.names, changed, strict=True) if c)
             signals.add(WRITTEN_OUTSIDE.key, t, float(len(written)))
             if written:
-                signals.events[WRITTEN_OUTSIDE_NAMES] = WrittenOutside(
-                    t, written, self._gap_had_eval
-                )
+                signals.events[WRITTEN_OUTSIDE_NAMES] = WrittenOutside(t, written, gap_had_eval)
         if frozen_slot >= 0:
             moved = values[frozen_slot]
             names = tuple(n for n, m in zip(self.names, moved, strict=True) if m)

@@ -28,7 +28,11 @@ HEATMAPS: tuple[Signal, ...] = tuple(s for s in ALL if s.draw is Draw.HEATMAP)
 def _step_curve(key: str) -> bool:
     """A concrete key the record writes in each step's metrics row."""
     signal = declared(key, ALL)
-    return signal is not None and signal.draw is Draw.CURVE and signal.cadence is Cadence.STEP
+    return (
+        signal is not None
+        and signal.draw is Draw.CURVE
+        and signal.cadence in (Cadence.STEP, Cadence.MEASURED)
+    )
 
 
 class WatchRecord:
