@@ -458,7 +458,8 @@ class Watch:
         # PyTorch's hooks cost a Python call each (and take modules off the fast path of
         # Module.__call__) even when they return at once: on the steps between measured ones
         # the activation and parameter hooks are removed, not just idle.
-        self._guard(GRADIENT_PROBE, self._grads.set_measuring, self._measuring)
+        if self._grads.measuring != self._measuring:
+            self._guard(GRADIENT_PROBE, self._grads.set_measuring, self._measuring)
         acts = self._acts
         wanted = self._measuring and (acts.check_finite or (acts.stats and self._sampled))
         if wanted != acts.attached:
@@ -595,7 +596,7 @@ class Watch:
             _show(attribute(found)[index], self.iteration)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # not frozen: a frozen dataclass's __init__ is slower, once per step
 class _QuietStep:
     """A closed step between measured ones: what every step keeps until the next read-out."""
 
