@@ -405,6 +405,10 @@ def test_a_failing_probe_is_switched_off_and_training_goes_on(monkeypatch):
 
 
 def test_no_tensor_is_kept_and_memory_stays_flat_over_10k_steps():
+    # Seeded, and counted from step 2500: the first finding (here loss-plateau, at step ~1800
+    # once this fixed batch is learned) builds objects once (its record entry); unseeded, the
+    # test passed or failed with the data.
+    torch.manual_seed(0)
     model = nn.Linear(4, 2)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
     x, y = torch.randn(8, 4), torch.randint(0, 2, (8,))
@@ -425,7 +429,7 @@ def test_no_tensor_is_kept_and_memory_stays_flat_over_10k_steps():
             warnings.simplefilter("ignore")
             return sum(isinstance(o, torch.Tensor) for o in objects), len(objects)
 
-    steps(500)
+    steps(2500)
     tensors_before, objects_before = live_objects()
     steps(9500)
     tensors_after, objects_after = live_objects()
@@ -434,7 +438,7 @@ def test_no_tensor_is_kept_and_memory_stays_flat_over_10k_steps():
     # of Python objects stays flat however long training runs.
     assert objects_after - objects_before < 200, (objects_before, objects_after)
     watch.close()  # the steps since the last measured one come back at close
-    assert len(watch.signals.get("train/loss")) == 10_000
+    assert len(watch.signals.get("train/loss")) == 12_000
 
 
 # -- the public surface ------------------------------------------------------------------------
