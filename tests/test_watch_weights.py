@@ -18,10 +18,10 @@ from helpers import assert_fires, assert_silent
 OUTSIDE = "weights-changed-outside-optimizer"
 FROZEN_MOVING = "frozen-weights-changing"
 FROZEN = "frozen-parameters"
+ZERO_GRAD = "missing-zero-grad"
 # A probe switched off by the watch's guard (it warns "trainwise.watch: ...") fails the test:
 # freezing and unfreezing mid-run must not break a hook (the watch re-hooks between steps).
 pytestmark = pytest.mark.filterwarnings("error:trainwise.watch")
-ZERO_GRAD = "missing-zero-grad"
 
 
 def _data(i: int):
