@@ -51,6 +51,7 @@ from trainwise.probes.first_forwards import PIECE as FIRST_FORWARD_PROBE
 from trainwise.probes.first_forwards import FirstForwardProbe
 from trainwise.probes.gradients import PIECE as GRADIENT_PROBE
 from trainwise.probes.params import clean_name
+from trainwise.probes.timing import write_timing
 from trainwise.probes.writes import PIECE as WRITE_PROBE
 from trainwise.probes.writes import WriteProbe
 from trainwise.rules.inflight import Phase, View, Watched
@@ -159,7 +160,7 @@ class Watch:
         self._sampled = False
         self._measuring = True  # this iteration is a measured one (the first always is)
         self._compare_writes = True  # ... or one whose start is compared (after a validation)
-        self._quiet: list[_QuietStep] = []  # closed steps between measured ones, not yet written
+        self._quiet: list[_ClosedStep] = []  # closed steps between measured ones, not yet written
         self._last_window = 0  # iteration of the last WINDOW judging round
         self._lrs: list[float] = []
         self._lr_keys: list[str] = []
@@ -488,35 +489,38 @@ class Watch:
         in one read-out, each step's signals are written in order (the record takes each), and
         the rules judge."""
         if not self._measuring:
-            self._quiet.append(
-                _QuietStep(self.iteration, self._metric_slots, self._logged_values,
-                           self._stepped, self._lrs, self._timer.step_ended(),
-                           self._writes.take())
-            )  # fmt: skip
-            self._metric_slots, self._logged_values = [], {}
-            self._in_iteration = self._stepped = False
-            self.iteration += 1
+            self._quiet.append(self._close_step())
             self._measuring = True  # until the next iteration starts and decides
             return
-        t = self.iteration
+        t, sampled = self.iteration, self._sampled
         self._guard("activation probe", self._acts.collect, self._pending)
         self._guard(GRADIENT_PROBE, self._grads.collect, self._pending)
         if self._first.attached:  # the first step: its numbers come back now, its hooks go
             self._guard(FIRST_FORWARD_PROBE, self._first.collect, self._pending, t)
             self._first.detach()
         values = self._pending.read()  # the one device sync since the last measured step
+        step = self._close_step()
         self._write_quiet(values)
-        self._write(t, values)
+        self._write_step(step, values)
+        self._write_probes(t, step.stepped, values)
         if self._record_writer is not None:
             samples, self._acts.samples = self._acts.samples, []
-            self._record_writer.step(self.signals, t, self._sampled, samples)
-        self._in_iteration = self._stepped = False
-        self.iteration += 1
+            self._record_writer.step(self.signals, t, sampled, samples)
         period = min(JUDGE_MAX_EVERY, max(JUDGE_EVERY, self.iteration // 10))
         window = self.iteration - self._last_window >= period
         if window:
             self._last_window = self.iteration
         self._run_judge(STEP_AND_WINDOW if window else STEP)
+
+    def _close_step(self) -> _ClosedStep:
+        """What every step keeps, taken as it closes; the next iteration starts afresh."""
+        step = _ClosedStep(self.iteration, self._metric_slots, self._logged_values,
+                           self._stepped, self._lrs, self._timer.step_ended(),
+                           self._writes.take())  # fmt: skip
+        self._metric_slots, self._logged_values = [], {}
+        self._in_iteration = self._stepped = False
+        self.iteration += 1
+        return step
 
     def _write_quiet_steps(self) -> None:
         """Writes the steps kept since the last measured one now (a validation or log_latest
@@ -525,45 +529,36 @@ class Watch:
             self._write_quiet(self._pending.read())
 
     def _write_quiet(self, values: list[list[float]]) -> None:
-        """The kept steps' numbers into the history, each step whole before the next."""
+        """The kept steps into the history and the record, each step whole before the next."""
         quiet, self._quiet = self._quiet, []
-        signals, add = self.signals, self.signals.add
         for step in quiet:
-            t = step.t
-            for key, slot in step.metric_slots:
-                add(key, t, values[slot][0])
-            for name, value in step.logged.items():
-                add(self._train_key(name), t, value)
-            add(STEPPED.key, t, 1.0 if step.stepped else 0.0)
-            if step.timing is not None:
-                self._timer.write_timing(t, step.timing, signals)
-            if step.stepped:
-                self._write_lrs(t, step.lrs)
-            self._guard("weight-write read-out", self._writes.write, values, t, signals, step.writes)
+            self._write_step(step, values)
             if self._record_writer is not None:
-                self._record_writer.step(signals, t, False, [])
+                self._record_writer.step(self.signals, step.t, False, [])
 
-    def _write(self, t: int, values: list[list[float]]) -> None:
-        """The step's numbers into the history, producer by producer (in a fixed order: the
-        record's rows keep their column order)."""
-        signals, add, guard = self.signals, self.signals.add, self._guard
-        for key, slot in self._metric_slots:
+    def _write_step(self, step: _ClosedStep, values: list[list[float]]) -> None:
+        """What every step has into the history (in a fixed order: the record's rows keep their
+        column order): logged metrics, whether it stepped, timing, LRs, the write comparisons."""
+        signals, add, t = self.signals, self.signals.add, step.t
+        for key, slot in step.metric_slots:
             add(key, t, values[slot][0])
-        self._metric_slots = []
-        for name, value in self._logged_values.items():
+        for name, value in step.logged.items():
             add(self._train_key(name), t, value)
-        self._logged_values = {}
-        stepped = self._stepped
-        add(STEPPED.key, t, 1.0 if stepped else 0.0)
+        add(STEPPED.key, t, 1.0 if step.stepped else 0.0)
+        if step.timing is not None:
+            write_timing(t, step.timing, signals)
+        if step.stepped:
+            self._write_lrs(t, step.lrs)
+        self._guard("weight-write read-out", self._writes.write, values, t, signals, step.writes)
+
+    def _write_probes(self, t: int, stepped: bool, values: list[list[float]]) -> None:
+        """A measured step's probe numbers into the history, producer by producer."""
+        signals, guard = self.signals, self._guard
         self._grads.write_counts(t, signals)
         self._modes.write(t, signals)
-        self._timer.write(t, signals)
-        if stepped:
-            self._write_lrs(t, self._lrs)
         guard("gradient read-out", self._grads.write, values, t, signals, stepped)
         guard("update read-out", self._updates.write, values, t, signals)
         guard("activation read-out", self._acts.write, values, t, signals)
-        guard("weight-write read-out", self._writes.write, values, t, signals)
         guard("first-forward read-out", self._first.write, values, signals)
         if self._replicas is not None:
             dist_probe.write(t, self._replicas, signals)
@@ -597,8 +592,9 @@ class Watch:
 
 
 @dataclass(slots=True)  # not frozen: a frozen dataclass's __init__ is slower, once per step
-class _QuietStep:
-    """A closed step between measured ones: what every step keeps until the next read-out."""
+class _ClosedStep:
+    """What every step keeps: written with its read-out, at once on a measured step, at the
+    next measured one otherwise."""
 
     t: int
     metric_slots: list[tuple[str, int]]  # (key, Pending slot) of the tensors given to log()

@@ -2,8 +2,9 @@
 
 A step is timed from the end of the previous step (its `watch.log()` or optimizer step) to the
 first forward of this one (data wait: fetching the batch, moving it, `zero_grad`), and from that
-forward to this step's end (compute: forward, backward, optimizer). On an accelerator the end
-of the step is taken after the step's one sync, so queued kernels are counted as compute.
+forward to this step's end (compute: forward, backward, optimizer; the end is its optimizer
+step when there was one). On an accelerator these are host times: kernels still queued when a
+step ends run into a later step's time.
 
 Writes: DATA_WAIT, COMPUTE.
 """
@@ -42,13 +43,8 @@ class StepTimer:
             return None
         return max(0.0, start - last), now - start
 
-    def write(self, t: int, signals: Signals) -> None:
-        timing = self.step_ended()
-        if timing is not None:
-            self.write_timing(t, timing, signals)
 
-    @staticmethod
-    def write_timing(t: int, timing: tuple[float, float], signals: Signals) -> None:
-        """A step's (data wait, compute) seconds, taken by `step_ended` when it closed."""
-        signals.add(DATA_WAIT.key, t, timing[0])
-        signals.add(COMPUTE.key, t, timing[1])
+def write_timing(t: int, timing: tuple[float, float], signals: Signals) -> None:
+    """Step t's (data wait, compute) seconds, as `StepTimer.step_ended` took them."""
+    signals.add(DATA_WAIT.key, t, timing[0])
+    signals.add(COMPUTE.key, t, timing[1])
