@@ -13,12 +13,12 @@ hooks see the outputs, parameter hooks see the end of each backward. Every step 
 timing. The probes measure on *measured* steps only: the first MEASURED_START steps, then every
 `measure_every`-th step (the preset's; every step under "full"), and every step once a loss
 has gone non-finite (the write probe compares the gap before any step that follows a
-validation). On the steps in between the activation and
-parameter hooks are removed; what remains is the step hooks' bookkeeping and the write probe's
-fingerprint, and their losses stay on the device until the next measured step, when everything
-comes back in one transfer (the only sync) and each probe writes its declared signals
-(trainwise.signals) into `watch.signals`, step by step. The judge runs the in-flight
-rules (trainwise.rules.inflight) on a read-only view of that history after each measured step.
+validation). On the steps in between the activation and parameter hooks are removed; what
+remains is the step hooks' bookkeeping and the write probe's fingerprint, and their losses stay
+on the device until the next measured step, when everything comes back in one transfer (the
+only sync) and each probe writes its declared signals (trainwise.signals) into `watch.signals`,
+step by step. The judge runs the in-flight rules (trainwise.rules.inflight) on a read-only view
+of that history after each measured step.
 Any probe or rule that raises is switched off with one warning; training goes on.
 """
 
