@@ -5,7 +5,8 @@ updates while the loss falls are an info note, not a warning.
 
 Synthetic histories are fed to the detectors through the same View a watch gives them, judged
 at the same phases (after each validation for the validation rules, every 10 steps for the
-others), so the verdict is the one a watch would print.
+others; a watch judges at most once per judging period, so these are its verdicts at their
+most frequent), so the verdict is the one a watch would print.
 """
 
 import math
@@ -188,6 +189,22 @@ def test_fit_is_robust_and_relative():
     assert trend.z < -2 and trend.log
     flat = fit(steps, [1.0 + 0.01 * ((-1) ** t) for t in steps])
     assert abs(flat.change) < 0.01 and not flat.falls(0.01) and not flat.rises(0.01)
+
+
+def test_a_long_window_is_fitted_on_group_medians_that_ignore_outliers():
+    """45 points make 20 groups of 2 or 3; each group of 3 carries two opposite outliers that
+    only a median ignores. The line is found exactly: start, end, no scatter."""
+    steps = list(range(45))
+    values = [-1.0 - 0.01 * t for t in steps]  # negative: fitted as a line, not on logs
+    bounds = [g * 45 // 20 for g in range(21)]
+    for lo, hi in zip(bounds, bounds[1:], strict=False):
+        if hi - lo == 3:
+            values[lo] += 100.0
+            values[hi - 1] -= 100.0
+    trend = fit(steps, values)
+    assert not trend.log and trend.points == 45 and trend.span == 44
+    assert trend.start == pytest.approx(-1.0) and trend.end == pytest.approx(-1.44)
+    assert trend.noise == pytest.approx(0.0, abs=1e-12) and trend.z < -5
 
 
 # -- loss-plateau -----------------------------------------------------------------------------
