@@ -577,3 +577,43 @@ def test_gradscaler_skipping_every_step_is_reported_after_the_first_measured_ste
     finding = assert_fires(watch.findings, "nonfinite-gradient", where="GradScaler")
     assert "measured steps" in finding.message
     assert_silent(watch.findings, "nonfinite-loss")  # the skipped steps never moved the weights
+
+
+def test_after_the_dense_start_standard_measures_every_20th_step():
+    torch.manual_seed(0)
+    model = mlp()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+    with tw.watch(model, optimizer, verbose=False, record=False) as watch:
+        _loop_with_nan_inputs(watch, model, optimizer, 261, nan_at=set())
+    measured = list(watch.signals.get("grad_norm").steps)
+    assert measured == [*range(20), *range(20, 200, 10), *range(200, 261, 20)]
+    assert list(watch.signals.get("train/loss").steps) == list(range(261))  # every loss kept
+
+
+def test_validation_rules_judge_once_per_judging_period_and_the_mode_count_waits(monkeypatch):
+    """A validation after every step (fit's random batch comes every 7-30) must not run the
+    validation rules' trend fits at each one; a no-grad forward in train mode between two
+    rounds is still counted, and judged at the next round."""
+    from trainwise.rules.inflight.loss import Overfitting
+
+    rounds = []
+    detector = Overfitting.check  # the rule's detector class
+    check = detector.check
+    monkeypatch.setattr(detector, "check", lambda self, view: rounds.append(view.iteration)
+                        or check(self, view))  # fmt: skip
+    model = nn.Sequential(nn.Linear(8, 16), nn.Dropout(0.3), nn.Linear(16, 3))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+    x, y = data()
+    with tw.watch(model, optimizer, verbose=False, record=False) as watch:
+        for step in range(100):
+            train(model, optimizer, 1, watch)
+            if step != 3:  # step 3 validates with dropout still on
+                model.eval()
+            with torch.no_grad():
+                watch.log_val(loss=F.cross_entropy(model(x), y))
+            model.train()
+            if step == 3:
+                assert_silent(watch.findings, "train-mode-during-eval")  # no round at 4
+    assert rounds == [1, 11, 21, 31, 41, 51, 61, 71, 81, 91, 100]  # the last one at close
+    finding = assert_fires(watch.findings, "train-mode-during-eval")
+    assert finding.step == 10  # the round after it

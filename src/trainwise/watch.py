@@ -11,9 +11,9 @@ the steps (so gradient accumulation and GradScaler-skipped steps are handled), m
 hooks see the outputs, parameter hooks see the end of each backward. Every step keeps its loss
 (and the metrics logged with it), the learning rates, whether the optimizer stepped and its
 timing. The probes measure on *measured* steps only: the first MEASURED_START steps, then every
-`measure_every`-th step (the preset's; every step under "full"), and every step once a loss
-has gone non-finite (the write probe compares the gap before any step that follows a
-validation). On the steps in between the activation and parameter hooks are removed; what
+`measure_every`-th step, after DENSE_UNTIL every `measure_every_later`-th (the preset's; every
+step under "full"), and every step once a loss has gone non-finite (the write probe compares
+the gap before any step that follows a validation). On the steps in between the activation and parameter hooks are removed; what
 remains is the step hooks' bookkeeping and the write probe's fingerprint, and their losses stay
 on the device until the next measured step, when everything comes back in one transfer (the
 only sync) and each probe writes its declared signals (trainwise.signals) into `watch.signals`,
@@ -73,35 +73,48 @@ logger = logging.getLogger("trainwise.watch")
 @dataclass(frozen=True)
 class Preset:
     """How much the watch measures. `every`: period (in steps) of the sampled probes;
-    `measure_every`: period of the measured steps (gradient norms, the output check, modes);
-    the sampled steps are measured too."""
+    `measure_every`: period of the measured steps (gradient norms, the output check, modes)
+    until step DENSE_UNTIL, `measure_every_later` after it; the sampled steps are measured too."""
 
     every: int
     check_finite: bool  # sum of every module output on measured steps, to name the first NaN
     watch_writes: bool  # fingerprint the weights at each step's end and a measured step's start
     measure_every: int
+    measure_every_later: int
 
 
 PRESETS = {
-    # every step: loss, LR, timing; every 10th: grad norms (global, per layer), non-finite grads
-    "cheap": Preset(every=100, check_finite=False, watch_writes=False, measure_every=10),
+    # every step: loss, LR, timing; every 10th (20th after step 200): grad norms (global, per
+    # layer), non-finite grads
+    "cheap": Preset(
+        every=100, check_finite=False, watch_writes=False, measure_every=10, measure_every_later=20
+    ),
     # + every module output checked for NaN/Inf on measured steps, the weights fingerprinted at
     # each step's end (who writes them between steps); weights/updates/activations every 20.
     # Measuring every 10th step took it from 1.26x to 1.04x of a 4 ms CPU MLP step
-    # (benchmarks/overhead.py); a non-finite loss makes every step measured.
-    "standard": Preset(every=20, check_finite=True, watch_writes=True, measure_every=10),
+    # (benchmarks/overhead.py); every 20th after step 200 (the sampled steps only) halves what
+    # is left of the measured steps' cost. A non-finite loss makes every step measured.
+    "standard": Preset(
+        every=20, check_finite=True, watch_writes=True, measure_every=10, measure_every_later=20
+    ),
     # everything every step
-    "full": Preset(every=1, check_finite=True, watch_writes=True, measure_every=1),
+    "full": Preset(
+        every=1, check_finite=True, watch_writes=True, measure_every=1, measure_every_later=1
+    ),
 }
 # The first steps are all measured: most loop bugs show there (a missing zero_grad, a frozen
 # model, an LR far too high), and short loops (a notebook's first try) get every signal.
 MEASURED_START = 20
+# Then every `measure_every`-th step until DENSE_UNTIL, when the curves are young and the rules'
+# windows short; later runs are judged over windows of 100+ steps, where every 20th step is
+# plenty (a gradient-norm point per 20 steps; a finding at most 19 steps later).
+DENSE_UNTIL = 200
 WATCH_HOOKS = "watch's step and forward hooks"  # the guard's name for the watch's own hooks
 MAX_PRINTED = 20  # findings printed while training runs; all are kept in watch.findings
-# Window detectors run every JUDGE_EVERY steps, later every tenth of the steps so far (at most
-# every JUDGE_MAX_EVERY), and at close: their trend windows grow with the run (a quarter of it,
-# 100+ steps), and a round costs ~0.6 ms of Python on a small model, the watch's largest cost
-# per step when it came every 10 steps.
+# Window and validation detectors run every JUDGE_EVERY steps, later every tenth of the steps so
+# far (at most every JUDGE_MAX_EVERY), and at close: their trend windows grow with the run (a
+# quarter of it, 100+ steps), and a round costs ~0.6 ms of Python on a small model, the watch's
+# largest cost per step when it came every 10 steps (or at each of fit's validation batches).
 JUDGE_EVERY, JUDGE_MAX_EVERY = 10, 50
 STEP = frozenset({Phase.STEP})
 STEP_AND_WINDOW = frozenset({Phase.STEP, Phase.WINDOW})
@@ -134,6 +147,7 @@ class Watch:
         self.preset_name = preset
         self.every = every or self.preset.every
         self.measure_every = min(self.preset.measure_every, self.every)
+        self.measure_every_later = min(self.preset.measure_every_later, self.every)
         self.log_dir, self.name = log_dir, name  # log_dir: the runs folder of the record
         self.verbose = verbose and dist_probe.rank() == 0
         self.scaler, self.total_steps = scaler, total_steps
@@ -162,6 +176,7 @@ class Watch:
         self._compare_writes = True  # ... or one whose start is compared (after a validation)
         self._quiet: list[_ClosedStep] = []  # closed steps between measured ones, not yet written
         self._last_window = 0  # iteration of the last WINDOW judging round
+        self._last_val_round = -JUDGE_EVERY  # ... of the last VAL one (the first is judged)
         self._lrs: list[float] = []
         self._lr_keys: list[str] = []
         self._metric_slots: list[tuple[str, int]] = []  # (key, Pending slot) of tensor metrics
@@ -272,7 +287,8 @@ class Watch:
         """A rule asked for a signal (the cheap preset's output check after a non-finite loss)."""
         requests, self._view.requests = self._view.requests, set()
         if Producer.OUTPUT_CHECK in requests:
-            self.measure_every = 1  # something went non-finite: look at every step from now on
+            # something went non-finite: look at every step from now on
+            self.measure_every = self.measure_every_later = 1
         if Producer.OUTPUT_CHECK in requests and not self._acts.check_finite:
             self._on.add(Producer.OUTPUT_CHECK)
             self._acts.check_finite = True
@@ -300,6 +316,13 @@ class Watch:
         self._writes.saw_eval()
         if self._record_writer is not None:
             self._record_writer.metrics(self.iteration, values)
+        # The validation rules fit trends over both losses (~0.7 ms of Python a round): fit's
+        # random validation batch every 7-30 steps made them the watch's largest cost on small
+        # models. They judge as often as the window rules; the train/eval mode counts wait for
+        # that round, and close judges whatever came after the last one.
+        if self.iteration - self._last_val_round < self._judging_period():
+            return
+        self._last_val_round = self.iteration
         self._modes.hand_over(self.signals)
         self._run_judge(frozenset({Phase.VAL}))
 
@@ -444,7 +467,9 @@ class Watch:
     def _is_measured(self, iteration: int) -> bool:
         return (
             iteration < MEASURED_START
-            or iteration % self.measure_every == 0
+            or iteration
+            % (self.measure_every if iteration < DENSE_UNTIL else self.measure_every_later)
+            == 0
             or iteration % self.every == 0
         )
 
@@ -506,11 +531,15 @@ class Watch:
         if self._record_writer is not None:
             samples, self._acts.samples = self._acts.samples, []
             self._record_writer.step(self.signals, t, sampled, samples)
-        period = min(JUDGE_MAX_EVERY, max(JUDGE_EVERY, self.iteration // 10))
-        window = self.iteration - self._last_window >= period
+        window = self.iteration - self._last_window >= self._judging_period()
         if window:
             self._last_window = self.iteration
         self._run_judge(STEP_AND_WINDOW if window else STEP)
+
+    def _judging_period(self) -> int:
+        """Steps between rounds of the window and validation rules: JUDGE_EVERY, then a tenth
+        of the steps so far, at most JUDGE_MAX_EVERY."""
+        return min(JUDGE_MAX_EVERY, max(JUDGE_EVERY, self.iteration // 10))
 
     def _close_step(self) -> _ClosedStep:
         """What every step keeps, taken as it closes; the next iteration starts afresh."""
