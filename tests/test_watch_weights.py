@@ -92,6 +92,78 @@ def test_ema_swapped_in_and_restored_from_a_copy():
     assert_silent(found, OUTSIDE)
 
 
+def _swap_in(style, model, ema):
+    """An EMA swapped in for validation the ways EMA helpers do it (torch_ema and diffusers
+    copy through `.data`; a common snippet replaces `.data`); returns the training tensors."""
+    kept = []
+    with torch.no_grad():
+        for p, e in zip(model.parameters(), ema.parameters(), strict=True):
+            kept.append(p.data if style == "data =" else p.detach().clone())
+            if style == "data =":
+                p.data = e.detach().clone()
+            elif style == "data.copy_":
+                p.data.copy_(e)
+            else:
+                p.copy_(e)
+    return kept
+
+
+@pytest.mark.parametrize("style", ["data =", "data.copy_", "copy_"])
+@pytest.mark.parametrize("restored", [False, True])
+def test_ema_swaps_of_every_style_are_seen_only_when_not_restored(style, restored):
+    model = _mlp()
+    ema = copy.deepcopy(model)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    with tw.watch(model, optimizer, record=False, verbose=False) as watch:
+        for i in range(40):
+            watch.log(loss=_step(model, optimizer, i))
+            with torch.no_grad():
+                for e, p in zip(ema.parameters(), model.parameters(), strict=True):
+                    e.lerp_(p, 0.1)
+            if i == 34:  # before step 35, one between measured steps
+                kept = _swap_in(style, model, ema)
+                watch.log_val(loss=_validate(model))
+                if restored:
+                    with torch.no_grad():
+                        for p, k in zip(model.parameters(), kept, strict=True):
+                            p.copy_(k)
+    if restored:
+        assert_silent(watch.findings, OUTSIDE)
+    else:
+        finding = assert_fires(watch.findings, OUTSIDE, where="0.weight", severity="warning")
+        assert finding.evidence["step"] == 35
+        assert set(finding.evidence["params"]) == {"0.weight", "0.bias", "2.weight", "2.bias"}
+
+
+def test_a_load_into_channels_last_and_mixed_precision_tensors_is_seen():
+    """The fingerprint samples a channels_last weight in memory order and keeps a bfloat16
+    tensor in a group of its own: a load of other weights changes each one's samples."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.Flatten(), nn.Linear(8 * 4 * 4, 3))
+    model[0].to(memory_format=torch.channels_last)
+    model[2].bias.data = model[2].bias.data.bfloat16().float()  # same values, own storage
+    model[2].register_parameter("scale", nn.Parameter(torch.ones(3, dtype=torch.bfloat16)))
+    other = copy.deepcopy(model)
+    with torch.no_grad():
+        for p in other.parameters():
+            p.mul_(1.5)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    x, y = torch.randn(4, 3, 6, 6), torch.randint(0, 3, (4,))
+    with tw.watch(model, optimizer, record=False, verbose=False) as watch:
+        for i in range(24):
+            optimizer.zero_grad()
+            F.cross_entropy(model(x) * model[2].scale.float(), y).backward()
+            optimizer.step()
+            watch.log()
+            if i == 21:
+                model.load_state_dict(other.state_dict())
+                watch.log_val(loss=1.0)
+    assert model[0].weight.is_contiguous(memory_format=torch.channels_last)
+    finding = assert_fires(watch.findings, OUTSIDE, where="0.weight")
+    assert set(finding.evidence["params"]) == {"0.weight", "0.bias", "2.weight", "2.bias",
+                                               "2.scale"}  # fmt: skip
+
+
 @pytest.mark.silent(OUTSIDE)
 def test_weight_clipping_every_step_is_only_noted():
     # WGAN's critic: weights clamped by hand after every step, on purpose

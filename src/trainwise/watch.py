@@ -631,7 +631,7 @@ class _ClosedStep:
     stepped: bool
     lrs: list[float]
     timing: tuple[float, float] | None  # (data wait, compute) seconds
-    writes: tuple[tuple[int, int], bool]  # the write probe's comparisons (WriteProbe.take)
+    writes: tuple  # the write probe's comparisons (WriteProbe.take), read out with the step
 
 
 def _print_summary(name: str | None, iteration: int, findings: list[Finding]) -> None:

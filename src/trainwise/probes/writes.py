@@ -1,5 +1,5 @@
-"""Who writes the weights: a fingerprint (the L2 norm) of every parameter when each optimizer
-step starts and when it ends.
+"""Who writes the weights: a fingerprint of every parameter when each optimizer step starts and
+when it ends.
 
 - A tensor whose fingerprint differs between one step's end and the next step's start was
   written by something other than the optimizer (a state_dict loaded, an EMA swapped in for
@@ -8,13 +8,22 @@ step starts and when it ends.
   step was moved by the optimizer although it is "frozen" (a zero gradient rather than None:
   momentum and weight decay still apply).
 
-A norm is not a hash, but every real write (a copy, an average, a decay, a clamp that bites)
-changes it; recomputing it over unchanged values gives the same bits. Cost: one batched
-reduction (`torch._foreach_norm`) when each step ends, and one when the next starts only where
-there is something to compare: after a validation (a no-grad forward or watch.log_val ran in the
-gap, where swapped-in weights are left behind) and on sampled steps (which also compare the
-step's own start and end, for frozen tensors). The comparisons stay on the device and come back
-with the step's one read-out.
+The fingerprint is SAMPLED evenly spaced elements of each tensor, read through views of its
+storage and copied out by one `torch.cat` per (device, dtype): a few microseconds whatever the
+model's size. A norm over every element (the first design) read all the weights when each step
+ended, a full pass over memory on a large model and the write probe's whole cost on a small
+one. Every write this probe is for changes all or most elements (a copy, an average, a decay,
+a clamp that bites), so it changes sampled ones; a write of a few elements off the sample is
+not seen. A tensor whose storage was replaced (`p.data = other`, an EMA swapped in that way) is
+sampled again from its new storage and compared by value (or counted as written, when its shape
+or dtype changed with it); until then the views keep the old storage alive.
+
+Cost: one copy of the samples when each step ends (a validation may come before the next), and
+one when the next starts only where there is something to compare: after a validation (a
+no-grad forward or watch.log_val ran in the gap, where swapped-in weights are left behind) and
+on sampled steps (which also compare the step's own start and end, for frozen tensors). The
+comparisons stay on the device (a count of changed samples per tensor) and come back with the
+step's one read-out.
 
 Writes: WRITTEN_OUTSIDE and FROZEN_MOVED (counts per step), and the events
 WRITTEN_OUTSIDE_NAMES and FROZEN_MOVED_NAMES (the tensors, at the latest step they moved).
@@ -22,9 +31,10 @@ WRITTEN_OUTSIDE_NAMES and FROZEN_MOVED_NAMES (the tensors, at the latest step th
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
-from trainwise.probes.gradients import grad_norms
 from trainwise.probes.pending import Pending
 from trainwise.signals import (
     FROZEN_MOVED,
@@ -37,16 +47,67 @@ from trainwise.signals import (
 )
 
 PIECE = "weight-write probe"
+SAMPLED = 16  # elements of each tensor in its fingerprint
+
+
+class _Layout:
+    """Which elements of which tensors the fingerprint holds: per (device, dtype) group, the
+    tensors' indices, their sample views and, for the per-tensor counts, a (T,) segment index
+    (the position in the group of each sampled element's tensor)."""
+
+    def __init__(self, params: list[torch.Tensor]) -> None:
+        self.ptrs = [_data_ptr(p) for p in params]
+        by_kind: dict[tuple[torch.device, torch.dtype], list[int]] = {}
+        views = [_sample_view(p) for p in params]
+        for i, view in enumerate(views):
+            by_kind.setdefault((view.device, view.dtype), []).append(i)
+        self.groups: list[tuple[list[int], list[torch.Tensor], torch.Tensor]] = []
+        # Two layouts with the same signature sample the same elements: comparable by value.
+        self.signature = tuple(
+            (key, tuple(i for i in indices), tuple(views[i].numel() for i in indices))
+            for key, indices in by_kind.items()
+        )
+        for (device, _), indices in by_kind.items():
+            sizes = torch.tensor([views[i].numel() for i in indices], device=device)
+            segment = torch.repeat_interleave(torch.arange(len(indices), device=device), sizes)
+            self.groups.append((indices, [views[i] for i in indices], segment))
+
+    def take(self) -> list[torch.Tensor]:
+        """(T_g,) copies of the sampled elements, one per group."""
+        return [torch.cat(views) for _, views, _ in self.groups]
+
+    def replaced(self, params: list[torch.Tensor]) -> list[bool]:
+        """Per tensor: its storage is not the one the views read (`p.data = ...` since)."""
+        return [_data_ptr(p) != ptr for p, ptr in zip(params, self.ptrs, strict=True)]
+
+
+@dataclass(slots=True)
+class _Comparison:
+    """Two fingerprints compared, on the device until the read-out: per group, the tensors'
+    indices and the pending slot of the (N_g,) count of their changed samples; the tensors
+    whose storage was replaced outright."""
+
+    groups: list[tuple[list[int], int]]
+    replaced: list[bool]
+
+    def changed(self, values: list[list[float]]) -> list[bool]:
+        flags = list(self.replaced)
+        for indices, slot in self.groups:
+            for i, count in zip(indices, values[slot], strict=True):
+                flags[i] = flags[i] or count > 0
+        return flags
 
 
 class WriteProbe:
     def __init__(self) -> None:
         self.params: list[torch.Tensor] = []
         self.names: list[str] = []
-        self._frozen_held: torch.Tensor | None = None  # (N,) bool: held with requires_grad=False
-        self._at_start: torch.Tensor | None = None  # (N,) fingerprints when the step started
-        self._at_end: torch.Tensor | None = None  # (N,) fingerprints when the last step ended
-        self._slots: tuple[int, int] = (-1, -1)
+        self._frozen_held: list[bool] = []  # (N,): held by the optimizer with requires_grad=False
+        self._layout: _Layout | None = None
+        self._at_start: list[torch.Tensor] | None = None  # samples when the step started
+        self._at_end: list[torch.Tensor] | None = None  # samples when the last step ended
+        self._outside: _Comparison | None = None  # the gap before this step, compared
+        self._frozen: _Comparison | None = None  # this step's start and end, compared
         self._eval_in_gap = False  # a no-grad forward or log_val since the last step ended
         self._gap_had_eval = False  # ... in the gap just compared
 
@@ -54,13 +115,13 @@ class WriteProbe:
         """The tensors to fingerprint: the optimizer's first, then the model's others. Called
         again when that set changes; the next step then starts a fresh comparison."""
         self.params, self.names = params, names
+        self._layout = None
         self._at_start = self._at_end = None
 
     def set_frozen(self, frozen_held: list[bool]) -> None:
         """Which of the optimizer's tensors (the first len(frozen_held)) have requires_grad=False
         now: those must not move when it steps."""
-        mask = frozen_held + [False] * (len(self.params) - len(frozen_held))
-        self._frozen_held = torch.tensor(mask, dtype=torch.bool) if any(mask) else None
+        self._frozen_held = frozen_held + [False] * (len(self.params) - len(frozen_held))
 
     def saw_eval(self) -> None:
         """A validation ran (a no-grad forward or watch.log_val) since the last step."""
@@ -71,63 +132,112 @@ class WriteProbe:
         """The next step's start is compared with the last step's end (the watch measures it)."""
         return self._eval_in_gap
 
-    def _fingerprints(self) -> torch.Tensor | None:
+    def _fingerprint(self) -> list[torch.Tensor] | None:
         if not self.params:
             return None
-        with torch.no_grad():
-            return grad_norms(self.params)  # (N,) float32 (no graph: under no_grad)
+        if self._layout is None:
+            self._layout = _Layout(self.params)
+        return self._layout.take()
+
+    def _compare(self, pending: Pending, now: list[torch.Tensor], before: list[torch.Tensor],
+                 replaced: list[bool]) -> _Comparison:  # fmt: skip
+        groups = []
+        for (indices, _, segment), a, b in zip(self._layout.groups, now, before, strict=True):
+            changed = _differ(a, b).to(torch.float32)  # (T_g,)
+            counts = torch.zeros(len(indices), device=a.device).index_add_(0, segment, changed)
+            groups.append((indices, pending.add(counts)))  # (N_g,): no sync until the read-out
+        return _Comparison(groups, replaced)
 
     def before_step(self, pending: Pending, sampled: bool) -> None:
         if not (sampled or self._eval_in_gap):
-            self._at_start = self._at_end = None  # nothing to compare this time: no reduction
+            self._at_start = self._at_end = None  # nothing to compare this time: no copy
             return
-        now = self._fingerprints()
-        if now is not None and self._at_end is not None and now.shape == self._at_end.shape:
-            self._slots = (pending.add(_differ(now, self._at_end).float()), self._slots[1])
+        old = self._layout
+        replaced = old.replaced(self.params) if old is not None else []
+        if any(replaced):  # the views read a storage the tensor no longer has: new views
+            self._layout = None
+        now = self._fingerprint()
+        if now is not None and self._at_end is not None:
+            if self._layout.signature == old.signature:  # the same elements: their values say
+                self._outside = self._compare(
+                    pending, now, self._at_end, [False] * len(self.params)
+                )
+            else:  # a tensor came back with another shape or dtype: it counts as written
+                self._outside = _Comparison([], replaced)
             self._gap_had_eval = self._eval_in_gap
         self._eval_in_gap = False
         self._at_start, self._at_end = now, None
 
     def after_step(self, pending: Pending) -> None:
-        now = self._fingerprints()
-        start, frozen = self._at_start, self._frozen_held
-        if now is not None and start is not None and frozen is not None:
-            if frozen.device != now.device:  # moved once (a host->device copy per step would
-                frozen = self._frozen_held = frozen.to(now.device)  # wait on the device)
-            moved = _differ(now, start) & frozen  # (N,): only frozen held tensors can be set
-            self._slots = (self._slots[0], pending.add(moved))  # (a mask, not an index: no sync)
+        now = self._fingerprint()
+        start = self._at_start
+        if now is not None and start is not None and any(self._frozen_held):
+            self._frozen = self._compare(pending, now, start, [False] * len(self.params))
         self._at_end, self._at_start = now, None
 
-    def take(self) -> tuple[tuple[int, int], bool]:
+    def take(self) -> tuple[_Comparison | None, _Comparison | None, bool]:
         """This step's pending comparisons, handed to the watch to write later (a step between
         measured ones, compared because a validation came before it)."""
-        taken = (self._slots, self._gap_had_eval)
-        self._slots = (-1, -1)
+        taken = (self._outside, self._frozen, self._gap_had_eval)
+        self._outside = self._frozen = None
         return taken
 
     def write(self, values: list[list[float]], t: int, signals: Signals,
-              taken: tuple[tuple[int, int], bool] | None = None) -> None:  # fmt: skip
+              taken: tuple[_Comparison | None, _Comparison | None, bool] | None = None,
+              ) -> None:  # fmt: skip
         """Step t's comparisons into the history: this step's, or those `take` handed out."""
-        (outside_slot, frozen_slot), gap_had_eval = taken or self.take()
-        if outside_slot >= 0:
-            changed = values[outside_slot]
+        outside, frozen, gap_had_eval = taken or self.take()
+        if outside is not None:
+            changed = outside.changed(values)
             written = tuple(n for n, c in zip(self.names, changed, strict=True) if c)
             signals.add(WRITTEN_OUTSIDE.key, t, float(len(written)))
             if written:
                 signals.events[WRITTEN_OUTSIDE_NAMES] = WrittenOutside(t, written, gap_had_eval)
-        if frozen_slot >= 0:
-            moved = values[frozen_slot]
-            names = tuple(n for n, m in zip(self.names, moved, strict=True) if m)
+        if frozen is not None:
+            moved = frozen.changed(values)
+            names = tuple(
+                n for n, m, f in zip(self.names, moved, self._frozen_held, strict=True) if m and f
+            )
             signals.add(FROZEN_MOVED.key, t, float(len(names)))
             if names:
                 signals.events[FROZEN_MOVED_NAMES] = FrozenMoved(t, names)
 
     def discard(self) -> None:
         self._at_start = self._at_end = None
-        self._slots = (-1, -1)
+        self._outside = self._frozen = None
+        self._layout = None  # the views keep storages alive
+
+
+def _data_ptr(p: torch.Tensor) -> int:
+    return p.data_ptr() if p.layout == torch.strided else id(p)
+
+
+def _sample_view(p: torch.Tensor) -> torch.Tensor:
+    """(<= SAMPLED,) a view of evenly spaced elements of p (it reads p's values as they change).
+    A tensor laid out densely in any order (channels_last) is sampled in memory order; one
+    with gaps between its elements, by its first element; one without strides (sparse), not."""
+    t = p.detach()
+    if t.layout != torch.strided:
+        return t.new_empty(0)  # never changes: never compared
+    if _dense(t):
+        flat = t.as_strided((t.numel(),), (1,), t.storage_offset())
+    else:
+        flat = t.as_strided((min(t.numel(), 1),), (1,), t.storage_offset())
+    step = max(1, flat.numel() // SAMPLED)
+    return flat[::step][:SAMPLED]
+
+
+def _dense(t: torch.Tensor) -> bool:
+    """Its elements fill one block of memory (in whatever dimension order)."""
+    expected = 1
+    for stride, size in sorted((s, n) for s, n in zip(t.stride(), t.shape, strict=True) if n != 1):
+        if stride != expected:
+            return False
+        expected *= size
+    return True
 
 
 def _differ(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """(N,) bool: the fingerprints differ (NaN equals NaN: weights already non-finite do not
-    change by staying so)."""
+    """(T,) bool: the samples differ (NaN equals NaN: weights already non-finite do not change
+    by staying so)."""
     return (a != b) & ~(a.isnan() & b.isnan())
