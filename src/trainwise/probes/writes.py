@@ -22,7 +22,7 @@ Cost: one copy of the samples when each step ends (a validation may come before 
 one when the next starts only where there is something to compare: after a validation (a
 no-grad forward or watch.log_val ran in the gap, where swapped-in weights are left behind) and
 on sampled steps (which also compare the step's own start and end, for frozen tensors). The
-comparisons stay on the device (a count of changed samples per tensor) and come back with the
+comparisons (a flag per sample: its bits changed) stay on the device and come back with the
 step's one read-out.
 
 Writes: WRITTEN_OUTSIDE and FROZEN_MOVED (counts per step), and the events
@@ -52,8 +52,7 @@ SAMPLED = 16  # elements of each tensor in its fingerprint
 
 class _Layout:
     """Which elements of which tensors the fingerprint holds: per (device, dtype) group, the
-    tensors' indices, their sample views and, for the per-tensor counts, a (T,) segment index
-    (the position in the group of each sampled element's tensor)."""
+    tensors' indices and their sample views."""
 
     def __init__(self, params: list[torch.Tensor]) -> None:
         self.ptrs = [_data_ptr(p) for p in params]
@@ -61,20 +60,15 @@ class _Layout:
         views = [_sample_view(p) for p in params]
         for i, view in enumerate(views):
             by_kind.setdefault((view.device, view.dtype), []).append(i)
-        self.groups: list[tuple[list[int], list[torch.Tensor], torch.Tensor]] = []
+        self.groups = [(indices, [views[i] for i in indices]) for indices in by_kind.values()]
+        # (index, samples) per tensor, in the order of the groups' concatenated samples
+        self.sizes = [[(i, views[i].numel()) for i in indices] for indices in by_kind.values()]
         # Two layouts with the same signature sample the same elements: comparable by value.
-        self.signature = tuple(
-            (key, tuple(i for i in indices), tuple(views[i].numel() for i in indices))
-            for key, indices in by_kind.items()
-        )
-        for (device, _), indices in by_kind.items():
-            sizes = torch.tensor([views[i].numel() for i in indices], device=device)
-            segment = torch.repeat_interleave(torch.arange(len(indices), device=device), sizes)
-            self.groups.append((indices, [views[i] for i in indices], segment))
+        self.signature = (tuple(by_kind), tuple(tuple(sizes) for sizes in self.sizes))
 
     def take(self) -> list[torch.Tensor]:
         """(T_g,) copies of the sampled elements, one per group."""
-        return [torch.cat(views) for _, views, _ in self.groups]
+        return [torch.cat(views) for _, views in self.groups]
 
     def replaced(self, params: list[torch.Tensor]) -> list[bool]:
         """Per tensor: its storage is not the one the views read (`p.data = ...` since)."""
@@ -83,18 +77,20 @@ class _Layout:
 
 @dataclass(slots=True)
 class _Comparison:
-    """Two fingerprints compared, on the device until the read-out: per group, the tensors'
-    indices and the pending slot of the (N_g,) count of their changed samples; the tensors
-    whose storage was replaced outright."""
+    """Two fingerprints compared, on the device until the read-out: per group, the pending slot
+    of its (T_g,) changed-sample flags and the (tensor, samples) runs they split into; the
+    tensors whose storage was replaced outright."""
 
-    groups: list[tuple[list[int], int]]
+    groups: list[tuple[int, list[tuple[int, int]]]]
     replaced: list[bool]
 
     def changed(self, values: list[list[float]]) -> list[bool]:
         flags = list(self.replaced)
-        for indices, slot in self.groups:
-            for i, count in zip(indices, values[slot], strict=True):
-                flags[i] = flags[i] or count > 0
+        for slot, sizes in self.groups:
+            flagged, at = values[slot], 0
+            for i, n in sizes:
+                flags[i] = flags[i] or any(flagged[at : at + n])
+                at += n
         return flags
 
 
@@ -103,6 +99,7 @@ class WriteProbe:
         self.params: list[torch.Tensor] = []
         self.names: list[str] = []
         self._frozen_held: list[bool] = []  # (N,): held by the optimizer with requires_grad=False
+        self._any_frozen = False
         self._layout: _Layout | None = None
         self._at_start: list[torch.Tensor] | None = None  # samples when the step started
         self._at_end: list[torch.Tensor] | None = None  # samples when the last step ended
@@ -122,6 +119,7 @@ class WriteProbe:
         """Which of the optimizer's tensors (the first len(frozen_held)) have requires_grad=False
         now: those must not move when it steps."""
         self._frozen_held = frozen_held + [False] * (len(self.params) - len(frozen_held))
+        self._any_frozen = any(frozen_held)
 
     def saw_eval(self) -> None:
         """A validation ran (a no-grad forward or watch.log_val) since the last step."""
@@ -141,11 +139,10 @@ class WriteProbe:
 
     def _compare(self, pending: Pending, now: list[torch.Tensor], before: list[torch.Tensor],
                  replaced: list[bool]) -> _Comparison:  # fmt: skip
-        groups = []
-        for (indices, _, segment), a, b in zip(self._layout.groups, now, before, strict=True):
-            changed = _differ(a, b).to(torch.float32)  # (T_g,)
-            counts = torch.zeros(len(indices), device=a.device).index_add_(0, segment, changed)
-            groups.append((indices, pending.add(counts)))  # (N_g,): no sync until the read-out
+        groups = [
+            (pending.add(_differ(a, b)), sizes)  # (T_g,): no sync until the read-out
+            for sizes, a, b in zip(self._layout.sizes, now, before, strict=True)
+        ]
         return _Comparison(groups, replaced)
 
     def before_step(self, pending: Pending, sampled: bool) -> None:
@@ -171,7 +168,7 @@ class WriteProbe:
     def after_step(self, pending: Pending) -> None:
         now = self._fingerprint()
         start = self._at_start
-        if now is not None and start is not None and any(self._frozen_held):
+        if now is not None and start is not None and self._any_frozen:
             self._frozen = self._compare(pending, now, start, [False] * len(self.params))
         self._at_end, self._at_start = now, None
 
@@ -237,7 +234,15 @@ def _dense(t: torch.Tensor) -> bool:
     return True
 
 
+_SAME_WIDTH_INT = {1: torch.int8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
+
+
 def _differ(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """(T,) bool: the samples differ (NaN equals NaN: weights already non-finite do not change
-    by staying so)."""
-    return (a != b) & ~(a.isnan() & b.isnan())
+    """(T,) bool: the samples' bits differ. Bits, not values: one comparison, a NaN left NaN
+    is no write, and neither is a value written back unchanged."""
+    if a.dtype.is_floating_point or a.dtype.is_complex:
+        width = _SAME_WIDTH_INT.get(a.element_size())
+        if width is not None and not a.dtype.is_complex:
+            return a.view(width) != b.view(width)
+        return (a != b) & ~(a.isnan() & b.isnan())  # complex: per value
+    return a != b
