@@ -137,13 +137,14 @@ class WriteProbe:
             self._layout = _Layout(self.params)
         return self._layout.take()
 
-    def _compare(self, pending: Pending, now: list[torch.Tensor], before: list[torch.Tensor],
-                 replaced: list[bool]) -> _Comparison:  # fmt: skip
+    def _compare(self, pending: Pending, now: list[torch.Tensor], before: list[torch.Tensor]
+                 ) -> _Comparison:  # fmt: skip
+        """Two fingerprints of the current layout, sample by sample."""
         groups = [
             (pending.add(_differ(a, b)), sizes)  # (T_g,): no sync until the read-out
             for sizes, a, b in zip(self._layout.sizes, now, before, strict=True)
         ]
-        return _Comparison(groups, replaced)
+        return _Comparison(groups, [False] * len(self.params))
 
     def before_step(self, pending: Pending, sampled: bool) -> None:
         if not (sampled or self._eval_in_gap):
@@ -155,10 +156,8 @@ class WriteProbe:
             self._layout = None
         now = self._fingerprint()
         if now is not None and self._at_end is not None:
-            if self._layout.signature == old.signature:  # the same elements: their values say
-                self._outside = self._compare(
-                    pending, now, self._at_end, [False] * len(self.params)
-                )
+            if old is not None and self._layout.signature == old.signature:
+                self._outside = self._compare(pending, now, self._at_end)  # values decide
             else:  # a tensor came back with another shape or dtype: it counts as written
                 self._outside = _Comparison([], replaced)
             self._gap_had_eval = self._eval_in_gap
@@ -169,7 +168,7 @@ class WriteProbe:
         now = self._fingerprint()
         start = self._at_start
         if now is not None and start is not None and self._any_frozen:
-            self._frozen = self._compare(pending, now, start, [False] * len(self.params))
+            self._frozen = self._compare(pending, now, start)
         self._at_end, self._at_start = now, None
 
     def take(self) -> tuple[_Comparison | None, _Comparison | None, bool]:
