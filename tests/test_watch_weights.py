@@ -14,6 +14,7 @@ from torch import nn
 
 import trainwise as tw
 from helpers import assert_fires, assert_silent
+from trainwise.probes import writes
 
 OUTSIDE = "weights-changed-outside-optimizer"
 FROZEN_MOVING = "frozen-weights-changing"
@@ -22,6 +23,15 @@ ZERO_GRAD = "missing-zero-grad"
 # A probe switched off by the watch's guard (it warns "trainwise.watch: ...") fails the test:
 # freezing and unfreezing mid-run must not break a hook (the watch re-hooks between steps).
 pytestmark = pytest.mark.filterwarnings("error:trainwise.watch")
+
+
+@pytest.fixture(autouse=True, params=["host", "device"])
+def fingerprint_path(request, monkeypatch):
+    """Every test twice: with CPU tensors fingerprinted through memoryviews (what a CPU run
+    uses) and through torch.cat, compared on the device (what a GPU run uses)."""
+    if request.param == "device":
+        monkeypatch.setattr(writes, "_host_views", lambda views: None)
+    return request.param
 
 
 def _data(i: int):
@@ -329,3 +339,30 @@ def test_a_discriminator_frozen_while_the_generator_trains_is_not_frozen():
     assert_silent(watch.findings, FROZEN)
     assert_silent(watch.findings, FROZEN_MOVING)
     assert_silent(watch.findings, OUTSIDE)
+
+
+def test_a_storage_freed_between_uses_is_not_read():
+    """A frozen tensor outside the optimizer whose storage is freed after each use
+    (`untyped_storage().resize_(0)`, as FSDP and CPU-offloading code free unsharded weights) and
+    allocated again before the next: the fingerprint must not read the freed memory (a crash
+    once it is unmapped: the tensor here is 8 MB), and a reallocation is no write."""
+    model = _mlp()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    model.teacher = nn.Parameter(torch.ones(2_000_000), requires_grad=False)
+    nbytes = model.teacher.untyped_storage().nbytes()
+    with tw.watch(model, optimizer, record=False, verbose=False) as watch:
+        for i in range(45):
+            with torch.no_grad():  # "unshard": storage back, values gathered in
+                model.teacher.untyped_storage().resize_(nbytes)
+                model.teacher.fill_(1.0)
+            x, y = _data(i)
+            optimizer.zero_grad()
+            loss = F.cross_entropy(model(x) * model.teacher[:3], y)
+            loss.backward()
+            model.teacher.untyped_storage().resize_(0)  # "reshard": freed until the next use
+            optimizer.step()
+            watch.log(loss=loss)
+            if i in (9, 30):
+                watch.log_val(loss=_validate(model))
+    assert_silent(watch.findings, OUTSIDE)
+    assert_silent(watch.findings, FROZEN_MOVING)

@@ -9,10 +9,10 @@ when it ends.
   momentum and weight decay still apply).
 
 The fingerprint is SAMPLED evenly spaced elements of each tensor, read through views of its
-storage and copied out by one `torch.cat` per (device, dtype): a few microseconds whatever the
-model's size. A norm over every element (the first design) read all the weights when each step
-ended, a full pass over memory on a large model and the write probe's whole cost on a small
-one. Every write this probe is for changes all or most elements (a copy, an average, a decay,
+storage and copied out by one `torch.cat` per (device, dtype), or on the CPU as each tensor's
+sample bytes through a memoryview: a few microseconds whatever the model's size. A norm over
+every element (the first design) read all the weights when each step ended, a full pass over
+memory on a large model and the write probe's whole cost on a small one. Every write this probe is for changes all or most elements (a copy, an average, a decay,
 a clamp that bites), so it changes sampled ones; a write of a few elements off the sample is
 not seen. A tensor whose storage was replaced (`p.data = other`, an EMA swapped in that way) is
 sampled again from its new storage and compared by value (or counted as written, when its shape
@@ -48,45 +48,69 @@ from trainwise.signals import (
 
 PIECE = "weight-write probe"
 SAMPLED = 16  # elements of each tensor in its fingerprint
+Samples = list[bytes] | torch.Tensor  # one group's fingerprint (see _Layout.take)
 
 
 class _Layout:
     """Which elements of which tensors the fingerprint holds: per (device, dtype) group, the
-    tensors' indices and their sample views."""
+    tensors' indices and their sample views; for a CPU group, memoryviews of the samples' bytes
+    as well."""
 
     def __init__(self, params: list[torch.Tensor]) -> None:
         self.ptrs = [_data_ptr(p) for p in params]
+        self._strided = [p for p in params if p.layout == torch.strided]
+        self._strided_ptrs = [p.data_ptr() for p in self._strided]
+        # Every sampled element lies in its tensor's storage now (a storage resized to nothing,
+        # as FSDP frees an unsharded parameter between its uses, is not read: that crashes)
+        self.readable = all(_in_storage(p) for p in self._strided)
         by_kind: dict[tuple[torch.device, torch.dtype], list[int]] = {}
-        views = [_sample_view(p) for p in params]
+        views = [_sample_view(p) for p in params] if self.readable else []
         for i, view in enumerate(views):
             by_kind.setdefault((view.device, view.dtype), []).append(i)
-        self.groups = [(indices, [views[i] for i in indices]) for indices in by_kind.values()]
+        self.groups = [
+            (indices, [views[i] for i in indices], _host_views([views[i] for i in indices]))
+            for indices in by_kind.values()
+        ]
         # (index, samples) per tensor, in the order of the groups' concatenated samples
         self.sizes = [[(i, views[i].numel()) for i in indices] for indices in by_kind.values()]
         # Two layouts with the same signature sample the same elements: comparable by value.
         self.signature = (tuple(by_kind), tuple(tuple(sizes) for sizes in self.sizes))
 
-    def take(self) -> list[torch.Tensor]:
-        """(T_g,) copies of the sampled elements, one per group."""
-        return [torch.cat(views) for _, views in self.groups]
+    def take(self) -> list[Samples]:
+        """Copies of the sampled elements, one per group: a CPU group's as the bytes of each
+        tensor's samples, another's as one (T_g,) tensor on its device."""
+        return [
+            [m.tobytes() for m in host] if host is not None else torch.cat(views)
+            for _, views, host in self.groups
+        ]
 
     def replaced(self, params: list[torch.Tensor]) -> list[bool]:
         """Per tensor: its storage is not the one the views read (`p.data = ...` since)."""
         return [_data_ptr(p) != ptr for p, ptr in zip(params, self.ptrs, strict=True)]
 
+    def moved(self) -> bool:
+        """Some tensor's data is no longer where the views read it: replaced (`p.data = ...`)
+        or reallocated in place (`untyped_storage().resize_()`), which frees the memory the
+        views point at. Checked before every read (~2 us)."""
+        return [p.data_ptr() for p in self._strided] != self._strided_ptrs
+
 
 @dataclass(slots=True)
 class _Comparison:
-    """Two fingerprints compared, on the device until the read-out: per group, the pending slot
-    of its (T_g,) changed-sample flags and the (tensor, samples) runs they split into; the
-    tensors whose storage was replaced outright."""
+    """Two fingerprints compared: the tensors of CPU groups whose samples changed (known at
+    once); per device group, the pending slot of its (T_g,) changed-sample flags (on the device
+    until the read-out) and the (tensor, samples) runs they split into; the tensors whose
+    storage was replaced outright."""
 
-    groups: list[tuple[int, list[tuple[int, int]]]]
+    host: list[int]
+    device: list[tuple[int, list[tuple[int, int]]]]
     replaced: list[bool]
 
     def changed(self, values: list[list[float]]) -> list[bool]:
         flags = list(self.replaced)
-        for slot, sizes in self.groups:
+        for i in self.host:
+            flags[i] = True
+        for slot, sizes in self.device:
             flagged, at = values[slot], 0
             for i, n in sizes:
                 flags[i] = flags[i] or any(flagged[at : at + n])
@@ -101,8 +125,8 @@ class WriteProbe:
         self._frozen_held: list[bool] = []  # (N,): held by the optimizer with requires_grad=False
         self._any_frozen = False
         self._layout: _Layout | None = None
-        self._at_start: list[torch.Tensor] | None = None  # samples when the step started
-        self._at_end: list[torch.Tensor] | None = None  # samples when the last step ended
+        self._at_start: list[Samples] | None = None  # samples when the step started
+        self._at_end: list[Samples] | None = None  # samples when the last step ended
         self._outside: _Comparison | None = None  # the gap before this step, compared
         self._frozen: _Comparison | None = None  # this step's start and end, compared
         self._eval_in_gap = False  # a no-grad forward or log_val since the last step ended
@@ -130,21 +154,26 @@ class WriteProbe:
         """The next step's start is compared with the last step's end (the watch measures it)."""
         return self._eval_in_gap
 
-    def _fingerprint(self) -> list[torch.Tensor] | None:
+    def _fingerprint(self) -> list[Samples] | None:
+        """The samples now, through views made anew when a tensor's data moved; None when
+        some tensor's storage does not hold its elements now."""
         if not self.params:
             return None
-        if self._layout is None:
+        if self._layout is None or self._layout.moved():
             self._layout = _Layout(self.params)
-        return self._layout.take()
+        return self._layout.take() if self._layout.readable else None
 
-    def _compare(self, pending: Pending, now: list[torch.Tensor], before: list[torch.Tensor]
+    def _compare(self, pending: Pending, now: list[Samples], before: list[Samples]
                  ) -> _Comparison:  # fmt: skip
-        """Two fingerprints of the current layout, sample by sample."""
-        groups = [
-            (pending.add(_differ(a, b)), sizes)  # (T_g,): no sync until the read-out
-            for sizes, a, b in zip(self._layout.sizes, now, before, strict=True)
-        ]
-        return _Comparison(groups, [False] * len(self.params))
+        """Two fingerprints of the current layout, sample by sample (a CPU tensor's, byte by
+        byte: its bits, as _differ compares a device group's)."""
+        host, device = [], []
+        for sizes, a, b in zip(self._layout.sizes, now, before, strict=True):
+            if isinstance(a, list):
+                host += [i for (i, _), x, y in zip(sizes, a, b, strict=True) if x != y]
+            else:  # (T_g,) flags, on the device until the read-out (no sync)
+                device.append((pending.add(_differ(a, b)), sizes))
+        return _Comparison(host, device, [False] * len(self.params))
 
     def before_step(self, pending: Pending, sampled: bool) -> None:
         if not (sampled or self._eval_in_gap):
@@ -159,14 +188,15 @@ class WriteProbe:
             if old is not None and self._layout.signature == old.signature:
                 self._outside = self._compare(pending, now, self._at_end)  # values decide
             else:  # a tensor came back with another shape or dtype: it counts as written
-                self._outside = _Comparison([], replaced)
+                self._outside = _Comparison([], [], replaced)
             self._gap_had_eval = self._eval_in_gap
         self._eval_in_gap = False
         self._at_start, self._at_end = now, None
 
     def after_step(self, pending: Pending) -> None:
+        layout = self._layout
         now = self._fingerprint()
-        start = self._at_start
+        start = self._at_start if self._layout is layout else None  # else: other views
         if now is not None and start is not None and self._any_frozen:
             self._frozen = self._compare(pending, now, start)
         self._at_end, self._at_start = now, None
@@ -223,6 +253,14 @@ def _sample_view(p: torch.Tensor) -> torch.Tensor:
     return flat[::step][:SAMPLED]
 
 
+def _in_storage(p: torch.Tensor) -> bool:
+    """Every element of p lies inside its storage (not so once the storage is resized away)."""
+    if p.numel() == 0:
+        return True
+    last = p.storage_offset() + sum((n - 1) * s for n, s in zip(p.shape, p.stride(), strict=True))
+    return (last + 1) * p.element_size() <= p.untyped_storage().nbytes()
+
+
 def _dense(t: torch.Tensor) -> bool:
     """Its elements fill one block of memory (in whatever dimension order)."""
     expected = 1
@@ -234,6 +272,23 @@ def _dense(t: torch.Tensor) -> bool:
 
 
 _SAME_WIDTH_INT = {1: torch.int8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
+
+
+def _host_views(views: list[torch.Tensor]) -> list[memoryview] | None:
+    """Memoryviews of a CPU group's sample views (through numpy, over the same memory), or None
+    for another device or a dtype numpy has no match for. Copying the samples out with
+    `tobytes` at a step's end costs ~4 us inside a training loop, against ~18 us for a
+    torch.cat of their views and ~14 us for np.concatenate (the MNIST-1D CNN of
+    benchmarks/fit_recipe.py: each library's code runs cold between the step's kernels)."""
+    if views[0].device.type != "cpu":
+        return None
+    width = _SAME_WIDTH_INT.get(views[0].element_size())
+    if views[0].dtype.is_floating_point and width is not None:
+        views = [v.view(width) for v in views]  # bits: numpy has no bfloat16
+    try:
+        return [memoryview(v.numpy()) for v in views]
+    except (TypeError, RuntimeError):  # complex32, the unsigned ints above uint8, ...
+        return None
 
 
 def _differ(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
