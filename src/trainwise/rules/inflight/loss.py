@@ -237,6 +237,15 @@ def _annealed(view, below: float) -> bool:
     )
 
 
+def _trend(view, key: str, series, since: int):
+    """trend_since, fitted once per judging round: the two validation rules share a window
+    whenever the best evaluation lies inside it."""
+    memo_key = (_trend, key, since)
+    if memo_key not in view.memo:
+        view.memo[memo_key] = trend_since(series, since)
+    return view.memo[memo_key]
+
+
 def _val_window(view) -> tuple[int, bool]:
     """Where the validation rules' window starts, and whether the evidence is thin."""
     val = view.history.get(VAL_LOSS.key)
@@ -282,10 +291,13 @@ class Overfitting(Detector):
         best_i = min(range(len(val)), key=lambda i: val.values[i])
         t_best = val.steps[best_i]
         since = min(since, t_best)
-        v, t = trend_since(val, since), trend_since(train, since)
-        if v is None or t is None or not t.falls(self.FALL):
+        # The validation fit first: a few dozen points, and rarely rising; the training loss
+        # has a point per step (its fit is the round's largest cost), only needed then.
+        v = _trend(view, VAL_LOSS.key, val, since)
+        if v is None or not v.rises(self.RISE, z=1.0 if thin else 2.0):
             return
-        if not v.rises(self.RISE, z=1.0 if thin else 2.0):
+        t = _trend(view, TRAIN_LOSS.key, train, since)
+        if t is None or not t.falls(self.FALL):
             return
         message = (
             f"validation loss rose from {fmt(v.start)} to {fmt(v.end)} ({v.change:+.1%}, fitted "
@@ -341,8 +353,11 @@ class Underfitting(Detector):
         if len(val) < 3 or len(train) < 20:
             return
         since, thin = _val_window(view)
-        v, t = trend_since(val, since), trend_since(train, since)
-        if v is None or t is None or v.change <= -self.GAIN or t.change <= -self.GAIN:
+        v = _trend(view, VAL_LOSS.key, val, since)  # the cheap fit first, as in Overfitting
+        if v is None or v.change <= -self.GAIN:
+            return
+        t = _trend(view, TRAIN_LOSS.key, train, since)
+        if t is None or t.change <= -self.GAIN:
             return
         first = median(finite_train_loss(view)[:10])
         close = abs(v.end - t.end) <= self.GAP * max(abs(t.end), 1e-12)
