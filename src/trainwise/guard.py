@@ -26,6 +26,24 @@ class Guard:
             self.switch_off(piece, exc)
             return None
 
+    def wrap(self, piece: str, fn: Callable[..., Any]) -> Callable[..., None]:
+        """fn as a hook that runs guarded, as `self(piece, fn, *args)` does but one call
+        shorter: a hook PyTorch calls at every step pays for each frame. Returns None (a hook
+        that returns a value replaces its module's inputs or outputs)."""
+        disabled = self.disabled
+
+        def run(*args: Any) -> None:
+            if piece in disabled:
+                return
+            try:
+                fn(*args)
+            except SetupError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - as __call__
+                self.switch_off(piece, exc)
+
+        return run
+
     def switch_off(self, piece: str, exc: Exception) -> None:
         """Switches `piece` off for good, with one warning (for hot hooks that catch their own
         exceptions rather than pay a call through the guard on every module)."""

@@ -197,9 +197,9 @@ class Watch:
         self._switch_on(self._judge.producers() | self._drawn_producers())
         self._handles = [
             # The watch's own hooks run inside the user's step() and forward(): guarded too.
-            optimizer.register_step_pre_hook(self._guarded(self._pre_step)),
-            optimizer.register_step_post_hook(self._guarded(self._post_step)),
-            model.register_forward_pre_hook(self._guarded(self._forward_pre)),
+            optimizer.register_step_pre_hook(self._guard.wrap(WATCH_HOOKS, self._pre_step)),
+            optimizer.register_step_post_hook(self._guard.wrap(WATCH_HOOKS, self._post_step)),
+            model.register_forward_pre_hook(self._guard.wrap(WATCH_HOOKS, self._forward_pre)),
         ]
         self._guard(GRADIENT_PROBE, self._grads.attach)
         if self._acts.check_finite or self._acts.stats:
@@ -283,6 +283,9 @@ class Watch:
             self._on.discard(Producer.OUTPUT_CHECK)  # the preset leaves it off ("cheap")
         if not self.preset.watch_writes:
             self._on.discard(Producer.WRITES)
+        # read by the step hooks at every step (an Enum's hash is a Python call)
+        self._writes_on = Producer.WRITES in self._on
+        self._updates_on = Producer.UPDATES in self._on
 
     def _honour_requests(self) -> None:
         """A rule asked for a signal (the cheap preset's output check after a non-finite loss)."""
@@ -301,8 +304,9 @@ class Watch:
         """Once per training step, after `optimizer.step()`: the loss and any extra metrics."""
         if self._closed:
             return
-        values = {"loss": loss, **metrics} if loss is not None else metrics
-        for key, value in values.items():
+        if loss is not None:
+            self._add_metric("loss", loss)
+        for key, value in metrics.items():
             self._add_metric(key, value)
         self._guard("step read-out", self._flush)
 
@@ -403,12 +407,6 @@ class Watch:
             self.abort("failed", f"{exc_type.__name__}: {exc}")
 
     # -- hooks -----------------------------------------------------------------------------
-    def _guarded(self, hook):
-        def run(*args: Any) -> None:  # None: a hook returning a value would replace the inputs
-            self._guard(WATCH_HOOKS, hook, *args)
-
-        return run
-
     def _forward_pre(self, module: nn.Module, args: Any) -> None:
         if self._closed:
             return
@@ -434,13 +432,13 @@ class Watch:
             # The step starts before any forward: a closure (LBFGS, Lightning) runs forward and
             # backward inside step(). Decide sampling here so before/after measure the same.
             self._start_iteration()
-        if self._compare_writes and Producer.WRITES in self._on:
+        if self._compare_writes and self._writes_on:
             self._guard(WRITE_PROBE, self._writes.before_step, self._pending, self._sampled)
         if not self._measuring:
             return
         self._guard("parameter tracking", self._follow_params)
         self._guard(GRADIENT_PROBE, self._grads.before_step)
-        if self._sampled and Producer.UPDATES in self._on:
+        if self._sampled and self._updates_on:
             self._guard("update probe", self._updates.before_step)
 
     def _post_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
@@ -450,7 +448,7 @@ class Watch:
         self._stepped = True
         self._timer.optimizer_stepped()
         self._lrs = [float(g.get("lr", math.nan)) for g in optimizer.param_groups]
-        if Producer.WRITES in self._on:  # every step: a validation may come before the next
+        if self._writes_on:  # every step: a validation may come before the next
             self._guard(WRITE_PROBE, self._writes.after_step, self._pending)
         if self._is_measured(self.iteration + 1):
             # hooks on before the next backward (a loop may run it before any forward), and
@@ -458,7 +456,7 @@ class Watch:
             self._guard(GRADIENT_PROBE, self._grads.set_measuring, True)
             self._guard(GRADIENT_PROBE, self._grads.after_step)
         if self._sampled:
-            if Producer.UPDATES in self._on:
+            if self._updates_on:
                 self._guard("update probe", self._updates.after_step, self._pending)
             if Producer.REPLICAS in self._on and dist_probe.active():
                 self._replicas = self._guard(
@@ -494,7 +492,7 @@ class Watch:
                 raise SetupError(
                     f"watch.log({key}=...): expected a scalar, got a tensor of shape {tuple(value.shape)}"
                 )
-            self._metric_slots.append((self._train_key(key), self._pending.add(value.detach())))
+            self._metric_slots.append((self._train_key(key), self._pending.add(value)))
         else:
             self._logged_values[key] = _as_float(key, value)
 

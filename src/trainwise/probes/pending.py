@@ -17,8 +17,10 @@ class Pending:
         self._items: list[tuple[torch.Tensor, bool]] = []
 
     def add(self, tensor: torch.Tensor, as_tensor: bool = False) -> int:
-        """Queues a tensor for the read-out; returns its slot in `read()`'s list."""
-        self._items.append((tensor.detach().reshape(-1), as_tensor))
+        """Queues a tensor for the read-out; returns its slot in `read()`'s list. Detached when
+        it requires grad (the graph must not outlive its step); reshaped at the read-out, not
+        here: a step between measured ones adds its loss, and each torch call there counts."""
+        self._items.append((tensor.detach() if tensor.requires_grad else tensor, as_tensor))
         return len(self._items) - 1
 
     def __bool__(self) -> bool:
@@ -36,7 +38,7 @@ class Pending:
         with torch.no_grad():
             for indices in by_device.values():  # one block per device (usually one)
                 # SYNC: the one device->host transfer of the step (per device)
-                host = torch.cat([items[i][0].float() for i in indices]).cpu()
+                host = torch.cat([items[i][0].reshape(-1).float() for i in indices]).cpu()
                 numbers = host.tolist() if not any(items[i][1] for i in indices) else None
                 at = 0
                 for i in indices:
