@@ -461,6 +461,36 @@ def test_the_shortest_runs_train_with_the_default_schedule(steps):
 # -- errors stop the run --------------------------------------------------------------------------
 
 
+def test_a_run_diverging_at_lr_autos_pick_is_trained_again_half_a_decade_lower(
+    tmp_path, monkeypatch
+):
+    # The pick stands in for a range test whose short trials favoured too high an LR (the real
+    # case: a tiny BERT, benchmarks/faults/healthy/bert_dict_batches.py, picked 0.011 and
+    # diverged). SGD on the blobs: 100 ends in non-finite losses, 2 trains to 100%; the factor
+    # is widened to go from one to the other (between them the outcome is chaotic: 13 errs,
+    # 14 ends at 20% without an error).
+    from trainwise.train import loop
+
+    too_high = 100.0
+    monkeypatch.setattr(loop, "LR_RETRY_FACTOR", 50.0)
+    monkeypatch.setattr(loop, "_range_test_lr", lambda *args: (too_high, "lr auto: picked"))
+    setup = blob_setup(optimizer=lambda params: torch.optim.SGD(params, lr=0.1))
+    recipe = tw.Recipe(lr="auto", schedule="constant", clip=None, optimizer="setup")
+    result = tw.fit(setup, epochs=3, recipe=recipe, runs_dir=tmp_path, verbose=False)
+
+    assert result.stopped == "" and result.steps == 3 * PER_EPOCH
+    assert result.recipe.lr == pytest.approx(2.0)
+    assert result.metrics["val_accuracy"] >= 0.9
+    assert not [f for f in result.findings if f.severity == "error"]
+    (note,) = [n for n in result.notes if "trained again" in n]
+    assert f"{too_high:.3g}" in note and "error: nonfinite-loss" in note
+    # Two records: the diverged run as it stopped, and the retry, which names it.
+    first = run_json(result.record_path)["config"]["lr_retry"]
+    assert first["diverged_at"] == pytest.approx(too_high)
+    assert first["stopped"] == "error: nonfinite-loss"
+    assert run_json(Path(first["after"]))["config"]["outcome"]["stopped"] == first["stopped"]
+
+
 def test_a_diverging_run_stops_on_the_error_and_keeps_the_last_good_checkpoint(tmp_path):
     setup = blob_setup(optimizer=lambda params: torch.optim.SGD(params, lr=0.1))
     recipe = tw.Recipe(lr=1e4, schedule="constant", clip=None, optimizer="setup")
