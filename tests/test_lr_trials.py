@@ -49,6 +49,27 @@ def test_the_pick_never_leans_towards_a_cliff():
     assert math.isclose(math.log10(t.lr), xs[2])
 
 
+def test_a_best_trial_above_a_band_of_bad_ones_is_not_trusted():
+    # A tiny U-Net's 10-step trials (benchmarks/faults/healthy/segmentation_tiny.py): the top
+    # LR reached the all-background prediction (0.381) above a band of worse trials; the good
+    # region below the band is where training works (IoU 0.96 there, 0.63 at the top).
+    t, xs = _picked([0.433, 0.406, 1.12, 0.963, 1.42, 0.381])
+    assert math.isclose(math.log10(t.lr), xs[1])
+    assert "band" in t.notes[0]
+    assert math.isclose(t.low, 10 ** xs[1]) and math.isclose(t.high, 10 ** xs[1])
+
+
+def test_a_steep_improvement_up_to_the_top_is_kept():
+    # Short trials where only the higher LRs learned: worse below the best, but no good region
+    # under a band: the best stands (the BERT case's trials, scored at 15 steps).
+    t, xs = _picked([1.1, 1.1, 1.06, 0.718, 0.499, 0.606])
+    assert xs[3] < math.log10(t.lr) <= xs[5]
+    assert not any("band" in note for note in t.notes)
+    # A cliff under the best with nothing good further down: the best stands too.
+    t, xs = _picked([2.3, 2.3, 2.3, 1.2, 0.5])
+    assert math.isclose(math.log10(t.lr), xs[4])
+
+
 def test_all_diverged_gives_no_pick_and_says_so():
     t, _ = _picked([math.inf] * 4)
     assert t.lr is None and "diverged" in t.notes[0]
