@@ -476,11 +476,18 @@ def test_a_run_diverging_at_lr_autos_pick_is_trained_again_half_a_decade_lower(
     monkeypatch.setattr(loop, "_range_test_lr", lambda *args: (too_high, "lr auto: picked"))
     setup = blob_setup(optimizer=lambda params: torch.optim.SGD(params, lr=0.1))
     recipe = tw.Recipe(lr="auto", schedule="constant", clip=None, optimizer="setup")
-    result = tw.fit(setup, epochs=3, recipe=recipe, runs_dir=tmp_path, verbose=False)
+    result = tw.fit(setup, epochs=3, recipe=recipe, runs_dir=tmp_path, verbose=False,
+                    sample=0.5)  # fmt: skip
 
-    assert result.stopped == "" and result.steps == 3 * PER_EPOCH
-    assert result.recipe.lr == pytest.approx(2.0)
+    assert result.stopped == "" and result.recipe.lr == pytest.approx(2.0)
     assert result.metrics["val_accuracy"] >= 0.9
+    # The retry is the run fit would have made at that LR: the same sample of the data (not a
+    # sample of the sample), the same initial weights and order.
+    direct = tw.fit(setup, epochs=3, recipe=recipe.replace(lr=2.0), record=False,
+                    verbose=False, sample=0.5)  # fmt: skip
+    assert result.steps == direct.steps < 3 * PER_EPOCH
+    assert result.metrics == direct.metrics
+    assert [n for n in result.notes if "sample" in n] == [n for n in direct.notes if "sample" in n]
     assert not [f for f in result.findings if f.severity == "error"]
     (note,) = [n for n in result.notes if "trained again" in n]
     assert f"{too_high:.3g}" in note and "error: nonfinite-loss" in note

@@ -170,7 +170,7 @@ def fit(
     run.train()
     result = run.finish()
     if state is None and (recipe or Recipe()).lr == "auto" and _diverged(result):
-        run, result = _retry_lower(run, result, watched, on_progress)
+        run, result = _retry_lower(setup, run, result, watched, on_progress)
     if run.recipe.final_fit and not result.stopped:
         result = _final_fit(run, result, watched, on_progress)
     return result
@@ -180,16 +180,17 @@ def _diverged(result: FitResult) -> bool:
     return result.stopped in {f"error: {rule}" for rule in DIVERGED}
 
 
-def _retry_lower(first: _FitRun, result: FitResult, watched: tuple, on_progress
+def _retry_lower(setup: Setup, first: _FitRun, result: FitResult, watched: tuple, on_progress
                  ) -> tuple[_FitRun, FitResult]:  # fmt: skip
     """lr "auto" picked an LR the run diverged at: the same run once more from the start
-    (the same seed, so the same initial weights and data order), at LR_RETRY_FACTOR lower.
+    (the user's setup, sampled and split as before: the same seed, so the same data, initial
+    weights and data order), at LR_RETRY_FACTOR lower.
     Its record is a run of its own that names the first; the result is the retry's (its
     findings too: the first run's are in its own record), with a note of what happened."""
     too_high = float(first.recipe.lr)
     lr = too_high / LR_RETRY_FACTOR
     torch.manual_seed(first.plan.seed)
-    run = _FitRun(first.setup, first.recipe.replace(lr=lr), first.plan, None, on_progress)
+    run = _FitRun(setup, first.recipe.replace(lr=lr), first.plan, None, on_progress)
     preset, runs_dir, name, verbose, record, record_info = watched
     info = {**record_info, "lr_retry": {"after": str(result.record_path), "diverged_at": too_high,
                                         "stopped": result.stopped}}  # fmt: skip
