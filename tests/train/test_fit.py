@@ -488,6 +488,10 @@ def test_a_run_diverging_at_lr_autos_pick_is_trained_again_half_a_decade_lower(
     assert result.steps == direct.steps < 3 * PER_EPOCH
     assert result.metrics == direct.metrics
     assert [n for n in result.notes if "sample" in n] == [n for n in direct.notes if "sample" in n]
+    # A sweep's trial turns it off: it is judged on its own run.
+    alone = tw.fit(setup, epochs=3, recipe=recipe, record=False, verbose=False, sample=0.5,
+                   lr_retry=False)  # fmt: skip
+    assert alone.stopped == "error: nonfinite-loss" and alone.recipe.lr == too_high
     assert not [f for f in result.findings if f.severity == "error"]
     (note,) = [n for n in result.notes if "trained again" in n]
     assert f"{too_high:.3g}" in note and "error: nonfinite-loss" in note

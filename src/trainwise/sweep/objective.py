@@ -142,7 +142,7 @@ def run_trial(trial: Any, plan: SweepPlan, build_setup: Callable[[HyperParams], 
             setup, epochs=plan.epochs, steps=plan.steps, recipe=recipe, seed=plan.seed,
             record=plan.record, runs_dir=plan.runs_dir, sample=plan.sample, preset=plan.preset,
             verbose=False, name=f"{plan.study}-trial{trial.number}",
-            record_info={"sweep": info}, on_progress=reporter,
+            record_info={"sweep": info}, on_progress=reporter, lr_retry=False,
         )  # fmt: skip
     except SetupError:
         raise

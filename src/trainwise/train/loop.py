@@ -142,6 +142,7 @@ def fit(
     name: str | None = None,
     record_info: dict[str, Any] | None = None,
     on_progress: Callable[[FitStatus], None] | None = None,
+    lr_retry: bool = True,
 ) -> FitResult:
     """Train `setup` for `epochs` (or `steps`) with `recipe` (default: every tip, Recipe()).
 
@@ -155,6 +156,9 @@ def fit(
     record_info: more settings for the run record's config (a sweep's study and trial)
     on_progress: called after every step with a FitStatus (with the whole validation set's
                  metrics on an epoch's last step); it may raise StopFit to end the run
+    lr_retry:    with lr "auto", a run that diverges at the LR picked trains once more from
+                 the start half a decade lower (off for a sweep's trials: each is judged on
+                 its own run, and the pruner has seen its steps)
     """
     state = checkpoints.load_last(resume) if resume is not None else None
     if state is not None:  # the run's own recipe (lr resolved), length, seed and sample
@@ -169,7 +173,7 @@ def fit(
     run.open_watch(*watched)
     run.train()
     result = run.finish()
-    if state is None and (recipe or Recipe()).lr == "auto" and _diverged(result):
+    if lr_retry and state is None and (recipe or Recipe()).lr == "auto" and _diverged(result):
         run, result = _retry_lower(setup, run, result, watched, on_progress)
     if run.recipe.final_fit and not result.stopped:
         result = _final_fit(run, result, watched, on_progress)
