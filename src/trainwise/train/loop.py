@@ -193,9 +193,16 @@ def _retry_lower(setup: Setup, first: _FitRun, result: FitResult, watched: tuple
     findings too: the first run's are in its own record), with a note of what happened."""
     too_high = float(first.recipe.lr)
     lr = too_high / LR_RETRY_FACTOR
+    preset, runs_dir, name, verbose, record, record_info = watched
+    if verbose:  # said now: the run starts over, and its progress with it
+        from rich.console import Console
+
+        Console(stderr=True).print(
+            f"[yellow]trainwise fit[/yellow]: the run diverged at lr {too_high:.3g} "
+            f"({result.stopped}); training again from the start at {lr:.3g}", highlight=False
+        )
     torch.manual_seed(first.plan.seed)
     run = _FitRun(setup, first.recipe.replace(lr=lr), first.plan, None, on_progress)
-    preset, runs_dir, name, verbose, record, record_info = watched
     info = {**record_info, "lr_retry": {"after": str(result.record_path), "diverged_at": too_high,
                                         "stopped": result.stopped}}  # fmt: skip
     run.open_watch(preset, runs_dir, name, verbose, record, info)
@@ -203,8 +210,8 @@ def _retry_lower(setup: Setup, first: _FitRun, result: FitResult, watched: tuple
     retried = run.finish()
     where = f" ({result.record_path})" if result.record_path else ""
     note = (f"lr auto: the run at {too_high:.3g} stopped at step {result.steps} "
-            f"({result.stopped}){where}; trained again from the start at {lr:.3g}, half a "
-            "decade lower")  # fmt: skip
+            f"({result.stopped}){where}; trained again from the start at {lr:.3g}, "
+            f"{LR_RETRY_FACTOR:.2g}x lower")  # fmt: skip
     return run, dataclasses.replace(
         retried, notes=result.notes + [note] + [n for n in retried.notes if n not in result.notes],
     )  # fmt: skip
