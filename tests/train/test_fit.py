@@ -117,6 +117,33 @@ def test_fit_trains_blobs_to_a_useful_model_with_the_metrics_checkpoints_and_rec
     assert (result.record_path / "findings.json").is_file()
 
 
+@pytest.mark.parametrize("width", [32, 512])
+def test_a_large_last_checkpoint_is_written_a_tenth_of_the_run_apart(tmp_path, monkeypatch,
+                                                                     width):  # fmt: skip
+    # 80 steps, a validation point at each (80 // 50 = 1). A 2-layer MLP 512 wide holds 4.4 MB
+    # of weights and Adam moments: last.pt at most every 8 steps and at each epoch's end; the
+    # 32-wide one (~20 kB) at every validation point, as a resumed run wants.
+    from trainwise.train import checkpoints
+
+    written, save = [], checkpoints._save
+    monkeypatch.setattr(checkpoints, "_save", lambda state, path: (
+        written.append(state["step"]) if path.name == "last.pt" else None, save(state, path)))
+    model = lambda: nn.Sequential(nn.Linear(16, width), nn.ReLU(), nn.Linear(width, width),  # noqa: E731
+                                  nn.ReLU(), nn.Linear(width, 4))  # fmt: skip
+    result = tw.fit(blob_setup(model=model), steps=80, recipe=fast(), runs_dir=tmp_path,
+                    verbose=False)  # fmt: skip
+    size = (result.record_path / "checkpoints" / "last.pt").stat().st_size
+    assert (size > checkpoints.LARGE_BYTES) == (width == 512)
+    epoch_ends = set(range(PER_EPOCH, 81, PER_EPOCH))
+    if width == 32:
+        assert set(range(1, 81)) <= set(written)
+    else:
+        mid = sorted(set(written) - epoch_ends)
+        assert mid[0] == 1 and all(b - a >= 8 for a, b in zip(mid, mid[1:], strict=False))
+        assert epoch_ends <= set(written) and len(set(written)) <= 10 + len(epoch_ends)
+    assert torch.load(result.last_checkpoint, weights_only=True)["step"] == 80
+
+
 def test_the_best_checkpoint_follows_the_monitor(tmp_path):
     result = tw.fit(
         blob_setup(), epochs=3, recipe=fast(lr=3e-3), monitor="val_accuracy", runs_dir=tmp_path,

@@ -386,7 +386,8 @@ class _FitRun:
             record=record and leader, record_kind="fit", record_config=config,
         )  # fmt: skip
         self.saved = checkpoints.Saver(self.watch.record_path, self.recipe, plan.epochs,
-                                       plan.steps, plan.seed, plan.sample, self.processes)  # fmt: skip
+                                       plan.steps, plan.seed, plan.sample, self.processes,
+                                       self.total)  # fmt: skip
 
     # -- training ---------------------------------------------------------------------------
     def train(self) -> None:
@@ -411,7 +412,8 @@ class _FitRun:
                                evaluate=self._peek_all)  # fmt: skip
             if self.step % self.val_every == 0 or self.step == self.total:
                 status.loss, status.val = float(loss.detach()), self._validate_batch()
-                self.saved.last(self.pieces, self.step, self.epoch, index + 1, epoch_rng, self.best)
+                self.saved.last(self.pieces, self.step, self.epoch, index + 1, epoch_rng,
+                                self.best, mid_epoch=self.step != self.total)  # fmt: skip
             epoch_end = self.step % self.per_epoch == 0  # the epoch's last batch
             checking = self.step % CHECK_EVERY == 0 or self.step == self.total or epoch_end
             if checking:
