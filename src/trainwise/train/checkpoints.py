@@ -7,7 +7,7 @@ checkpoints/last.pt: everything a killed run needs to go on exactly where it was
     the epoch, which decides its data order), the step, the epoch and the batch within it, the
     recipe as applied, and the run's length, seed and sample. Saved at every epoch end and at
     validation points: at every one while the file is small (under LARGE_BYTES), else at most
-    LAST_SAVES times a run between epoch ends (a model's weights and Adam's two moments, 56 MB
+    LAST_SAVES times a run between epoch ends (a model's weights and Adam's two moments, 54 MB
     for a 4.7M-weight MLP, took 0.15 s a save on a CPU: at every one of fit's ~50 validation
     points that was a third of a 176-step run). Written to a temporary file and renamed (a kill
     never leaves half a file).
