@@ -578,13 +578,18 @@ def test_a_nan_loss_between_measured_steps_is_found_then_every_step_is_checked()
     assert named and "step 45" in named[0].message
 
 
-def test_steps_between_measured_ones_keep_their_loss_lr_and_steps_but_not_grad_norms():
+def _healthy_signals(steps: int):
+    """The signals of a seeded healthy loop of `steps` steps under the default preset."""
     torch.manual_seed(0)
     model = mlp()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
     with tw.watch(model, optimizer, verbose=False, record=False) as watch:
-        _loop_with_nan_inputs(watch, model, optimizer, 45, nan_at=set())
-    signals = watch.signals
+        _loop_with_nan_inputs(watch, model, optimizer, steps, nan_at=set())
+    return watch.signals
+
+
+def test_steps_between_measured_ones_keep_their_loss_lr_and_steps_but_not_grad_norms():
+    signals = _healthy_signals(45)
     assert list(signals.get("train/loss").steps) == list(range(45))
     assert list(signals.get("lr/group0").steps) == list(range(45))
     assert list(signals.get("stepped").steps) == list(range(45))
@@ -614,14 +619,10 @@ def test_gradscaler_skipping_every_step_is_reported_after_the_first_measured_ste
 
 
 def test_after_the_dense_start_standard_measures_every_20th_step():
-    torch.manual_seed(0)
-    model = mlp()
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
-    with tw.watch(model, optimizer, verbose=False, record=False) as watch:
-        _loop_with_nan_inputs(watch, model, optimizer, 261, nan_at=set())
-    measured = list(watch.signals.get("grad_norm").steps)
+    signals = _healthy_signals(261)
+    measured = list(signals.get("grad_norm").steps)
     assert measured == [*range(20), *range(20, 200, 10), *range(200, 261, 20)]
-    assert list(watch.signals.get("train/loss").steps) == list(range(261))  # every loss kept
+    assert list(signals.get("train/loss").steps) == list(range(261))  # every loss kept
 
 
 def test_validation_rules_judge_once_per_judging_period_and_the_mode_count_waits(monkeypatch):

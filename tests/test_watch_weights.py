@@ -59,9 +59,10 @@ def _validate(model):
         return F.cross_entropy(model(x), y)
 
 
-def _run_with_ema_validation(backup_of, validate_after=(9, 19, 29, 39)):
-    """Trains 40 steps, validating with EMA weights after the steps in `validate_after`;
-    `backup_of(model)` keeps the training weights to restore after validating."""
+def _train_with_ema(validate_with_ema, validate_after) -> list:
+    """Trains 40 steps keeping an EMA of the weights; after each step in `validate_after`,
+    `validate_with_ema(model, ema, watch)` validates (and swaps the EMA in and out as it
+    likes). Returns the watch's findings."""
     model = _mlp()
     ema = copy.deepcopy(model)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
@@ -72,11 +73,21 @@ def _run_with_ema_validation(backup_of, validate_after=(9, 19, 29, 39)):
                 for e, p in zip(ema.parameters(), model.parameters(), strict=True):
                     e.lerp_(p, 0.1)
             if i in validate_after:
-                backup = backup_of(model)
-                model.load_state_dict(ema.state_dict())
-                watch.log_val(loss=_validate(model))
-                model.load_state_dict(backup)
+                validate_with_ema(model, ema, watch)
     return watch.findings
+
+
+def _run_with_ema_validation(backup_of, validate_after=(9, 19, 29, 39)):
+    """Validating with EMA weights loaded by state dict; `backup_of(model)` keeps the training
+    weights to restore after validating."""
+
+    def validate(model, ema, watch):
+        backup = backup_of(model)
+        model.load_state_dict(ema.state_dict())
+        watch.log_val(loss=_validate(model))
+        model.load_state_dict(backup)
+
+    return _train_with_ema(validate, validate_after)
 
 
 @pytest.mark.fires(OUTSIDE)
@@ -121,26 +132,19 @@ def _swap_in(style, model, ema):
 @pytest.mark.parametrize("style", ["data =", "data.copy_", "copy_"])
 @pytest.mark.parametrize("restored", [False, True])
 def test_ema_swaps_of_every_style_are_seen_only_when_not_restored(style, restored):
-    model = _mlp()
-    ema = copy.deepcopy(model)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    with tw.watch(model, optimizer, record=False, verbose=False) as watch:
-        for i in range(40):
-            watch.log(loss=_step(model, optimizer, i))
+    def validate(model, ema, watch):
+        kept = _swap_in(style, model, ema)
+        watch.log_val(loss=_validate(model))
+        if restored:
             with torch.no_grad():
-                for e, p in zip(ema.parameters(), model.parameters(), strict=True):
-                    e.lerp_(p, 0.1)
-            if i == 34:  # before step 35, one between measured steps
-                kept = _swap_in(style, model, ema)
-                watch.log_val(loss=_validate(model))
-                if restored:
-                    with torch.no_grad():
-                        for p, k in zip(model.parameters(), kept, strict=True):
-                            p.copy_(k)
+                for p, k in zip(model.parameters(), kept, strict=True):
+                    p.copy_(k)
+
+    found = _train_with_ema(validate, validate_after=(34,))  # before step 35, not measured
     if restored:
-        assert_silent(watch.findings, OUTSIDE)
+        assert_silent(found, OUTSIDE)
     else:
-        finding = assert_fires(watch.findings, OUTSIDE, where="0.weight", severity="warning")
+        finding = assert_fires(found, OUTSIDE, where="0.weight", severity="warning")
         assert finding.evidence["step"] == 35
         assert set(finding.evidence["params"]) == {"0.weight", "0.bias", "2.weight", "2.bias"}
 
