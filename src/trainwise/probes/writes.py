@@ -12,9 +12,9 @@ The fingerprint is SAMPLED evenly spaced elements of each tensor, read through v
 storage and copied out by one `torch.cat` per (device, dtype), or on the CPU as each tensor's
 sample bytes through a memoryview: a few microseconds whatever the model's size. A norm over
 every element (the first design) read all the weights when each step ended, a full pass over
-memory on a large model and the write probe's whole cost on a small one. Every write this probe is for changes all or most elements (a copy, an average, a decay,
-a clamp that bites), so it changes sampled ones; a write of a few elements off the sample is
-not seen. A tensor whose storage was replaced (`p.data = other`, an EMA swapped in that way) is
+memory on a large model and the write probe's whole cost on a small one. Every write this
+probe is for changes all or most elements (a copy, an average, a decay, a clamp that bites), so
+it changes sampled ones; a write of a few elements off the sample is not seen. A tensor whose storage was replaced (`p.data = other`, an EMA swapped in that way) is
 sampled again from its new storage and compared by value (or counted as written, when its shape
 or dtype changed with it); until then the views keep the old storage alive.
 
@@ -22,8 +22,8 @@ Cost: one copy of the samples when each step ends (a validation may come before 
 one when the next starts only where there is something to compare: after a validation (a
 no-grad forward or watch.log_val ran in the gap, where swapped-in weights are left behind) and
 on sampled steps (which also compare the step's own start and end, for frozen tensors). The
-comparisons (a flag per sample: its bits changed) stay on the device and come back with the
-step's one read-out.
+comparisons (a flag per sample: its bits changed) of tensors on an accelerator stay there and
+come back with the step's one read-out; a CPU tensor's are made on the host at once.
 
 Writes: WRITTEN_OUTSIDE and FROZEN_MOVED (counts per step), and the events
 WRITTEN_OUTSIDE_NAMES and FROZEN_MOVED_NAMES (the tensors, at the latest step they moved).
@@ -57,9 +57,11 @@ class _Layout:
     as well."""
 
     def __init__(self, params: list[torch.Tensor]) -> None:
-        self.ptrs = [_data_ptr(p) for p in params]
-        self._strided = [p for p in params if p.layout == torch.strided]
-        self._strided_ptrs = [p.data_ptr() for p in self._strided]
+        self._count = len(params)
+        # Where each strided tensor's data is (a sparse one has none: never sampled, never moves)
+        self._strided_at = [i for i, p in enumerate(params) if p.layout == torch.strided]
+        self._strided = [params[i] for i in self._strided_at]
+        self._ptrs = [p.data_ptr() for p in self._strided]
         # Every sampled element lies in its tensor's storage now (a storage resized to nothing,
         # as FSDP frees an unsharded parameter between its uses, is not read: that crashes)
         self.readable = all(_in_storage(p) for p in self._strided)
@@ -84,15 +86,18 @@ class _Layout:
             for _, views, host in self.groups
         ]
 
-    def replaced(self, params: list[torch.Tensor]) -> list[bool]:
-        """Per tensor: its storage is not the one the views read (`p.data = ...` since)."""
-        return [_data_ptr(p) != ptr for p, ptr in zip(params, self.ptrs, strict=True)]
-
     def moved(self) -> bool:
         """Some tensor's data is no longer where the views read it: replaced (`p.data = ...`)
         or reallocated in place (`untyped_storage().resize_()`), which frees the memory the
         views point at. Checked before every read (~2 us)."""
-        return [p.data_ptr() for p in self._strided] != self._strided_ptrs
+        return [p.data_ptr() for p in self._strided] != self._ptrs
+
+    def replaced(self) -> list[bool]:
+        """Per tensor (all of them, in order): its data moved since the views were made."""
+        flags = [False] * self._count
+        for i, p, ptr in zip(self._strided_at, self._strided, self._ptrs, strict=True):
+            flags[i] = p.data_ptr() != ptr
+        return flags
 
 
 @dataclass(slots=True)
@@ -180,7 +185,7 @@ class WriteProbe:
             self._at_start = self._at_end = None  # nothing to compare this time: no copy
             return
         old = self._layout
-        replaced = old.replaced(self.params) if old is not None else []
+        replaced = old.replaced() if old is not None else []
         if any(replaced):  # the views read a storage the tensor no longer has: new views
             self._layout = None
         now = self._fingerprint()
@@ -232,10 +237,6 @@ class WriteProbe:
         self._at_start = self._at_end = None
         self._outside = self._frozen = None
         self._layout = None  # the views keep storages alive
-
-
-def _data_ptr(p: torch.Tensor) -> int:
-    return p.data_ptr() if p.layout == torch.strided else id(p)
 
 
 def _sample_view(p: torch.Tensor) -> torch.Tensor:
