@@ -12,7 +12,9 @@ hooks see the outputs, parameter hooks see the end of each backward. Every step 
 (and the metrics logged with it), the learning rates, whether the optimizer stepped and its
 timing. The probes measure on *measured* steps only: the first MEASURED_START steps, then every
 `measure_every`-th step, after DENSE_UNTIL every `measure_every_later`-th (the preset's; every
-step under "full"), and every step once a loss has gone non-finite (the write probe compares
+step under "full"; further apart on steps so short that the measured steps would cost more than
+their budget of the step time: trainwise.cadence), and every step once a loss has gone
+non-finite (the write probe compares
 the gap before any step that follows a validation). On the steps in between the activation
 and parameter hooks are removed; what remains is the step hooks' bookkeeping and the write
 probe's fingerprint, and their losses stay on the device until the next measured step, when
@@ -27,12 +29,14 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
+from trainwise.cadence import DENSE_UNTIL, JUDGE_EVERY, Cadence
 from trainwise.causes import attribute, fold
 from trainwise.errors import SetupError
 from trainwise.findings import Finding
@@ -82,41 +86,34 @@ class Preset:
     watch_writes: bool  # fingerprint the weights at each step's end and a measured step's start
     measure_every: int
     measure_every_later: int
+    budgeted: bool  # the measured steps and judging rounds keep within a share of the step time
 
 
 PRESETS = {
     # every step: loss, LR, timing; every 10th (20th after step 200): grad norms (global, per
     # layer), non-finite grads
     "cheap": Preset(
-        every=100, check_finite=False, watch_writes=False, measure_every=10, measure_every_later=20
+        every=100, check_finite=False, watch_writes=False, measure_every=10, measure_every_later=20,
+        budgeted=True,
     ),
     # + every module output checked for NaN/Inf on measured steps, the weights fingerprinted at
     # each step's end (who writes them between steps); weights/updates/activations every 20.
     # Measuring every 10th step took it from 1.26x to 1.04x of a 4 ms CPU MLP step
     # (benchmarks/overhead.py); every 20th after step 200 (the sampled steps only) halves what
-    # is left of the measured steps' cost. A non-finite loss makes every step measured.
+    # is left of the measured steps' cost; on steps under a few ms, the budget (cadence.py)
+    # spaces them further. A non-finite loss makes every step measured.
     "standard": Preset(
-        every=20, check_finite=True, watch_writes=True, measure_every=10, measure_every_later=20
+        every=20, check_finite=True, watch_writes=True, measure_every=10, measure_every_later=20,
+        budgeted=True,
     ),
     # everything every step
     "full": Preset(
-        every=1, check_finite=True, watch_writes=True, measure_every=1, measure_every_later=1
+        every=1, check_finite=True, watch_writes=True, measure_every=1, measure_every_later=1,
+        budgeted=False,
     ),
 }
-# The first steps are all measured: most loop bugs show there (a missing zero_grad, a frozen
-# model, an LR far too high), and short loops (a notebook's first try) get every signal.
-MEASURED_START = 20
-# Then every `measure_every`-th step until DENSE_UNTIL, when the curves are young and the rules'
-# windows short; later runs are judged over windows of 100+ steps, where every 20th step is
-# plenty (a gradient-norm point per 20 steps; a finding at most 19 steps later).
-DENSE_UNTIL = 200
 WATCH_HOOKS = "watch's step and forward hooks"  # the guard's name for the watch's own hooks
 MAX_PRINTED = 20  # findings printed while training runs; all are kept in watch.findings
-# Window and validation detectors run every JUDGE_EVERY steps, later every tenth of the steps so
-# far (at most every JUDGE_MAX_EVERY), and at close: their trend windows grow with the run (a
-# quarter of it, 100+ steps), and a round costs ~0.6 ms of Python on a small model, the watch's
-# largest cost per step when it came every 10 steps (or at each of fit's validation batches).
-JUDGE_EVERY, JUDGE_MAX_EVERY = 10, 50
 STEP = frozenset({Phase.STEP})
 STEP_AND_WINDOW = frozenset({Phase.STEP, Phase.WINDOW})
 ALL_PHASES = frozenset(Phase)
@@ -137,6 +134,7 @@ class Watch:
         scaler: Any = None,
         total_steps: int | None = None,
         record: bool = True,
+        budget: bool = True,
         *,
         record_kind: str = "watch",
         record_config: dict[str, Any] | None = None,
@@ -147,8 +145,13 @@ class Watch:
         self.model, self.optimizer, self.preset = model, optimizer, PRESETS[preset]
         self.preset_name = preset
         self.every = every or self.preset.every
-        self.measure_every = min(self.preset.measure_every, self.every)
-        self.measure_every_later = min(self.preset.measure_every_later, self.every)
+        # which steps are measured, when the window and validation rules judge (cadence.py)
+        self._cadence = Cadence(
+            min(self.preset.measure_every, self.every),
+            min(self.preset.measure_every_later, self.every),
+            self.every,
+            budgeted=self.preset.budgeted and budget,
+        )
         self.log_dir, self.name = log_dir, name  # log_dir: the runs folder of the record
         self.verbose = verbose and dist_probe.rank() == 0
         self.scaler, self.total_steps = scaler, total_steps
@@ -174,10 +177,13 @@ class Watch:
         self._stepped = False
         self._sampled = False
         self._measuring = True  # this iteration is a measured one (the first always is)
+        self._next_measured = 0  # the next iteration to measure (decided as each one starts)
+        self._started = -1  # the iteration _start_iteration last decided
         self._compare_writes = True  # ... or one whose start is compared (after a validation)
         self._quiet: list[_ClosedStep] = []  # closed steps between measured ones, not yet written
         self._last_window = 0  # iteration of the last WINDOW judging round
         self._last_val_round = -JUDGE_EVERY  # ... of the last VAL one (the first is judged)
+        self._validated = False  # a validation ran since the last step's end (not clocked)
         self._lrs: list[float] = []
         self._lr_keys: list[str] = []
         self._metric_slots: list[tuple[str, int]] = []  # (key, Pending slot) of tensor metrics
@@ -292,7 +298,8 @@ class Watch:
         requests, self._view.requests = self._view.requests, set()
         if Producer.OUTPUT_CHECK in requests:
             # something went non-finite: look at every step from now on
-            self.measure_every = self.measure_every_later = 1
+            self._cadence.every_step()
+            self._next_measured = min(self._next_measured, self.iteration)
         if Producer.OUTPUT_CHECK in requests and not self._acts.check_finite:
             self._on.add(Producer.OUTPUT_CHECK)
             self._acts.check_finite = True
@@ -319,13 +326,14 @@ class Watch:
         for key, value in values.items():
             self.signals.add(key, self.iteration, value)
         self._writes.saw_eval()
+        self._validated = True
         if self._record_writer is not None:
             self._record_writer.metrics(self.iteration, values)
         # The validation rules fit trends over both losses (~0.3 ms of Python a round): fit's
         # random validation batch every 7-30 steps made them the watch's largest cost on small
         # models. They judge as often as the window rules; the train/eval mode counts wait for
         # that round, and close judges whatever came after the last one.
-        if self.iteration - self._last_val_round < self._judging_period():
+        if self.iteration - self._last_val_round < self._cadence.judging_period(self.iteration):
             return
         self._last_val_round = self.iteration
         self._modes.hand_over(self.signals)
@@ -413,6 +421,7 @@ class Watch:
         if not torch.is_grad_enabled():
             self._modes.no_grad_forward()
             self._writes.saw_eval()
+            self._validated = True
             return
         if self._stepped:  # the previous step was never logged: close its record now
             self._guard("step read-out", self._flush)
@@ -450,7 +459,7 @@ class Watch:
         self._lrs = [float(g.get("lr", math.nan)) for g in optimizer.param_groups]
         if self._writes_on:  # every step: a validation may come before the next
             self._guard(WRITE_PROBE, self._writes.after_step, self._pending)
-        if self._is_measured(self.iteration + 1):
+        if self.iteration + 1 >= self._next_measured:
             # hooks on before the next backward (a loop may run it before any forward), and
             # what the grads were left as, for the next step's missing-zero-grad verdict
             self._guard(GRADIENT_PROBE, self._grads.set_measuring, True)
@@ -463,16 +472,27 @@ class Watch:
                     "replica probe", dist_probe.replica_spread, self.params
                 )
 
-    def _is_measured(self, iteration: int) -> bool:
-        period = self.measure_every if iteration < DENSE_UNTIL else self.measure_every_later
-        return iteration < MEASURED_START or iteration % period == 0 or iteration % self.every == 0
+    @property
+    def measure_every(self) -> int:
+        """The period (steps) of the measured steps now (1 once a loss went non-finite)."""
+        cadence = self._cadence
+        if self.iteration < DENSE_UNTIL:
+            return cadence.measure_every
+        return cadence.measure_every_later * cadence.stretch
 
     def _start_iteration(self) -> None:
         """Decides what this iteration measures: sampled steps and measured steps as the preset
         says; after a validation, the comparison of the gap (who wrote the weights in it)."""
         i = self.iteration
-        self._sampled = i % self.every == 0
-        self._measuring = self._is_measured(i)
+        if i == self._started:  # a closure's forward, after step() began the iteration
+            return
+        self._started = i
+        self._measuring = i >= self._next_measured
+        self._sampled = self._measuring and i % self.every == 0  # sampled steps are measured
+        if self._measuring:
+            if i >= DENSE_UNTIL:
+                self._cadence.rebudget()  # the periods that fit the step time clocked so far
+            self._next_measured = self._cadence.measured_after(i)
         # after a validation the gap is compared (who wrote the weights), on any step
         self._compare_writes = self._measuring or self._writes.saw_eval_in_gap
         # PyTorch's hooks cost a Python call each (and take modules off the fast path of
@@ -510,6 +530,7 @@ class Watch:
         if not self._measuring:
             self._quiet.append(self._close_step())
             self._measuring = True  # until the next iteration starts and decides
+            self._clock_step(False)
             return
         t, sampled = self.iteration, self._sampled
         self._guard("activation probe", self._acts.collect, self._pending)
@@ -525,15 +546,16 @@ class Watch:
         if self._record_writer is not None:
             samples, self._acts.samples = self._acts.samples, []
             self._record_writer.step(self.signals, t, sampled, samples)
-        window = self.iteration - self._last_window >= self._judging_period()
+        window = self.iteration - self._last_window >= self._cadence.judging_period(self.iteration)
         if window:
             self._last_window = self.iteration
         self._run_judge(STEP_AND_WINDOW if window else STEP)
+        self._clock_step(True)
 
-    def _judging_period(self) -> int:
-        """Steps between rounds of the window and validation rules: JUDGE_EVERY, then a tenth
-        of the steps so far, at most JUDGE_MAX_EVERY."""
-        return min(JUDGE_MAX_EVERY, max(JUDGE_EVERY, self.iteration // 10))
+    def _clock_step(self, measured: bool) -> None:
+        """The step's end, for the cadence's budget (a step with a validation in it aside)."""
+        self._cadence.step_ended(measured, self._validated)
+        self._validated = False
 
     def _close_step(self) -> _ClosedStep:
         """What every step keeps, taken as it closes; the next iteration starts afresh."""
@@ -598,7 +620,10 @@ class Watch:
     def _run_judge(self, phases: frozenset[Phase]) -> None:
         view = self._view
         view.iteration, view.step = self.iteration, self.step
+        start = time.perf_counter()
         self._judge(phases)
+        if phases is not STEP:  # a round of the window or validation rules: clocked apart
+            self._cadence.round_took(time.perf_counter() - start)
         view.memo.clear()
         self.signals.events.pop(VAL_FORWARDS_TRAIN_MODE, None)  # judged once, at its hand-over
         if view.requests:
@@ -710,6 +735,7 @@ def watch(
     scaler: Any = None,
     total_steps: int | None = None,
     record: bool = True,
+    budget: bool = True,
 ) -> Watch:
     """Attach in-flight diagnosis to your own training loop.
 
@@ -722,10 +748,14 @@ def watch(
     total_steps: the planned number of steps, if known (sharpens lr-schedule-suspicious)
     record:  keep a run record (metrics, per-layer signals, activation histograms, findings,
              TensorBoard events, report.html); finished by close() or the `with` block's end
+    budget:  after step 200, space the measured steps and judging rounds further apart where
+             they would take more than ~1% of the step time each (steps under a few ms); False
+             keeps the preset's fixed cadence (trainwise.cadence)
     """
     return Watch(
-        model, optimizer, preset, every, log_dir, name, verbose, scaler, total_steps, record
-    )
+        model, optimizer, preset, every, log_dir, name, verbose, scaler, total_steps, record,
+        budget,
+    )  # fmt: skip
 
 
 def _as_float(key: str, value: Any) -> float:

@@ -47,6 +47,7 @@ from trainwise.signals import (
 )
 
 PIECE = "weight-write probe"
+_data_ptr, _tobytes = torch.Tensor.data_ptr, memoryview.tobytes
 SAMPLED = 16  # elements of each tensor in its fingerprint
 Samples = list[bytes] | torch.Tensor  # one group's fingerprint (see _Layout.take)
 
@@ -61,7 +62,7 @@ class _Layout:
         # Where each strided tensor's data is (a sparse one has none: never sampled, never moves)
         self._strided_at = [i for i, p in enumerate(params) if p.layout == torch.strided]
         self._strided = [params[i] for i in self._strided_at]
-        self._ptrs = [p.data_ptr() for p in self._strided]
+        self._ptrs = list(map(_data_ptr, self._strided))
         # Every sampled element lies in its tensor's storage now (a storage resized to nothing,
         # as FSDP frees an unsharded parameter between its uses, is not read: that crashes)
         self.readable = all(_in_storage(p) for p in self._strided)
@@ -81,8 +82,9 @@ class _Layout:
     def take(self) -> list[Samples]:
         """Copies of the sampled elements, one per group: a CPU group's as the bytes of each
         tensor's samples, another's as one (T_g,) tensor on its device."""
+        # map over the C methods: no Python frame per tensor (each one runs cold in a step)
         return [
-            [m.tobytes() for m in host] if host is not None else torch.cat(views)
+            list(map(_tobytes, host)) if host is not None else torch.cat(views)
             for _, views, host in self.groups
         ]
 
@@ -90,7 +92,7 @@ class _Layout:
         """Some tensor's data is no longer where the views read it: replaced (`p.data = ...`)
         or reallocated in place (`untyped_storage().resize_()`), which frees the memory the
         views point at. Checked before every read (~2 us)."""
-        return [p.data_ptr() for p in self._strided] != self._ptrs
+        return list(map(_data_ptr, self._strided)) != self._ptrs
 
     def replaced(self) -> list[bool]:
         """Per tensor (all of them, in order): its data moved since the views were made."""
