@@ -180,10 +180,12 @@ class Setup:
         the error when it has neither."""
         return self.batch_format.split(batch, index, where)
 
-    def batch_on_device(self, batch: Any, index: int, where: str) -> tuple[Any, Any]:
-        """(model input, target) of a loader's batch, moved to the setup's device."""
+    def batch_on_device(self, batch: Any, index: int, where: str,
+                        device: torch.device | None = None) -> tuple[Any, Any]:  # fmt: skip
+        """(model input, target) of a loader's batch, moved to the setup's device (`device`: that
+        device resolved once by a loop that calls this per batch; resolving it asks CUDA)."""
         x, y = self.split_batch(batch, index, where)
-        device = self.torch_device
+        device = device or self.torch_device
         return to_device(x, device), to_device(y, device)
 
     def call_model(self, model: nn.Module, x: Any) -> Any:

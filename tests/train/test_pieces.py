@@ -301,3 +301,23 @@ def test_a_validation_point_gives_the_loss_and_the_headline_metric_of_the_whole_
     assert values[name] == pytest.approx(whole.compute()[name], abs=1e-6)
     point.reset()
     assert point.compute() == {"loss": 0.0}
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_the_point_accuracy_equals_torchmetrics_multiclass_accuracy(seed):
+    """PointMetrics computes the accuracy itself (torchmetrics' functional form costs a fifth
+    of a small step): torchmetrics' micro accuracy is the reference, per sample and per pixel,
+    with ignored targets and few classes (ties in the logits included)."""
+    from torchmetrics.functional.classification import multiclass_accuracy
+
+    from trainwise.train.metrics import _headline_of
+
+    g = torch.Generator().manual_seed(seed)
+    classes = 2 + seed
+    shape = [(16,), (3, 5, 5), (4, 7)][seed % 3]
+    logits = torch.randint(-2, 3, (shape[0], classes, *shape[1:]), generator=g).float()  # ties
+    target = torch.randint(0, classes, shape, generator=g)
+    target[target == 0] = -100  # about 1 in `classes` ignored
+    _, headline = _headline_of("classification", classes)
+    expected = multiclass_accuracy(logits, target, classes, average="micro", ignore_index=-100)
+    assert float(headline(logits, target)) == pytest.approx(float(expected), abs=1e-6)

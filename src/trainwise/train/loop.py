@@ -452,7 +452,7 @@ class _FitRun:
         return batches, epoch_rng
 
     def _train_step(self, batch: Any, index: int) -> torch.Tensor:
-        x, y = self.setup.batch_on_device(batch, index, "train")
+        x, y = self.setup.batch_on_device(batch, index, "train", self.device)
         if self.resize is not None:
             x = self.resize(x)  # (N, C, *size of this epoch)
         pieces = self.pieces
@@ -568,11 +568,16 @@ def _prepared(
 def _step(loss: torch.Tensor, pieces: checkpoints.Pieces, params: list[torch.Tensor]) -> None:
     """backward, clip (on unscaled gradients under fp16), step the optimizer and the schedule."""
     scaler = pieces.scaler
-    scaler.scale(loss).backward()
-    scaler.unscale_(pieces.optimizer)  # clipping reads the true gradient norms
-    pieces.clipper.clip(params)
-    scaler.step(pieces.optimizer)
-    scaler.update()
+    if isinstance(scaler, _NoScaler):  # fp32, bf16: the plain step (each call costs, small models)
+        loss.backward()
+        pieces.clipper.clip(params)
+        pieces.optimizer.step()
+    else:
+        scaler.scale(loss).backward()
+        scaler.unscale_(pieces.optimizer)  # clipping reads the true gradient norms
+        pieces.clipper.clip(params)
+        scaler.step(pieces.optimizer)
+        scaler.update()
     pieces.scheduler.step()
 
 
@@ -755,13 +760,14 @@ def _random_batches(setup: Setup, seed: int) -> Iterator[tuple[Any, Any]]:
     """Endless random validation batches, from a generator of their own (the training RNG and
     data order stay as they would be without validation)."""
     generator = torch.Generator().manual_seed(seed + 1)
+    device = setup.torch_device
     loader = torch.utils.data.DataLoader(
         setup.val_dataset, batch_size=setup.effective_batch_size, shuffle=True,
         generator=generator, collate_fn=setup.collate_fn("val"),
     )  # fmt: skip
     while True:
         for i, batch in enumerate(loader):
-            yield setup.batch_on_device(batch, i, "val")
+            yield setup.batch_on_device(batch, i, "val", device)
 
 
 @torch.no_grad()

@@ -134,9 +134,31 @@ def _headline_of(task: str, num_classes: int | None) -> tuple[str, Any]:
         return "accuracy", lambda p, t: multilabel_accuracy(
             p, t, num_classes, validate_args=False
         )
-    return "accuracy", lambda p, t: multiclass_accuracy(  # per sample, or per pixel
-        p, t, num_classes, average="micro", ignore_index=IGNORE_INDEX, validate_args=False
+    return "accuracy", lambda p, t: _top1_accuracy(p, t) if _indices_of(p, t) else (
+        multiclass_accuracy(  # per sample, or per pixel
+            p, t, num_classes, average="micro", ignore_index=IGNORE_INDEX, validate_args=False
+        )
     )
+
+
+def _indices_of(prediction: torch.Tensor, target: torch.Tensor) -> bool:
+    """The target holds a class index per prediction row (or pixel): (N, ...) for (N, C, ...)."""
+    return (
+        not target.dtype.is_floating_point
+        and prediction.dim() == target.dim() + 1
+        and prediction.shape[:1] + prediction.shape[2:] == target.shape
+    )
+
+
+def _top1_accuracy(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """torchmetrics' micro multiclass accuracy (ignore_index honoured) of (N, C, ...) logits
+    and (N, ...) indices, in four tensor ops: its functional form costs ~0.2 ms a batch inside
+    fit (the shape checks and the stat-score reduction it shares with the other metrics), a
+    fifth of a small model's step at each validation point. NaN when every target is ignored.
+    tests/train/test_fit_metrics.py holds it equal to torchmetrics'."""
+    kept = target != IGNORE_INDEX
+    correct = (prediction.argmax(1) == target) & kept
+    return correct.sum() / kept.sum()
 
 
 def _comparable(task: str, prediction: Any, target: Any) -> tuple[torch.Tensor, torch.Tensor] | None:
