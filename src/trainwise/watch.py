@@ -487,17 +487,25 @@ class Watch:
         if i == self._started:  # a closure's forward, after step() began the iteration
             return
         self._started = i
-        self._measuring = i >= self._next_measured
-        self._sampled = self._measuring and i % self.every == 0  # sampled steps are measured
-        if self._measuring:
-            if i >= DENSE_UNTIL:
-                self._cadence.rebudget()  # the periods that fit the step time clocked so far
-            self._next_measured = self._cadence.measured_after(i)
-        # after a validation the gap is compared (who wrote the weights), on any step
-        self._compare_writes = self._measuring or self._writes.saw_eval_in_gap
-        # PyTorch's hooks cost a Python call each (and take modules off the fast path of
-        # Module.__call__) even when they return at once: on the steps between measured ones
-        # the activation and parameter hooks are removed, not just idle.
+        if i < self._next_measured:  # a step between measured ones: the short way
+            self._measuring = self._sampled = False
+            # after a validation the gap is compared (who wrote the weights), on any step
+            self._compare_writes = self._writes.saw_eval_in_gap
+            if self._grads.measuring or self._acts.attached:  # the measured step's hooks go
+                self._set_hooks()
+            return
+        self._measuring = self._compare_writes = True
+        self._sampled = i % self.every == 0  # sampled steps are measured ones
+        if i >= DENSE_UNTIL:
+            self._cadence.rebudget()  # the periods that fit the step time clocked so far
+        self._next_measured = self._cadence.measured_after(i)
+        self._set_hooks()
+
+    def _set_hooks(self) -> None:
+        """The activation and parameter hooks on for a measured step, off for the others.
+        PyTorch's hooks cost a Python call each (and take modules off the fast path of
+        Module.__call__) even when they return at once: on the steps between measured ones
+        they are removed, not just idle."""
         if self._grads.measuring != self._measuring:
             self._guard(GRADIENT_PROBE, self._grads.set_measuring, self._measuring)
         acts = self._acts
@@ -594,7 +602,10 @@ class Watch:
             write_timing(t, step.timing, signals)
         if step.stepped:
             self._write_lrs(t, step.lrs)
-        self._guard("weight-write read-out", self._writes.write, values, t, signals, step.writes)
+        outside, frozen, _ = step.writes
+        if outside is not None or frozen is not None:  # this step's start or end was compared
+            self._guard("weight-write read-out", self._writes.write, values, t, signals,
+                        step.writes)  # fmt: skip
 
     def _write_probes(self, t: int, stepped: bool, values: list[list[float]]) -> None:
         """A measured step's probe numbers into the history, producer by producer."""
