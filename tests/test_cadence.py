@@ -42,7 +42,7 @@ def run(cadence: Cadence, clock: StepClock, steps: int, step_s: float, measured_
         is_measured = i >= next_measured
         if is_measured:
             if i >= DENSE_UNTIL:
-                cadence.rebudget()
+                cadence.rebudget(i)
             next_measured = cadence.measured_after(i)
             measured.append(i)
         clock.now += step_s + (measured_extra_s if is_measured else 0.0)
@@ -65,12 +65,13 @@ def test_the_first_steps_follow_the_preset_whatever_the_step_time():
 
 def test_short_steps_space_the_measured_ones_to_fit_the_budget():
     """A measured step 0.6 ms dearer than a 1 ms step must be spread over 60 steps to cost 1%:
-    every 60th step (3 x 20), aligned with the sampled ones."""
+    every 60th step (3 x 20), aligned with the sampled ones, once the run is long enough for a
+    window rule's window (a quarter of it) to hold 5 such steps (from step 1200)."""
     clock = StepClock()
     cadence = standard(clock)
-    measured = run(cadence, clock, 1000, step_s=1 * MS, measured_extra_s=0.6 * MS)
+    measured = run(cadence, clock, 2400, step_s=1 * MS, measured_extra_s=0.6 * MS)
     assert cadence.stretch == 3
-    later = [i for i in measured if i >= 400]
+    later = [i for i in measured if i >= 1400]
     assert later and all(i % 60 == 0 for i in later)
     assert all(b - a == 60 for a, b in zip(later, later[1:], strict=False))
 
@@ -86,9 +87,22 @@ def test_long_steps_keep_the_preset():
 def test_the_stretch_is_capped():
     clock = StepClock()
     cadence = standard(clock)
-    measured = run(cadence, clock, 1200, step_s=0.01 * MS, measured_extra_s=5 * MS)
-    later = [i for i in measured if i >= 400]
-    assert all(b - a == MAX_MEASURE_EVERY for a, b in zip(later, later[1:], strict=False))
+    measured = run(cadence, clock, 4000, step_s=0.01 * MS, measured_extra_s=5 * MS)
+    later = [i for i in measured if i >= 2400]
+    assert later and all(b - a == MAX_MEASURE_EVERY for a, b in zip(later, later[1:], strict=False))
+
+
+def test_a_window_keeps_five_measured_steps_and_rounds_a_tenth_of_the_run():
+    """However dear a measured step, a window rule's window (a quarter of the run) holds five
+    measured steps: at step 300 nothing stretches (every 20th), by step 800 every 40th; the
+    DCGAN example's loss-plateau needs the weights' travel over its window."""
+    clock = StepClock()
+    cadence = standard(clock)
+    measured = run(cadence, clock, 800, step_s=0.01 * MS, measured_extra_s=5 * MS,
+                   round_s=5 * MS)  # fmt: skip
+    assert [i for i in measured if DENSE_UNTIL <= i <= 400] == list(range(DENSE_UNTIL, 401, 20))
+    assert cadence.stretch == 780 // 20 // 20  # 780: the last measured step
+    assert cadence.judging_period(800) == 78
 
 
 def test_a_budget_off_or_a_full_watch_keeps_the_fixed_cadence():
@@ -114,8 +128,8 @@ def test_judging_rounds_stretch_on_short_steps_and_their_time_is_not_a_steps():
 def test_judging_rounds_are_capped_and_long_steps_keep_the_preset_period():
     clock = StepClock()
     cadence = standard(clock)
-    run(cadence, clock, 2000, step_s=0.001 * MS, measured_extra_s=0.0, round_s=1 * MS)
-    assert cadence.judging_period(2000) == MAX_JUDGE_EVERY
+    run(cadence, clock, 4000, step_s=0.001 * MS, measured_extra_s=0.0, round_s=1 * MS)
+    assert cadence.judging_period(4000) == MAX_JUDGE_EVERY
     clock = StepClock()
     cadence = standard(clock)
     run(cadence, clock, 2000, step_s=50 * MS, measured_extra_s=0.0, round_s=1 * MS)
@@ -127,17 +141,17 @@ def test_steps_with_a_validation_in_them_are_not_counted():
     their median would pass the measured ones' and nothing would stretch."""
     clock = StepClock()
     cadence = standard(clock)
-    run(cadence, clock, 1000, step_s=1 * MS, measured_extra_s=0.6 * MS, validation_s=5 * MS)
+    run(cadence, clock, 2400, step_s=1 * MS, measured_extra_s=0.6 * MS, validation_s=5 * MS)
     assert cadence.stretch == 3
 
 
 def test_a_nonfinite_loss_measures_every_step_from_then_on():
     clock = StepClock()
     cadence = standard(clock)
-    run(cadence, clock, 600, step_s=1 * MS, measured_extra_s=0.6 * MS)
+    run(cadence, clock, 2400, step_s=1 * MS, measured_extra_s=0.6 * MS)
     assert cadence.stretch == 3
     cadence.every_step()
-    assert all(cadence.is_measured(i) for i in range(600, 700))
+    assert all(cadence.is_measured(i) for i in range(2400, 2500))
 
 
 @pytest.mark.parametrize("preset", ["cheap", "standard"])

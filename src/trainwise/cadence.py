@@ -11,7 +11,9 @@ amortised over the steps until the next one, and a judging round at most JUDGE_B
 measured step costs the same few hundred microseconds of Python whatever the model (its hooks,
 one read-out, the step rules), which is 1-3% of a 5 ms step at every 20th step but 4-5% of a
 0.7 ms one; a round (the trend fits) ~0.3 ms. On steps that short the periods stretch until the
-cost fits, to at most MAX_MEASURE_EVERY and MAX_JUDGE_EVERY; on longer ones nothing changes.
+cost fits, to at most MAX_MEASURE_EVERY and MAX_JUDGE_EVERY and never past what the window
+rules need (WINDOW_POINTS measured steps in a quarter of the run, a round every tenth of it);
+on longer steps nothing changes.
 The costs are clocked as the run goes, from the time between the ends of consecutive steps:
 a measured step's extra is the median of the recent measured steps less the median of the
 recent others; a round is timed on its own. Steps with a validation in them are not counted.
@@ -37,9 +39,14 @@ DENSE_UNTIL = 200
 JUDGE_EVERY, JUDGE_MAX_EVERY = 10, 50
 # Shares of the step time the measured steps and the judging rounds may take (after
 # DENSE_UNTIL), and how far they may stretch for it: a finding on a measured step comes at most
-# MAX_MEASURE_EVERY - 1 steps late, a window finding MAX_JUDGE_EVERY - 1.
+# MAX_MEASURE_EVERY - 1 steps late, a window finding MAX_JUDGE_EVERY - 1. And never so far that
+# a window rule's window (a quarter of the run) holds fewer than WINDOW_POINTS measured steps,
+# or a tenth of the run passes between rounds: loss-plateau tells a GAN player's moving target
+# from a stall by the weights' travel over its window, and with two points in it (every 100th
+# step at step 300) it raised a warning on the DCGAN example (benchmarks/loops).
 MEASURE_BUDGET, JUDGE_BUDGET = 0.01, 0.01
 MAX_MEASURE_EVERY, MAX_JUDGE_EVERY = 100, 200
+WINDOW_POINTS = 5
 # Recent steps the medians are taken over (odd: a middle value)
 RECENT_MEASURED, RECENT_QUIET, RECENT_ROUNDS = 7, 31, 5
 
@@ -115,18 +122,20 @@ class Cadence:
         self._rounds.append(seconds)
         self._in_step += seconds
 
-    def rebudget(self) -> None:
+    def rebudget(self, iteration: int) -> None:
         """After DENSE_UNTIL, at each measured step: the periods that keep the clocked costs
-        within budget (never shorter than the preset's)."""
+        within budget (never shorter than the preset's, nor so long that a window rule's
+        window thins out)."""
         if not self.budgeted or len(self._quiet) < RECENT_QUIET // 2 or not self._measured:
             return
         step = statistics.median(self._quiet)
         extra = statistics.median(self._measured) - step
-        self.stretch = stretch_for(extra, step, MEASURE_BUDGET, self.measure_every_later,
-                                   MAX_MEASURE_EVERY)  # fmt: skip
+        most = min(MAX_MEASURE_EVERY, iteration // (4 * WINDOW_POINTS))
+        self.stretch = stretch_for(extra, step, MEASURE_BUDGET, self.measure_every_later, most)
         if self._rounds:
-            self.judge_floor = min(MAX_JUDGE_EVERY,
-                                   periods_for(statistics.median(self._rounds), step, JUDGE_BUDGET))  # fmt: skip
+            most = min(MAX_JUDGE_EVERY, iteration // 10)
+            self.judge_floor = min(most, periods_for(statistics.median(self._rounds), step,
+                                                     JUDGE_BUDGET))  # fmt: skip
 
 
 def periods_for(cost: float, step: float, budget: float) -> int:

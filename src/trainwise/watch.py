@@ -497,7 +497,7 @@ class Watch:
         self._measuring = self._compare_writes = True
         self._sampled = i % self.every == 0  # sampled steps are measured ones
         if i >= DENSE_UNTIL:
-            self._cadence.rebudget()  # the periods that fit the step time clocked so far
+            self._cadence.rebudget(i)  # the periods that fit the step time clocked so far
         self._next_measured = self._cadence.measured_after(i)
         self._set_hooks()
 
