@@ -14,8 +14,7 @@ timing. The probes measure on *measured* steps only: the first MEASURED_START st
 `measure_every`-th step, after DENSE_UNTIL every `measure_every_later`-th (the preset's; every
 step under "full"; further apart on steps so short that the measured steps would cost more than
 their budget of the step time: trainwise.cadence), and every step once a loss has gone
-non-finite (the write probe compares
-the gap before any step that follows a validation). On the steps in between the activation
+non-finite (the write probe compares the gap before any step that follows a validation). On the steps in between the activation
 and parameter hooks are removed; what remains is the step hooks' bookkeeping and the write
 probe's fingerprint, and their losses stay on the device until the next measured step, when
 everything comes back in one transfer (the only sync) and each probe writes its declared

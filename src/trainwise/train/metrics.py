@@ -155,7 +155,7 @@ def _top1_accuracy(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tens
     and (N, ...) indices, in four tensor ops: its functional form costs ~0.2 ms a batch inside
     fit (the shape checks and the stat-score reduction it shares with the other metrics), a
     fifth of a small model's step at each validation point. NaN when every target is ignored.
-    tests/train/test_fit_metrics.py holds it equal to torchmetrics'."""
+    tests/train/test_pieces.py holds it equal to torchmetrics'."""
     kept = target != IGNORE_INDEX
     correct = (prediction.argmax(1) == target) & kept
     return correct.sum() / kept.sum()
