@@ -76,14 +76,18 @@ class Cadence:
         self._in_step = 0.0  # seconds of this step not to count (judging rounds, clocked apart)
 
     # -- the schedule --------------------------------------------------------------------------
+    def period(self, iteration: int) -> int:
+        """The measured steps' period (steps) at this iteration, the sampled ones aside."""
+        if iteration < DENSE_UNTIL:
+            return self.measure_every
+        return self.measure_every_later * self.stretch
+
     def is_measured(self, iteration: int) -> bool:
         if iteration < MEASURED_START:
             return True
-        if iteration < DENSE_UNTIL:
-            return iteration % self.measure_every == 0 or iteration % self.every == 0
-        period = self.measure_every_later * self.stretch
-        sampled = iteration % self.every == 0 and self.stretch == 1
-        return iteration % period == 0 or sampled
+        # sampled steps are measured, unless the budget stretched the period past them
+        sampled = iteration % self.every == 0 and (iteration < DENSE_UNTIL or self.stretch == 1)
+        return iteration % self.period(iteration) == 0 or sampled
 
     def measured_after(self, iteration: int) -> int:
         """The first measured iteration after this one (decided once per measured step, so

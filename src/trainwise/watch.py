@@ -474,10 +474,7 @@ class Watch:
     @property
     def measure_every(self) -> int:
         """The period (steps) of the measured steps now (1 once a loss went non-finite)."""
-        cadence = self._cadence
-        if self.iteration < DENSE_UNTIL:
-            return cadence.measure_every
-        return cadence.measure_every_later * cadence.stretch
+        return self._cadence.period(self.iteration)
 
     def _start_iteration(self) -> None:
         """Decides what this iteration measures: sampled steps and measured steps as the preset
