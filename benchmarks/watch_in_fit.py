@@ -10,7 +10,9 @@ same code was near its warm cost). A change timed in a warm loop of calls can be
 place: numpy trend fits were 2-3x faster in a loop and 2-5x slower here. Time the watch here.
 
 Each entry point is wrapped with a timer (the wrappers add ~1 us per call, included) and the
-detectors are timed one by one. Per task: `--runs` runs (the first is warm-up, dropped), then
+detectors are timed one by one; so are the activation probe's forward hooks, which run inside
+the model's forward, outside every entry point (sampled steps' statistics, measured steps'
+non-finite sums), reported apart. Per task: `--runs` runs (the first is warm-up, dropped), then
 per entry point the median over runs of its us per training step (the sum over its calls /
 steps), its calls, and us per call; the watch's total at its entry points (log, log_val and the
 three hooks; the others are inside them) and the detectors' total.
@@ -34,15 +36,20 @@ import fit_recipe  # noqa: E402
 
 import trainwise as tw  # noqa: E402
 from trainwise import judging  # noqa: E402
-from trainwise.probes import activations, gradients, writes  # noqa: E402
+from trainwise.probes import activations, gradients, updates, writes  # noqa: E402
 
 ENTRY_POINTS = ("log", "log_val", "_pre_step", "_post_step", "_forward_pre")  # the watch's own
 INSIDE = {  # what the entry points call, by owner
     "Watch": ("_flush", "_run_judge", "_write_quiet", "_write_probes", "_start_iteration"),
-    "GradientProbe": ("set_measuring", "before_step", "after_step", "collect", "write"),
     "WriteProbe": ("before_step", "after_step", "write"),
     "ActivationProbe": ("attach", "detach", "collect", "write"),
+    "UpdateProbe": ("before_step", "after_step", "write"),
+    "GradientProbe": ("set_measuring", "before_step", "after_step", "collect", "write",
+                      "_backward_done"),
 }
+# Run inside the model's forward by the activation probe's hooks (no entry point): timed apart,
+# with the hooks themselves as one label, and not in the entry points' total.
+IN_FORWARD = {activations: ("output_stats",)}
 
 
 class Clock:
@@ -72,6 +79,7 @@ def instrument(clock: Clock) -> None:
         "GradientProbe": gradients.GradientProbe,
         "WriteProbe": writes.WriteProbe,
         "ActivationProbe": activations.ActivationProbe,
+        "UpdateProbe": updates.UpdateProbe,
     }
     for name in ENTRY_POINTS:
         setattr(watch_class, name, clock.wrap(name, getattr(watch_class, name)))
@@ -79,6 +87,15 @@ def instrument(clock: Clock) -> None:
         cls = owners[owner]
         for name in names:
             setattr(cls, name, clock.wrap(f"{owner}.{name}", getattr(cls, name)))
+    for module, names in IN_FORWARD.items():
+        for name in names:
+            setattr(module, name, clock.wrap(name, getattr(module, name)))
+    make_hook = activations.ActivationProbe._make_hook
+
+    def timed_hook(probe, name, module):  # each module's forward hook, as one label
+        return clock.wrap("activation forward hooks", make_hook(probe, name, module))
+
+    activations.ActivationProbe._make_hook = timed_hook
     run_detector = judging._run
 
     def detector(d, view):
@@ -124,8 +141,9 @@ def report(name: str, runs: list[tuple[int, dict[str, float], dict[str, int]]]) 
         lines.append(f"  {label:44} {per_step[label]:8.1f} {calls[label]:7.0f} {per_call:8.1f}")
     entry = sum(per_step.get(label, 0.0) for label in ENTRY_POINTS)
     judged = sum(v for label, v in per_step.items() if label.startswith("detector "))
+    hooks = per_step.get("activation forward hooks", 0.0)
     lines.append(f"  the watch at its entry points: {entry:.1f} us/step; its detectors: "
-                 f"{judged:.1f} us/step")  # fmt: skip
+                 f"{judged:.1f} us/step; its forward hooks, besides: {hooks:.1f} us/step")  # fmt: skip
     return "\n".join(lines)
 
 
