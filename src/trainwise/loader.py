@@ -1,5 +1,6 @@
 """Load a setup file: a Python file defining `setup()` that returns a trainwise.Setup, or
-`setup(hp)` taking a sweep's sampled values (a dict), and optionally a sweep's `SPACE = {...}`.
+`setup(hp)` taking a sweep's sampled values (a dict), or simply `setup = trainwise.Setup(...)`;
+and optionally a sweep's `SPACE = {...}`.
 
 Only the standard library is imported at the top: the command line finds a missing file
 (`setup_file`) before it pays for importing torch, which alone takes seconds.
@@ -75,6 +76,14 @@ class SetupFile:
 
         path, function = self.path, self.function
         factory = self._factory()
+        if isinstance(factory, Setup):  # `setup = tw.Setup(...)`: the object itself
+            if hp:
+                raise SetupError(
+                    f"{path}: `{function}` is a Setup object, but the sweep has values for it "
+                    f"({', '.join(sorted(hp))}); write `def {function}(hp): return "
+                    f"trainwise.Setup(...)` and read them as hp[{sorted(hp)[0]!r}]"
+                )
+            return self._named(factory)
         wants_hp = takes_hp(factory)
         if hp and not wants_hp:
             raise SetupError(
@@ -94,7 +103,12 @@ class SetupFile:
             raise SetupError(
                 f"{path}: {function}() returned {type(setup).__name__}; expected a trainwise.Setup"
             )
+        return self._named(setup)
+
+    def _named(self, setup: Setup) -> Setup:
+        """A Setup left with the default name takes the file's (and the function's)."""
         if setup.name == "setup":
+            path, function = self.path, self.function
             setup.name = path.stem if function == DEFAULT_FUNCTION else f"{path.stem}:{function}"
         return setup
 
@@ -112,8 +126,13 @@ class SetupFile:
                 f"{path}: no function `{function}()`; expected `def {function}(): return "
                 f"trainwise.Setup(...)`{listed}. Pick another with {path}:NAME"
             )
-        if not callable(factory):
-            raise SetupError(f"{path}: `{function}` is a {type(factory).__name__}, not a function")
+        from trainwise.spec import Setup
+
+        if not callable(factory) and not isinstance(factory, Setup):
+            raise SetupError(
+                f"{path}: `{function}` is of type {type(factory).__name__}; expected `def {function}(): "
+                f"return trainwise.Setup(...)` or `{function} = trainwise.Setup(...)`"
+            )
         return factory
 
 

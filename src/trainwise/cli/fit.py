@@ -186,6 +186,8 @@ def fit_command(target: str, epochs: int | None, steps: int | None, recipe_name:
     except SetupError as exc:
         fail_unusable(exc)
     console.print(_result_table(result))
+    # the recipe as a paragraph of its own: a table's caption is centred and cut to its width
+    console.print(f"recipe: {escape(result.recipe.describe())}", highlight=False)
     for note in result.notes:
         console.print(f"  {escape(note)}", highlight=False)
     errors = [f for f in result.findings if f.severity == "error"]
@@ -257,7 +259,7 @@ class _progress:
 
 
 def _result_table(result: Any) -> Table:
-    table = Table(title=f"fit: {result.steps} steps", caption=escape(result.recipe.describe()))
+    table = Table(title=f"fit: {result.steps} steps")
     table.add_column("metric")
     table.add_column("final", justify="right")
     table.add_column(f"best (step {result.best.get('step', '-')})", justify="right")
