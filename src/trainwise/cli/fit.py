@@ -16,7 +16,7 @@ from typing import Any
 import click
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-from rich.table import Table
+from rich.table import Column, Table
 
 from trainwise.cli.common import (
     EXIT_CLEAN,
@@ -231,9 +231,15 @@ class _progress:
     """A rich progress bar (epoch, step, loss, val metrics, ETA); nothing with --quiet."""
 
     def __init__(self, quiet: bool) -> None:
+        # The numbers first: on a narrow terminal the description (epoch, losses, metrics) is
+        # cut with an ellipsis, never the step count or the time left; the bar stays short.
         self.bar = None if quiet else Progress(
-            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TimeRemainingColumn(), console=err_console, transient=False,
+            TextColumn("{task.description}",
+                       table_column=Column(ratio=1, no_wrap=True, overflow="ellipsis")),
+            BarColumn(bar_width=12), MofNCompleteColumn(table_column=Column(no_wrap=True)),
+            TimeRemainingColumn(table_column=Column(no_wrap=True)), console=err_console,
+            transient=False,
+            expand=True,
         )  # fmt: skip
         self.task = None
         self.tail = ""  # the last validation point's numbers
