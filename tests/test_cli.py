@@ -55,7 +55,8 @@ def test_check_a_setup_file_outside_the_repository(tmp_path):
     [
         ("no_such_file.py", "no_such_file.py: no such file"),
         (f"{SETUPS / 'bad_inputs.py'}", "no function `setup()`"),
-        (f"{SETUPS / 'bad_inputs.py'}:not_a_function", "`not_a_function` is of type int; expected `def not_a_function()"),
+        (f"{SETUPS / 'bad_inputs.py'}:not_a_function",
+         "`not_a_function` is of type int; expected `def not_a_function()"),
         (f"{SETUPS / 'bad_inputs.py'}:raises", "raises() raised KeyError"),
         (f"{SETUPS / 'bad_inputs.py'}:not_a_setup", "returned Linear; expected a trainwise.Setup"),
         (

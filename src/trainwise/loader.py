@@ -113,25 +113,28 @@ class SetupFile:
         return setup
 
     def _factory(self) -> Any:
+        """What the file names `function`: a function, or a Setup object."""
+        from trainwise.spec import Setup  # torch: only once the file is known to exist
+
         path, function, module = self.path, self.function, self.module
         factory = getattr(module, function, None)
         if factory is None:
             found = [
                 n
                 for n, v in vars(module).items()
-                if inspect.isfunction(v) and v.__module__ == module.__name__
+                if (inspect.isfunction(v) and v.__module__ == module.__name__)
+                or isinstance(v, Setup)
             ]
-            listed = f"; functions in the file: {', '.join(found)}" if found else ""
+            listed = f"; functions and Setups in the file: {', '.join(found)}" if found else ""
             raise SetupError(
                 f"{path}: no function `{function}()`; expected `def {function}(): return "
                 f"trainwise.Setup(...)`{listed}. Pick another with {path}:NAME"
             )
-        from trainwise.spec import Setup
-
         if not callable(factory) and not isinstance(factory, Setup):
             raise SetupError(
-                f"{path}: `{function}` is of type {type(factory).__name__}; expected `def {function}(): "
-                f"return trainwise.Setup(...)` or `{function} = trainwise.Setup(...)`"
+                f"{path}: `{function}` is of type {type(factory).__name__}; expected "
+                f"`def {function}(): return trainwise.Setup(...)` or "
+                f"`{function} = trainwise.Setup(...)`"
             )
         return factory
 

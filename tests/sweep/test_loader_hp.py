@@ -49,3 +49,5 @@ def test_a_setup_object_in_the_file_is_taken_as_it_is(tmp_path):
         load_setup(str(path), {"width": 3})
     with pytest.raises(SetupError, match=r"`width` is of type int; expected `def width\(\)"):
         load_setup(f"{path}:width")
+    with pytest.raises(SetupError, match=r"no function `other\(\)`.*Setups in the file: setup\."):
+        load_setup(f"{path}:other")
