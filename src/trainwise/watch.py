@@ -14,13 +14,13 @@ timing. The probes measure on *measured* steps only: the first MEASURED_START st
 `measure_every`-th step, after DENSE_UNTIL every `measure_every_later`-th (the preset's; every
 step under "full"; further apart on steps so short that the measured steps would cost more than
 their budget of the step time: trainwise.cadence), and every step once a loss has gone
-non-finite (the write probe compares the gap before any step that follows a validation). On the steps in between the activation
-and parameter hooks are removed; what remains is the step hooks' bookkeeping and the write
-probe's fingerprint, and their losses stay on the device until the next measured step, when
-everything comes back in one transfer (the only sync) and each probe writes its declared
-signals (trainwise.signals) into `watch.signals`, step by step. The judge runs the in-flight
-rules (trainwise.rules.inflight) on a read-only view of that history after each measured step
-(the window and validation rules once per judging period).
+non-finite (the write probe compares the gap before any step that follows a validation). On
+the steps in between the activation and parameter hooks are removed; what remains is the step
+hooks' bookkeeping and the write probe's fingerprint, and their losses stay on the device until
+the next measured step, when everything comes back in one transfer (the only sync) and each
+probe writes its declared signals (trainwise.signals) into `watch.signals`, step by step. The
+judge runs the in-flight rules (trainwise.rules.inflight) on a read-only view of that history
+after each measured step (the window and validation rules once per judging period).
 Any probe or rule that raises is switched off with one warning; training goes on.
 """
 

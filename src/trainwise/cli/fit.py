@@ -238,8 +238,7 @@ class _progress:
                        table_column=Column(ratio=1, no_wrap=True, overflow="ellipsis")),
             BarColumn(bar_width=12), MofNCompleteColumn(table_column=Column(no_wrap=True)),
             TimeRemainingColumn(table_column=Column(no_wrap=True)), console=err_console,
-            transient=False,
-            expand=True,
+            transient=False, expand=True,
         )  # fmt: skip
         self.task = None
         self.tail = ""  # the last validation point's numbers

@@ -14,9 +14,10 @@ sample bytes through a memoryview: a few microseconds whatever the model's size.
 every element (the first design) read all the weights when each step ended, a full pass over
 memory on a large model and the write probe's whole cost on a small one. Every write this
 probe is for changes all or most elements (a copy, an average, a decay, a clamp that bites), so
-it changes sampled ones; a write of a few elements off the sample is not seen. A tensor whose storage was replaced (`p.data = other`, an EMA swapped in that way) is
-sampled again from its new storage and compared by value (or counted as written, when its shape
-or dtype changed with it); until then the views keep the old storage alive.
+it changes sampled ones; a write of a few elements off the sample is not seen. A tensor whose
+storage was replaced (`p.data = other`, an EMA swapped in that way) is sampled again from its
+new storage and compared by value (or counted as written, when its shape or dtype changed with
+it); until then the views keep the old storage alive.
 
 Cost: one copy of the samples when each step ends (a validation may come before the next), and
 one when the next starts only where there is something to compare: after a validation (a
