@@ -46,7 +46,11 @@ B. Speed. fit's step time against a hand-written loop doing the same work: the s
    time and the median of the paired ratios fit/hand, for the watch's default preset
    ("standard") and preset="cheap". Target: <= 1.05x with the default preset.
    `--decompose` adds diagnostics that patch fit's internals: fit without the watch, and fit
-   scoring its random validation batches as the hand loop does (loss and accuracy only).
+   scoring its random validation batches as the hand loop does (loss and accuracy only); and
+   the hand loop with three hooks that return at once and a `log` that does nothing: the least
+   any watch built on PyTorch's hooks can cost; and the hand loop with tw.watch whose steps
+   after its first 20 are all quiet (no measured steps, so no step rules; the validation rounds
+   stay): the watch's per-step path alone.
 """
 
 from __future__ import annotations
@@ -68,6 +72,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 import trainwise as tw
+from trainwise.cadence import MEASURED_START
 
 HERE = Path(__file__).parent
 sys.path[:0] = [str(HERE), str(HERE / "faults"), str(HERE / "faults" / "healthy")]
@@ -341,10 +346,11 @@ def fit_timed(setup: tw.Setup, epochs: int, preset: str, seed: int) -> tuple[flo
     return stamps.per_step()
 
 
-def hand_timed(setup: tw.Setup, epochs: int, seed: int, watched: bool = False
+def hand_timed(setup: tw.Setup, epochs: int, seed: int, watched: str | None = None
                ) -> tuple[float, float]:  # fmt: skip
-    """The same work written by hand, as a user would; `watched`: with the two lines of
-    `tw.watch` (its default preset, no record), as a user who watches their own loop would."""
+    """The same work written by hand, as a user would; `watched`: "watch", with the two lines
+    of `tw.watch` (its default preset, no record), as a user who watches their own loop would;
+    "hooks", with three hooks that do nothing and a `log` that does nothing (_HookFloor)."""
     torch.manual_seed(seed)
     model = setup.build_model().train()
     loss_fn = setup.loss
@@ -361,7 +367,11 @@ def hand_timed(setup: tw.Setup, epochs: int, seed: int, watched: bool = False
     )
     val_every = max(1, total // VAL_POINTS)
     stamps, losses, val_log, step = Stamps(), [], [], 0
-    watch = tw.watch(model, optimizer, record=False, verbose=False) if watched else None
+    watch = None
+    if watched == "watch":
+        watch = tw.watch(model, optimizer, record=False, verbose=False)
+    elif watched == "hooks":
+        watch = _HookFloor(model, optimizer)
     for epoch in range(1, epochs + 1):
         for x, y in train:
             optimizer.zero_grad(set_to_none=True)
@@ -393,6 +403,29 @@ def hand_timed(setup: tw.Setup, epochs: int, seed: int, watched: bool = False
     if watch is not None:
         watch.close()
     return stamps.per_step()
+
+
+class _HookFloor:
+    """What any watch built on PyTorch's hooks costs at the least: the three hooks tw.watch
+    registers (the optimizer's step pre- and post-hooks, the model's forward pre-hook), each
+    returning at once, and `log` / `log_val` calls that do nothing."""
+
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
+        nothing = lambda *args: None  # noqa: E731
+        self._handles = [
+            optimizer.register_step_pre_hook(nothing),
+            optimizer.register_step_post_hook(nothing),
+            model.register_forward_pre_hook(nothing),
+        ]
+
+    def log(self, **values) -> None:
+        pass
+
+    log_val = log
+
+    def close(self) -> None:
+        for handle in self._handles:
+            handle.remove()
 
 
 class _NoWatch:
@@ -452,9 +485,24 @@ def _patched(variant: str):
         watch.Watch, loop._evaluate = saved
 
 
-def speed(names: list[str], reps: int, variants: list[str], quick: bool, log) -> str:
+@contextlib.contextmanager
+def _quiet_watch(on: bool):
+    """The watch measures its first MEASURED_START steps and no later one (a diagnostic)."""
+    cadence = importlib.import_module("trainwise.cadence").Cadence
+    saved = cadence.measured_after
+    if on:  # the next measured step after the first ones: never
+        cadence.measured_after = lambda self, i: i + 1 if i + 1 < MEASURED_START else 2**62
+    try:
+        yield
+    finally:
+        cadence.measured_after = saved
+
+
+def speed(names: list[str], reps: int, variants: list[str], quick: bool, log,
+          floor: bool = False) -> str:  # fmt: skip
     """variants: fit's presets ("standard", "cheap"), optionally with "+ no watch" or
-    "+ hand val" (the diagnostics of --decompose)."""
+    "+ hand val" (the diagnostics of --decompose); floor: also the hand loop with three empty
+    hooks (_HookFloor)."""
     lines = [
         f"{'task':12} {'epochs':>6} {'steps/ep':>8} {'val every':>9} {'loop':34} "
         f"{'ms/step':>8} {'ratio':>6} {'(wall)':>6}"
@@ -465,12 +513,16 @@ def speed(names: list[str], reps: int, variants: list[str], quick: bool, log) ->
         setup = task.build()
         epochs = SPEED_QUICK_EPOCHS if quick else task.epochs
         steps = math.ceil(len(setup.train_dataset) / BATCH)
-        kinds = ["hand", "hand + watch", *variants]
+        floors = ["hand + hooks", "hand + watch, quiet"] if floor else []
+        kinds = ["hand", "hand + watch", *floors, *variants]
         times: dict[str, list[tuple[float, float]]] = {k: [] for k in kinds}
         for rep in range(reps + 1):  # rep 0: warm-up, dropped
             for kind in kinds if rep % 2 else kinds[::-1]:
                 if kind.startswith("hand"):
-                    t = hand_timed(setup, epochs, seed=rep, watched=kind != "hand")
+                    watched = {"hand": None, "hand + watch": "watch", "hand + hooks": "hooks",
+                               "hand + watch, quiet": "watch"}  # fmt: skip
+                    with _quiet_watch(kind.endswith("quiet")):
+                        t = hand_timed(setup, epochs, seed=rep, watched=watched[kind])
                 else:
                     with _patched(kind):
                         t = fit_timed(setup, epochs, kind.split()[0], seed=rep)
@@ -485,9 +537,11 @@ def speed(names: list[str], reps: int, variants: list[str], quick: bool, log) ->
             wall = statistics.median(
                 w / hw for (_, w), (_, hw) in zip(times[kind], times["hand"], strict=True)
             )
-            label = {"hand": "hand-written", "hand + watch": "hand-written + tw.watch"}.get(
-                kind, f"fit {kind}"
-            )
+            label = {
+                "hand": "hand-written", "hand + watch": "hand-written + tw.watch",
+                "hand + hooks": "hand-written + 3 empty hooks",
+                "hand + watch, quiet": "hand-written + tw.watch, quiet",
+            }.get(kind, f"fit {kind}")  # fmt: skip
             lines.append(
                 f"{name:12} {epochs:>6} {steps:>8} {every:>9} {label:34} "
                 f"{1e3 * statistics.median(cpu):>8.3f} {ratio:>5.2f}x {wall:>5.2f}x"
@@ -515,7 +569,8 @@ def main() -> None:
     parser.add_argument("--presets", default="standard,cheap", help="part B: fit presets")
     parser.add_argument(
         "--decompose", action="store_true",
-        help="part B: also fit without the watch and/or with the hand loop's validation batch",
+        help="part B: also fit without the watch and/or with the hand loop's validation batch, "
+        "and the hand loop with three hooks that do nothing (the least any hook-based watch costs)",
     )  # fmt: skip
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -536,7 +591,7 @@ def main() -> None:
             if args.decompose:
                 variants += ["standard + hand val", "standard + no watch",
                              "standard + no watch + hand val"]  # fmt: skip
-            print(speed(names, reps, variants, args.quick, log), flush=True)
+            print(speed(names, reps, variants, args.quick, log, args.decompose), flush=True)
     if args.part in ("a", "all"):
         tasks = [t for t in TASKS.values() if args.match in t.name]
         seeds = SEEDS[:1] if args.quick else SEEDS
