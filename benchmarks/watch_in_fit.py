@@ -49,7 +49,7 @@ INSIDE = {  # what the entry points call, by owner
 }
 # Run inside the model's forward by the activation probe's hooks (no entry point): timed apart,
 # with the hooks themselves as one label, and not in the entry points' total.
-IN_FORWARD = {activations: ("output_stats",)}
+IN_FORWARD = {activations: ("output_sums",)}
 
 
 class Clock:

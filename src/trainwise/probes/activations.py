@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import weakref
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -25,7 +26,10 @@ from trainwise.signals import ACT_STATS, NONFINITE_OUTPUT, OUTPUT_CHECKED, Nonfi
 RELU_LIKE = (nn.ReLU, nn.ReLU6)
 DROPOUT = (nn.modules.dropout._DropoutNd,)
 SIGMOID_LIKE = (nn.Sigmoid, nn.Hardsigmoid)
-TANH_LIKE = (nn.Tanh, nn.Hardtanh)
+# Hard clamps (ReLU6 is a Hardtanh(0, 6)): the gradient is 0 exactly at their limits and 1
+# between them, so what saturates is what sits at a limit, wherever the limits are; a ReLU6's
+# lower limit is its ReLU's zeros (the zero share and the dead units), its upper one saturates.
+HARD_CLAMPS = (nn.Hardtanh,)
 # Modules whose output is finite whenever their input is: elementwise clamps and squashes, max
 # pooling, reshapes. Such a module can never be the *first* whose output goes non-finite when its
 # input is a tensor already checked in this forward, so its (large) output is not summed again.
@@ -50,37 +54,68 @@ def first_tensor(out) -> torch.Tensor | None:
     return None
 
 
-def output_stats(module: nn.Module, y: torch.Tensor) -> torch.Tensor:
-    """(5,) = ACT_STATS of one output tensor, computed on device without a sync.
+@dataclass(frozen=True, slots=True)
+class Counted:
+    """What `output_sums` counted besides the sum and the norm, and over how many: the numbers
+    that turn its sums into ACT_STATS on the host (`act_stats`)."""
 
-    Written with the fastest CPU/GPU reductions (sum, vector_norm, count_nonzero, amax): mean
-    and std come from the sum and the sum of squares, which is exact enough for statistics
-    reported to 3 digits and several times cheaper than std_mean's Welford pass.
+    elements: int  # of the sampled rows
+    nonzero: bool  # the nonzero elements were counted (ReLU-like units, dropout)
+    saturated: bool  # the saturated ones (sigmoid-, tanh-like)
+    units: int  # the units whose maximum is <= 0 were counted among these many (0: not)
+
+
+def output_sums(module: nn.Module, y: torch.Tensor) -> tuple[torch.Tensor, Counted]:
+    """The sums behind ACT_STATS of one output tensor, on device without a sync: a float32
+    (2 to 5,) tensor [sum, L2 norm, nonzero count?, saturated count?, dead-unit count?] (the
+    counts this kind of layer has: `Counted`).
+
+    Reductions only (sum, vector_norm, count_nonzero, amax): the divisions, the variance and
+    the square root wait for the host (`act_stats`). Each torch call here runs cold inside the
+    user's forward (a few microseconds); doing the arithmetic on the device took ~25 calls a
+    ReLU layer where this takes ~10. Mean and std from the sum and the sum of squares are exact
+    enough for statistics reported to 3 digits, and several times cheaper than a Welford pass.
     """
     # The first SAMPLE_ROWS samples of the batch stand for it.
     x = (y.detach()[:SAMPLE_ROWS] if y.dim() >= 2 else y.detach()).float()
-    n = max(x.numel(), 1)
-    mean = x.sum() / n
-    mean_sq = torch.linalg.vector_norm(x).square() / n
-    std = (mean_sq - mean.square()).clamp_min(0).sqrt() * math.sqrt(n / max(n - 1, 1))
-    nan = x.new_full((), math.nan)  # "not measured": the statistic means nothing for this layer
+    sums = [x.sum(), torch.linalg.vector_norm(x)]
     # Exact zeros come from ReLU-like units and dropout; elsewhere the count is wasted work.
-    zero = (x == 0).sum() / n if isinstance(module, RELU_LIKE + DROPOUT) else nan
+    nonzero = isinstance(module, RELU_LIKE + DROPOUT)
+    if nonzero:
+        sums.append(x.count_nonzero())
+    saturated = isinstance(module, (*SIGMOID_LIKE, nn.Tanh, *HARD_CLAMPS))
     if isinstance(module, SIGMOID_LIKE):
-        sat = ((x < SATURATION_MARGIN) | (x > 1 - SATURATION_MARGIN)).sum() / n
-    elif isinstance(module, TANH_LIKE):
-        sat = (x.abs() > 1 - SATURATION_MARGIN).sum() / n
-    else:
-        sat = nan
+        sums.append(((x < SATURATION_MARGIN) | (x > 1 - SATURATION_MARGIN)).sum())
+    elif isinstance(module, nn.Tanh):
+        sums.append((x.abs() > 1 - SATURATION_MARGIN).sum())
+    elif isinstance(module, nn.ReLU6):  # its top: its bottom is the ReLU's zeros
+        sums.append((x >= module.max_val).sum())
+    elif saturated:
+        sums.append(((x <= module.min_val) | (x >= module.max_val)).sum())
+    units = 0
     if isinstance(module, RELU_LIKE) and x.dim() >= 2:
         # A unit is dead on this batch when it is <= 0 for every sample (and position).
         # Units: channels of (B, C, H, W) maps, the last dim of (B, F) or (B, T, F).
         unit_dim = 1 if x.dim() == 4 else x.dim() - 1
         per_unit = x.amax(dim=tuple(d for d in range(x.dim()) if d != unit_dim))  # (C,)
-        dead = (per_unit <= 0).sum() / per_unit.numel()
-    else:
-        dead = nan
-    return torch.stack([mean, std, zero.float(), sat.float(), dead.float()])
+        sums.append((per_unit <= 0).sum())
+        units = per_unit.numel()
+    # stack promotes the int64 counts to float32 (exact below 2**24 elements: 8 rows are fewer)
+    return torch.stack(sums), Counted(x.numel(), nonzero, saturated, units)
+
+
+def act_stats(sums: list[float], counted: Counted) -> list[float]:
+    """ACT_STATS (mean, std, zero share, saturated share, dead-unit share) from `output_sums`'
+    numbers, read out; NaN for a statistic this kind of layer does not have."""
+    n = max(counted.elements, 1)
+    total, norm, *counts = sums
+    mean = total / n
+    variance = max(norm * norm / n - mean * mean, 0.0) * n / max(n - 1, 1)  # unbiased
+    counts.reverse()  # taken from the end, in the order they were stacked
+    zero = (n - counts.pop()) / n if counted.nonzero else math.nan
+    saturated = counts.pop() / n if counted.saturated else math.nan
+    dead = counts.pop() / counted.units if counted.units else math.nan
+    return [mean, math.sqrt(variance), zero, saturated, dead]
 
 
 PIECE = "activation probe"  # the name under which the watch's guard switches it off
@@ -103,8 +138,10 @@ class ActivationProbe:
         # The last output known finite-or-summed in this forward: (weak ref, version counter).
         self._checked: tuple[weakref.ref, int] | None = None
         self._stats_seen: set[str] = set()
-        self._pending_stats: list[tuple[str, torch.Tensor]] = []
-        self._slots: tuple[int, list[str], list[tuple[str, int]]] | None = None
+        self._pending_stats: list[tuple[str, torch.Tensor, Counted]] = []  # (name, sums, ...)
+        # (sums' slot, their names, (name, slot, Counted) of the stats, (name, slot) of rows)
+        self._slots: tuple[int, list[str], list[tuple[str, int, Counted]],
+                           list[tuple[str, int]]] | None = None  # fmt: skip
         self._stat_series: dict[str, list] = {}
 
     def _scan(self) -> None:
@@ -178,7 +215,7 @@ class ActivationProbe:
                 self._checked = (weakref.ref(y), y._version)
             if sample and name not in self._stats_seen:
                 self._stats_seen.add(name)  # the first micro-batch of the step is the sample
-                self._pending_stats.append((name, output_stats(module, y)))
+                self._pending_stats.append((name, *output_sums(module, y)))
                 if self.keep_samples:  # a copy (a view would pin the batch) of <= 4096 values
                     rows = (y.detach()[:SAMPLE_ROWS] if y.dim() >= 2 else y.detach()).flatten()
                     stride = -(-rows.numel() // HISTOGRAM_VALUES)  # ceil: evenly spread values
@@ -196,7 +233,7 @@ class ActivationProbe:
     def collect(self, pending: Pending) -> None:
         """Queues the step's tensors for the read-out."""
         sums_slot = pending.add(torch.stack(self._sums)) if self._sums else -1
-        stats = [(name, pending.add(s)) for name, s in self._pending_stats]
+        stats = [(name, pending.add(s), counted) for name, s, counted in self._pending_stats]
         # the sampled rows come back with the step's one transfer (no sync of their own)
         samples = [(name, pending.add(rows, as_tensor=True)) for name, rows in self.samples]
         self.samples = []
@@ -214,13 +251,13 @@ class ActivationProbe:
         sums_slot, sum_names, stats, samples = self._slots
         self._slots = None
         self.samples = [(name, values[slot]) for name, slot in samples]  # CPU tensors now
-        for name, slot in stats:
+        for name, slot, counted in stats:
             series = self._stat_series.get(name)
             if series is None:
                 series = self._stat_series[name] = [
                     signals.series_of(s.at(name)) for s in ACT_STATS
                 ]
-            for s, v in zip(series, values[slot], strict=True):
+            for s, v in zip(series, act_stats(values[slot], counted), strict=True):
                 s.append(t, v)
         if sums_slot < 0:
             return

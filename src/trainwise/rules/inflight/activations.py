@@ -85,7 +85,7 @@ class DeadRelu(_ActivationShare):
     "saturated-activations",
     severity="warning",
     category="in-flight",
-    summary="Sigmoid/tanh outputs pinned at their limits, where the gradient is ~0",
+    summary="Sigmoid/tanh (or hard clamp) outputs pinned at their limits, where the gradient is ~0",
     why="A sigmoid at 0.99 passes back 1% of the gradient it passes at 0.5; when most units of a "
     "layer sit at the limits the layer stops learning. Large inputs (no normalization, big init "
     "or learning rate) push them there.",
@@ -100,6 +100,7 @@ class SaturatedActivations(_ActivationShare):
 
     def message(self, layer, share, n):
         return (
-            f"{share:.0%} of the outputs of `{layer}` sit within 1% of the activation's "
-            f"limits, where its gradient is nearly 0 (median of {n} sampled steps)"
+            f"{share:.0%} of the outputs of `{layer}` sit at the activation's limits (a "
+            f"sigmoid's or tanh's: within 1% of them), where its gradient is 0 or nearly "
+            f"(median of {n} sampled steps)"
         )
