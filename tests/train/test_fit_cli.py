@@ -15,7 +15,7 @@ from click.testing import CliRunner
 
 import trainwise as tw
 from trainwise.cli import main
-from trainwise.cli.fit import recipe_from, recipe_options
+from trainwise.cli.fit import _metric_text, recipe_from, recipe_options
 
 SRC = Path(tw.__file__).parents[1]  # the trainwise under test
 # What precision "auto" resolves to here (a fit's recipe as applied says it)
@@ -229,3 +229,13 @@ def test_bad_helper_tip_options_exit_2_with_a_message(setup_file, args, message)
     code, output = fit_cli(setup_file, "--epochs", "1", "--quiet", "--no-record", *args)
     assert code == 2, output
     assert message in " ".join(output.split())
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [(1.0, "1.000"), (0.97421, "0.9742"), (0.0167, "0.01670"), (1234.56, "1235"),
+     (2.5e-5, "2.500e-05"), (float("nan"), "nan")],
+)  # fmt: skip
+def test_metric_values_keep_four_digits(value, text):
+    """A perfect accuracy reads 1.000 beside 0.9742 in the result table, not a bare 1."""
+    assert _metric_text(value) == text

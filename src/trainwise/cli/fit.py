@@ -252,8 +252,8 @@ class _progress:
 
     def show(self, status: Any) -> None:
         if status.loss is not None:  # a validation point: the numbers shown until the next
-            self.tail = f"  loss {status.loss:.4g}" + "".join(
-                f"  val {k} {v:.4g}" for k, v in status.val.items() if k != "ece"
+            self.tail = f"  loss {_metric_text(status.loss)}" + "".join(
+                f"  val {k} {_metric_text(v)}" for k, v in status.val.items() if k != "ece"
             )
         words = f"epoch {status.epoch}/{status.epochs}{self.tail}"
         self.bar.update(self.task, completed=status.step, total=status.total, description=words)
@@ -270,5 +270,11 @@ def _result_table(result: Any) -> Table:
     table.add_column(f"best (step {result.best.get('step', '-')})", justify="right")
     for name, value in result.metrics.items():
         best = result.best.get(name)
-        table.add_row(name, f"{value:.4g}", f"{best:.4g}" if best is not None else "-")
+        table.add_row(name, _metric_text(value), _metric_text(best) if best is not None else "-")
     return table
+
+
+def _metric_text(value: float) -> str:
+    """4 significant digits, trailing zeros kept (an accuracy of 1.0 reads "1.000", not "1"
+    beside "0.9742"); no trailing point on a large number ("1235", not "1235.")."""
+    return f"{value:#.4g}".rstrip(".")
