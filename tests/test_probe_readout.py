@@ -7,8 +7,9 @@ import pytest
 import torch
 from torch import nn
 
-from trainwise.probes.activations import act_stats, output_sums
+from trainwise.probes.activations import ActivationProbe, act_stats, output_sums
 from trainwise.probes.pending import Pending
+from trainwise.signals import ACT_SAT_FRAC, ACT_ZERO_FRAC, Signals
 
 
 def _direct(module: nn.Module, y: torch.Tensor) -> list[float]:
@@ -108,3 +109,49 @@ def test_relu6_outputs_between_its_limits_are_not_saturated():
     y = nn.ReLU6()(torch.cat([torch.linspace(1, 5, 30), torch.full((10,), 9.0)]).reshape(8, 5))
     sums, counted = output_sums(nn.ReLU6(), y)
     assert act_stats(sums.tolist(), counted)[3] == pytest.approx(10 / 40)
+
+
+class _Returns(nn.Module):
+    """A hidden sigmoid and an output sigmoid; forward returns the output as `shape` says."""
+
+    def __init__(self, shape: str):
+        super().__init__()
+        self.hidden = nn.Sequential(nn.Linear(4, 6), nn.Sigmoid(), nn.Linear(6, 6), nn.ReLU())
+        self.head = nn.Sequential(nn.Linear(6, 6), nn.Sigmoid())
+        self.shape = shape
+
+    def forward(self, x):
+        h = self.hidden(x)
+        out = self.head(h)
+        if self.shape == "tuple":  # a VAE's (reconstruction, mu, logvar)
+            return out.view(-1, 2, 3), h, x
+        if self.shape == "dict":  # a Hugging Face output
+            return {"logits": out, "hidden": h}
+        return out
+
+
+def _sampled_step(model: nn.Module, x: torch.Tensor) -> Signals:
+    probe = ActivationProbe(model)
+    probe.attach()
+    probe.begin_step(sample=True)
+    model(x)
+    pending = Pending()
+    probe.collect(pending)
+    signals = Signals()
+    probe.write(pending.read(), 0, signals)
+    probe.detach()
+    return signals
+
+
+@pytest.mark.parametrize("shape", ["tensor", "tuple", "dict"])
+def test_the_output_layer_reports_no_saturation_a_hidden_one_does(shape):
+    """A decoder's output sigmoid predicting black pixels at ~0 is the model being sure (BCE
+    gives its logits p - y); the same share in a hidden layer stalls it."""
+    model = _Returns(shape)
+    with torch.no_grad():
+        model.hidden[0].weight.fill_(5.0)  # hidden sigmoid pinned at 1
+        model.head[0].bias.fill_(-20.0)  # output sigmoid pinned at 0
+    signals = _sampled_step(model, torch.ones(8, 4))
+    assert list(signals.get(ACT_SAT_FRAC.at("hidden.1")).values) == [1.0]
+    assert math.isnan(signals.get(ACT_SAT_FRAC.at("head.1")).values[0])
+    assert signals.get(ACT_ZERO_FRAC.at("hidden.3")).values  # the other statistics as before

@@ -4,7 +4,11 @@ Every module gets a forward hook. On a training forward (grad enabled) it adds t
 the module's output to the step's batch: a single reduction that is non-finite exactly when some
 element is (or the sum overflows float32, which is as alarming), so the first module whose output
 went NaN/Inf is known after the step's one sync. On sampled steps, leaf modules also report
-mean, std, zero fraction, saturation fraction and dead-unit fraction of their output.
+mean, std, zero fraction, saturation fraction and dead-unit fraction of their output. A layer
+whose output is the model's output (a VAE decoder's sigmoid, a GAN generator's tanh) reports no
+saturation: there it is the model being sure (black background pixels predicted at ~0), and
+the loss's gradient does not pass through the flat ends (BCE on a sigmoid's output gives its
+logits p - y); a hidden layer's saturation is what stalls learning.
 
 Writes: NONFINITE_OUTPUT (event), ACT_* per leaf module (sampled), and the sampled rows kept
 for the record's ACTIVATIONS histograms.
@@ -14,6 +18,7 @@ from __future__ import annotations
 
 import math
 import weakref
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
@@ -21,7 +26,14 @@ from torch import nn
 
 from trainwise.probes.params import clean_name
 from trainwise.probes.pending import Pending
-from trainwise.signals import ACT_STATS, NONFINITE_OUTPUT, OUTPUT_CHECKED, NonfiniteOutput, Signals
+from trainwise.signals import (
+    ACT_SAT_FRAC,
+    ACT_STATS,
+    NONFINITE_OUTPUT,
+    OUTPUT_CHECKED,
+    NonfiniteOutput,
+    Signals,
+)
 
 RELU_LIKE = (nn.ReLU, nn.ReLU6)
 DROPOUT = (nn.modules.dropout._DropoutNd,)
@@ -30,6 +42,8 @@ SIGMOID_LIKE = (nn.Sigmoid, nn.Hardsigmoid)
 # between them, so what saturates is what sits at a limit, wherever the limits are; a ReLU6's
 # lower limit is its ReLU's zeros (the zero share and the dead units), its upper one saturates.
 HARD_CLAMPS = (nn.Hardtanh,)
+SATURATING = (*SIGMOID_LIKE, nn.Tanh, *HARD_CLAMPS)
+_SATURATION = ACT_STATS.index(ACT_SAT_FRAC)  # its place in act_stats' list
 # Modules whose output is finite whenever their input is: elementwise clamps and squashes, max
 # pooling, reshapes. Such a module can never be the *first* whose output goes non-finite when its
 # input is a tensor already checked in this forward, so its (large) output is not summed again.
@@ -83,7 +97,7 @@ def output_sums(module: nn.Module, y: torch.Tensor) -> tuple[torch.Tensor, Count
     nonzero = isinstance(module, RELU_LIKE + DROPOUT)
     if nonzero:
         sums.append(x.count_nonzero())
-    saturated = isinstance(module, (*SIGMOID_LIKE, nn.Tanh, *HARD_CLAMPS))
+    saturated = isinstance(module, SATURATING)
     if isinstance(module, SIGMOID_LIKE):
         sums.append(((x < SATURATION_MARGIN) | (x > 1 - SATURATION_MARGIN)).sum())
     elif isinstance(module, nn.Tanh):
@@ -143,6 +157,10 @@ class ActivationProbe:
         self._slots: tuple[int, list[str], list[tuple[str, int, Counted]],
                            list[tuple[str, int]]] | None = None  # fmt: skip
         self._stat_series: dict[str, list] = {}
+        # (name, storage address) of the saturating leaves' outputs sampled in this forward,
+        # until the model's own hook compares them with its output
+        self._saturating_outputs: list[tuple[str, int]] = []
+        self.output_layers: set[str] = set()  # leaves whose output was the model's output
 
     def _scan(self) -> None:
         self.modules: list[tuple[str, nn.Module]] = [
@@ -174,6 +192,8 @@ class ActivationProbe:
 
     def _make_hook(self, name: str, module: nn.Module):
         is_leaf = id(module) in self._leaf
+        is_root = module is self.model
+        saturating = isinstance(module, SATURATING)
         preserving = isinstance(module, FINITE_PRESERVING)
         is_compiling = torch.compiler.is_compiling
         grad_enabled = torch.is_grad_enabled
@@ -193,6 +213,8 @@ class ActivationProbe:
                 self._guard.switch_off(PIECE, exc)
 
         def measure(args, out) -> None:
+            if is_root and self._saturating_outputs:  # the end of a sampled forward
+                self._find_output_layers(out)
             check = self.check_finite
             sample = self.sample and is_leaf and self.stats
             if not (check or sample) or not grad_enabled() or is_compiling():
@@ -216,6 +238,8 @@ class ActivationProbe:
             if sample and name not in self._stats_seen:
                 self._stats_seen.add(name)  # the first micro-batch of the step is the sample
                 self._pending_stats.append((name, *output_sums(module, y)))
+                if saturating:
+                    self._saturating_outputs.append((name, y.untyped_storage().data_ptr()))
                 if self.keep_samples:  # a copy (a view would pin the batch) of <= 4096 values
                     rows = (y.detach()[:SAMPLE_ROWS] if y.dim() >= 2 else y.detach()).flatten()
                     stride = -(-rows.numel() // HISTOGRAM_VALUES)  # ceil: evenly spread values
@@ -223,8 +247,20 @@ class ActivationProbe:
 
         return hook
 
+    def _find_output_layers(self, out) -> None:
+        """Which saturating leaves' outputs (or views of them) the model returned: a tensor, or
+        one among a tuple's, a list's or a dict's (a Hugging Face output) values."""
+        if isinstance(out, torch.Tensor):
+            returned = [out]
+        else:
+            returned = list(out.values() if isinstance(out, Mapping) else out)
+        at = {t.untyped_storage().data_ptr() for t in returned if isinstance(t, torch.Tensor)}
+        self.output_layers.update(name for name, ptr in self._saturating_outputs if ptr in at)
+        self._saturating_outputs = []
+
     def begin_step(self, sample: bool) -> None:
         self.sample = sample
+        self._saturating_outputs = []
         self._pending_stats = []
         self.samples = []
         self._stats_seen = set()
@@ -257,7 +293,10 @@ class ActivationProbe:
                 series = self._stat_series[name] = [
                     signals.series_of(s.at(name)) for s in ACT_STATS
                 ]
-            for s, v in zip(series, act_stats(values[slot], counted), strict=True):
+            numbers = act_stats(values[slot], counted)
+            if name in self.output_layers:
+                numbers[_SATURATION] = math.nan  # the model being sure (see the module doc)
+            for s, v in zip(series, numbers, strict=True):
                 s.append(t, v)
         if sums_slot < 0:
             return

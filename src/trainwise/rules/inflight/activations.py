@@ -88,7 +88,9 @@ class DeadRelu(_ActivationShare):
     summary="Sigmoid/tanh (or hard clamp) outputs pinned at their limits, where the gradient is ~0",
     why="A sigmoid at 0.99 passes back 1% of the gradient it passes at 0.5; when most units of a "
     "layer sit at the limits the layer stops learning. Large inputs (no normalization, big init "
-    "or learning rate) push them there.",
+    "or learning rate) push them there. Hidden layers only: a layer whose output is the model's "
+    "(a decoder's sigmoid predicting a black background at ~0) is the model being sure, and the "
+    "loss's gradient does not pass through its flat ends (BCE on a sigmoid gives p - y).",
     fix="Normalize the inputs of the layer (BatchNorm/LayerNorm), scale the init down, or use ReLU.",
     example="nn.Sequential(nn.Linear(64, 256), nn.Tanh())  # raw inputs in 0..255\n\n"
     "nn.Sequential(nn.Linear(64, 256), nn.LayerNorm(256), nn.Tanh())  # and normalized inputs",
