@@ -221,8 +221,10 @@ class LossPlateau(Detector):
             severity = "info"
             message += (
                 f"; but the weights travel (`{name}`'s norm changed {drift:.0%}, {reach:.1f}x "
-                "what a random walk of its step sizes reaches): an objective that moves under "
-                "the model, as a GAN player's does, is flat without a stall"
+                "what a random walk of its step sizes reaches): the steps keep a direction, so "
+                "the run is not stalled. A flat loss with travelling weights is an objective "
+                "that moves under the model (a GAN player's) or steps too large to settle (a "
+                "learning rate too high: see the other findings)"
             )
             evidence.update(moving_layer=name, norm_change=drift, walk_ratio=reach)
         yield self.finding(message, evidence=evidence, severity=severity)
