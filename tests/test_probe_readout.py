@@ -2,6 +2,7 @@
 numbers as computing them directly in torch, whatever the layer kind, shape and dtype."""
 
 import math
+import types
 
 import pytest
 import torch
@@ -155,3 +156,22 @@ def test_the_output_layer_reports_no_saturation_a_hidden_one_does(shape):
     assert list(signals.get(ACT_SAT_FRAC.at("hidden.1")).values) == [1.0]
     assert math.isnan(signals.get(ACT_SAT_FRAC.at("head.1")).values[0])
     assert signals.get(ACT_ZERO_FRAC.at("hidden.3")).values  # the other statistics as before
+
+
+class _OwnOutput(nn.Module):
+    """Returns an object of its own (not a tensor, tuple or dict): its sigmoid is judged."""
+
+    def __init__(self):
+        super().__init__()
+        self.head = nn.Sequential(nn.Linear(4, 6), nn.Sigmoid())
+
+    def forward(self, x):
+        return types.SimpleNamespace(probs=self.head(x))
+
+
+def test_a_model_returning_its_own_object_keeps_the_probe_on():
+    model = _OwnOutput()
+    with torch.no_grad():
+        model.head[0].bias.fill_(-20.0)
+    signals = _sampled_step(model, torch.ones(8, 4))  # with no guard, a raise would fail here
+    assert list(signals.get(ACT_SAT_FRAC.at("head.1")).values) == [1.0]

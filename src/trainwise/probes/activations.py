@@ -114,7 +114,8 @@ def output_sums(module: nn.Module, y: torch.Tensor) -> tuple[torch.Tensor, Count
         per_unit = x.amax(dim=tuple(d for d in range(x.dim()) if d != unit_dim))  # (C,)
         sums.append((per_unit <= 0).sum())
         units = per_unit.numel()
-    # stack promotes the int64 counts to float32 (exact below 2**24 elements: 8 rows are fewer)
+    # stack promotes the int64 counts to float32: exact up to 2**24, beyond within ~6e-8 of
+    # the count (shares are reported to 3 digits)
     return torch.stack(sums), Counted(x.numel(), nonzero, saturated, units)
 
 
@@ -130,6 +131,11 @@ def act_stats(sums: list[float], counted: Counted) -> list[float]:
     saturated = counts.pop() / n if counted.saturated else math.nan
     dead = counts.pop() / counted.units if counted.units else math.nan
     return [mean, math.sqrt(variance), zero, saturated, dead]
+
+
+def _strided(t: object) -> bool:
+    """A dense tensor (one with a storage to compare)."""
+    return isinstance(t, torch.Tensor) and t.layout == torch.strided
 
 
 PIECE = "activation probe"  # the name under which the watch's guard switches it off
@@ -238,7 +244,7 @@ class ActivationProbe:
             if sample and name not in self._stats_seen:
                 self._stats_seen.add(name)  # the first micro-batch of the step is the sample
                 self._pending_stats.append((name, *output_sums(module, y)))
-                if saturating:
+                if saturating and y.layout == torch.strided:
                     self._saturating_outputs.append((name, y.untyped_storage().data_ptr()))
                 if self.keep_samples:  # a copy (a view would pin the batch) of <= 4096 values
                     rows = (y.detach()[:SAMPLE_ROWS] if y.dim() >= 2 else y.detach()).flatten()
@@ -252,9 +258,13 @@ class ActivationProbe:
         one among a tuple's, a list's or a dict's (a Hugging Face output) values."""
         if isinstance(out, torch.Tensor):
             returned = [out]
-        else:
-            returned = list(out.values() if isinstance(out, Mapping) else out)
-        at = {t.untyped_storage().data_ptr() for t in returned if isinstance(t, torch.Tensor)}
+        elif isinstance(out, Mapping):
+            returned = list(out.values())
+        elif isinstance(out, (tuple, list)):
+            returned = list(out)
+        else:  # an object of the user's own: its tensors are not looked for
+            returned = []
+        at = {t.untyped_storage().data_ptr() for t in returned if _strided(t)}
         self.output_layers.update(name for name, ptr in self._saturating_outputs if ptr in at)
         self._saturating_outputs = []
 
